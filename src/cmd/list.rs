@@ -1,0 +1,39 @@
+//! `list`: every session with its live state and pending mail.
+
+use anyhow::{Context, Result};
+
+use super::{open, print_table};
+use crate::identity;
+
+pub fn run(all: bool, project: bool, json: bool) -> Result<i32> {
+    let store = open()?;
+    let mut sessions = store.sessions(all)?;
+    if project {
+        let cwd = std::env::current_dir().context("could not read the current directory")?;
+        let here = identity::project_of(&cwd).display().to_string();
+        sessions.retain(|s| s.project == here);
+    }
+    if json {
+        println!("{}", serde_json::to_string(&sessions)?);
+        return Ok(0);
+    }
+    if sessions.is_empty() {
+        println!("no sessions yet; start one with: inter-session inbox watch --name NAME");
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = sessions
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.label.clone(),
+                s.state.as_str().to_string(),
+                s.pending.to_string(),
+                s.cwd.clone(),
+                s.since.clone(),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "LABEL", "STATE", "PENDING", "CWD", "SINCE"], &rows);
+    Ok(0)
+}

@@ -1,0 +1,361 @@
+//! The command line: the clap tree in one place, one file per verb group,
+//! and a single `match` that dispatches. Command files parse, call the
+//! store, and print; they hold no SQL.
+
+mod history;
+mod inbox;
+mod list;
+mod mail;
+mod session;
+mod sql;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::identity::{self, UsageError};
+use crate::store::{self, Mailbox, Session, State};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "inter-session",
+    version,
+    about = "Durable, scriptable mailbox for AI coding-agent sessions on one machine",
+    long_about = "Durable, scriptable mailbox for AI coding-agent sessions on one machine.\n\n\
+        Each session runs a monitor (`inter-session inbox watch`) that prints one line per \
+        incoming message; any process can send with `inter-session mail send`. Mail to a \
+        session whose monitor is not running waits and is replayed when it comes back. \
+        Everything lives in one SQLite file you can query with `inter-session sql`.",
+    after_help = "Examples:\n  \
+        inter-session inbox watch --name alice          # terminal 1: alice's monitor\n  \
+        INTER_SESSION_KEY=b inter-session connect bob   # terminal 2: bob's monitor\n  \
+        inter-session mail send --from bob --to alice --text 'hello'\n  \
+        inter-session list\n\n\
+        Data folder: $INTER_SESSION_DATA_DIR, else ~/.claude/data/inter-session"
+)]
+pub struct Cli {
+    /// Act as this session (for scripts); it is registered if new.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub from: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Receive mail: the monitor, and pull-mode reading
+    #[command(subcommand)]
+    Inbox(InboxCmd),
+    /// Start this session's monitor (alias of `inbox watch`)
+    #[command(after_help = "Example:\n  inter-session connect alice --label 'reviewer'")]
+    Connect {
+        /// Mailbox name (default: this session's previous name, else the folder's)
+        name: Option<String>,
+        #[command(flatten)]
+        opts: WatchArgs,
+    },
+    /// Send mail
+    #[command(subcommand)]
+    Mail(MailCmd),
+    /// Sessions online and offline, with pending mail
+    #[command(after_help = "Examples:\n  inter-session list\n  inter-session list --all --json")]
+    List {
+        /// Include sessions that have left
+        #[arg(long)]
+        all: bool,
+        /// Only sessions of this project (nearest folder holding .git)
+        #[arg(long)]
+        project: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// This session: name, state, monitor pid, pending mail, database path
+    #[command(after_help = "Example:\n  inter-session status --json")]
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename this session in place; pending mail follows
+    #[command(after_help = "Example:\n  inter-session rename reviewer-2")]
+    Rename {
+        /// The new name
+        new: String,
+    },
+    /// Change this session's label (remembered for this project; "" clears it)
+    #[command(after_help = "Example:\n  inter-session relabel 'fixing the parser'")]
+    Relabel {
+        /// The new label (at most 60 characters; no quotes or brackets)
+        text: String,
+    },
+    /// Leave: mark this session left and stop its monitor
+    #[command(after_help = "Example:\n  inter-session disconnect")]
+    Disconnect {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past messages, oldest first
+    #[command(after_help = "Examples:\n  inter-session history --with bob --since 1h\n  inter-session history --limit 5 --json")]
+    History {
+        /// Only messages exchanged with this session
+        #[arg(long, value_name = "NAME")]
+        with: Option<String>,
+        /// Only messages newer than this (30s, 15m, 1h, 2d)
+        #[arg(long, value_name = "AGE")]
+        since: Option<String>,
+        /// At most this many rows (the newest)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Every session's mail, not just this session's
+        #[arg(long)]
+        everyone: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one read-only SQL query over the mailbox (views: history, pending)
+    #[command(after_help = "Example:\n  inter-session sql \"select sender, recipient, text from history order by created_at desc limit 5\"")]
+    Sql {
+        /// The query (one statement; writes, ATTACH and extensions are refused)
+        query: String,
+        /// Print the column names first
+        #[arg(long)]
+        header: bool,
+        /// Print JSON (an array of objects)
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InboxCmd {
+    /// The monitor: print one line per incoming message, replaying pending mail first
+    #[command(
+        alias = "connect",
+        after_help = "Each message prints as:\n  [inter-session msg=<id> from=\"<name>\" \"<label>\"] <text>\n\n\
+            Examples:\n  inter-session inbox watch --name alice\n  \
+            inter-session inbox watch --window 600   # what the Claude Code skill runs"
+    )]
+    Watch {
+        /// Mailbox name (default: $INTER_SESSION_NAME, this session's previous name, else the folder's)
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        opts: WatchArgs,
+    },
+    /// Pull mode: print pending messages in the monitor's format, mark them delivered, exit
+    #[command(after_help = "Example:\n  inter-session inbox check")]
+    Check {
+        /// Print JSON (full texts)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one message's full text, raw
+    #[command(after_help = "Example:\n  inter-session inbox read 01JD3K")]
+    Read {
+        /// The message id, or a unique prefix of it
+        id: String,
+        /// Print JSON (with sender and time)
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Free-text label shown in your messages (remembered for this project; "" forgets)
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Also print joins, leaves and renames
+    #[arg(long)]
+    pub verbose: bool,
+    /// Auto-start mode (the plugin's monitor): stay silent inside Claude Code worker agents
+    #[arg(long)]
+    pub auto: bool,
+    /// Exit cleanly this many seconds after start, a little early (match the host's timeout)
+    #[arg(long, value_name = "SECONDS")]
+    pub window: Option<u64>,
+    /// Output pacing: claude-code keeps within Claude Code's notification limits
+    #[arg(long, value_enum, default_value_t = PaceMode::Auto)]
+    pub pace: PaceMode,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaceMode {
+    /// claude-code when CLAUDECODE=1, else off
+    Auto,
+    Off,
+    ClaudeCode,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MailCmd {
+    /// Send a message to one session (or --all)
+    #[command(after_help = "Examples:\n  inter-session mail send --to alice --text 'tests pass'\n  \
+        git diff | inter-session mail send --to rev     # text from stdin\n  \
+        inter-session mail send --all --text 'rebasing main in 5 minutes'")]
+    Send {
+        /// Recipient: exact name, else a unique name prefix
+        #[arg(long, value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
+        to: Option<String>,
+        /// Send to every other session instead (a broadcast)
+        #[arg(long)]
+        all: bool,
+        /// With --all: only sessions of this project
+        #[arg(long, requires = "all")]
+        project: bool,
+        #[command(flatten)]
+        body: BodyArgs,
+    },
+    /// Send a message to every other session (not those that left)
+    #[command(after_help = "Example:\n  inter-session mail broadcast --project --text 'main is green again'")]
+    Broadcast {
+        /// Only sessions of this project (nearest folder holding .git)
+        #[arg(long)]
+        project: bool,
+        #[command(flatten)]
+        body: BodyArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct BodyArgs {
+    /// The text (else --text-file, else stdin)
+    #[arg(long, conflicts_with = "text_file")]
+    pub text: Option<String>,
+    /// Read the text from this file
+    #[arg(long, value_name = "FILE")]
+    pub text_file: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let from = cli.from.as_deref();
+    match cli.command {
+        Command::Inbox(InboxCmd::Watch { name, opts }) => crate::watch::run(name, opts),
+        Command::Connect { name, opts } => crate::watch::run(name, opts),
+        Command::Inbox(InboxCmd::Check { json }) => inbox::check(from, json),
+        Command::Inbox(InboxCmd::Read { id, json }) => inbox::read(&id, json),
+        Command::Mail(MailCmd::Send { to, all, project, body }) => match to {
+            Some(to) if !all => mail::send(from, &to, &body),
+            _ => mail::broadcast(from, project, &body),
+        },
+        Command::Mail(MailCmd::Broadcast { project, body }) => mail::broadcast(from, project, &body),
+        Command::List { all, project, json } => list::run(all, project, json),
+        Command::Status { json } => session::status(from, json),
+        Command::Rename { new } => session::rename(from, &new),
+        Command::Relabel { text } => session::relabel(from, &text),
+        Command::Disconnect { json } => session::disconnect(from, json),
+        Command::History { with, since, limit, everyone, json } => {
+            history::run(from, with.as_deref(), since.as_deref(), limit, everyone, json)
+        }
+        Command::Sql { query, header, json } => sql::run(&query, header, json),
+    }
+}
+
+pub const NOT_CONNECTED: &str = "not connected; run /inter-session connect in this session first";
+
+/// The session a command acts as: `--from NAME` (registered if new), else
+/// the session whose key matches this process's (see `identity`).
+pub fn me(store: &dyn Mailbox, from: Option<&str>) -> Result<Session> {
+    if let Some(name) = from {
+        identity::validate_name(name)?;
+        if let Some(s) = store.session_by_name(name)? {
+            return Ok(s);
+        }
+        return store.register(name, None);
+    }
+    match store.session_by_key(&identity::session_key())? {
+        Some(s) if s.state != State::Left => Ok(s),
+        _ => bail!(NOT_CONNECTED),
+    }
+}
+
+/// Like `me`, but `None` instead of an error when not connected.
+pub fn me_if_any(store: &dyn Mailbox, from: Option<&str>) -> Result<Option<Session>> {
+    if from.is_some() {
+        return me(store, from).map(Some);
+    }
+    Ok(store.session_by_key(&identity::session_key())?.filter(|s| s.state != State::Left))
+}
+
+pub fn open() -> Result<Box<dyn Mailbox>> {
+    store::open()
+}
+
+/// Parse an age like `30s`, `15m`, `1h`, `2d`, `1h30m` into seconds.
+pub fn parse_age(text: &str) -> Result<u64, UsageError> {
+    let bad = || UsageError(format!("invalid age '{text}': use a number with s, m, h or d, e.g. 15m, 1h30m, 2d"));
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+    }
+    if !num.is_empty() {
+        return Err(bad());
+    }
+    if total == 0 && text.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// Print rows as an aligned table with a header.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                out.push_str(&" ".repeat(w - cell.chars().count() + 2));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("30s").ok(), Some(30));
+        assert_eq!(parse_age("15m").ok(), Some(900));
+        assert_eq!(parse_age("1h30m").ok(), Some(5400));
+        assert_eq!(parse_age("2d").ok(), Some(172_800));
+        for bad in ["", "h", "10", "5x", "-1h"] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! This session: `status`, `rename`, `relabel`, `disconnect`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::{me, me_if_any, open};
+use crate::identity::{self, pid_alive};
+
+pub fn status(from: Option<&str>, json: bool) -> Result<i32> {
+    let store = open()?;
+    let session = me_if_any(store.as_ref(), from)?;
+    let database = store.location();
+    match session {
+        None if json => println!("{}", json!({ "connected": false, "database": database })),
+        None => println!("not connected\ndatabase: {database}"),
+        Some(s) if json => println!(
+            "{}",
+            json!({
+                "connected": true, "name": s.name, "label": s.label, "state": s.state,
+                "monitor_pid": s.monitor_pid, "pending": s.pending, "cwd": s.cwd,
+                "project": s.project, "since": s.since, "database": database,
+            })
+        ),
+        Some(s) => {
+            println!("name: {}", s.name);
+            if !s.label.is_empty() {
+                println!("label: {}", s.label);
+            }
+            println!("state: {}", s.state.as_str());
+            if let Some(pid) = s.monitor_pid {
+                println!("monitor pid: {pid}");
+            }
+            println!("pending: {}", s.pending);
+            println!("database: {database}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn rename(from: Option<&str>, new: &str) -> Result<i32> {
+    identity::validate_name(new)?;
+    let store = open()?;
+    let s = me(store.as_ref(), from)?;
+    store.rename(s.id, new)?;
+    println!("renamed '{}' -> '{new}' ({} pending mail follows)", s.name, s.pending);
+    Ok(0)
+}
+
+pub fn relabel(from: Option<&str>, text: &str) -> Result<i32> {
+    let label = identity::validate_label(text)?;
+    let store = open()?;
+    let s = me(store.as_ref(), from)?;
+    store.relabel(s.id, &label)?;
+    if !s.project.is_empty() {
+        store.remember_label(&s.project, &label)?;
+    }
+    if label.is_empty() {
+        println!("label of '{}' cleared", s.name);
+    } else {
+        println!("label of '{}' set to \"{label}\"", s.name);
+    }
+    Ok(0)
+}
+
+pub fn disconnect(from: Option<&str>, json: bool) -> Result<i32> {
+    let store = open()?;
+    let s = me(store.as_ref(), from)?;
+    let pid = store.disconnect(s.id)?;
+    let mut stopped = false;
+    if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // SAFETY: plain kill(2) on a pid we recorded for this session's monitor.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while store.is_online(s.id) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if store.is_online(s.id) && pid_alive(i64::from(pid)) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        stopped = true;
+    }
+    if json {
+        println!("{}", json!({ "name": s.name, "state": "left", "stopped_monitor_pid": pid }));
+    } else if stopped {
+        println!("disconnected '{}' (monitor pid {} stopped)", s.name, pid.context("pid")?);
+    } else {
+        println!("disconnected '{}'", s.name);
+    }
+    Ok(0)
+}

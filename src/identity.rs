@@ -1,0 +1,264 @@
+//! Who is asking: the session key (which agent conversation a command runs
+//! in), the owning Claude Code process, and the rules for names and labels.
+//!
+//! Pure rules (validation, cwd-derived names) are unit-tested here; the
+//! process-tree walk reads `/proc` and nothing else.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use unicode_normalization::UnicodeNormalization;
+
+pub const MAX_NAME_LEN: usize = 40;
+pub const MAX_LABEL_CHARS: usize = 60;
+
+/// A usage error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub const NAME_RULE: &str =
+    "a name is 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit";
+
+pub fn is_valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+pub fn validate_name(name: &str) -> Result<(), UsageError> {
+    if is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(UsageError(format!("invalid name '{}': {NAME_RULE}", name.escape_debug())))
+    }
+}
+
+/// NFC-normalise and check a label; returns the stored form.
+pub fn validate_label(label: &str) -> Result<String, UsageError> {
+    let label: String = label.nfc().collect();
+    let count = label.chars().count();
+    if count > MAX_LABEL_CHARS {
+        return Err(UsageError(format!("label too long: {count} characters, at most {MAX_LABEL_CHARS}")));
+    }
+    if let Some(bad) = label.chars().find(|&c| !label_char_ok(c)) {
+        return Err(UsageError(format!(
+            "label may not contain {:?} (U+{:04X}): no quotes, brackets, control, format or separator characters except space",
+            bad, bad as u32
+        )));
+    }
+    Ok(label)
+}
+
+fn label_char_ok(c: char) -> bool {
+    if c == ' ' {
+        return true;
+    }
+    !(matches!(c, '"' | '[' | ']')
+        || crate::line::is_control(c)
+        || crate::line::is_format(c)
+        || is_separator(c))
+}
+
+/// General categories Zs, Zl, Zp.
+fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\u{A0}'
+            | '\u{1680}'
+            | '\u{2000}'..='\u{200A}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{202F}'
+            | '\u{205F}'
+            | '\u{3000}'
+    )
+}
+
+/// A name from a folder's basename: lowercase, runs of other characters
+/// become '-', trimmed, at most 40; `session` when nothing is left.
+pub fn name_from_dir(dir: &Path) -> String {
+    let base = dir.file_name().map(|b| b.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let mut out = String::new();
+    let mut dash = false;
+    for c in base.chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            if dash && !out.is_empty() {
+                out.push('-');
+            }
+            dash = false;
+            out.push(c);
+        } else {
+            dash = true;
+        }
+        if out.len() >= MAX_NAME_LEN {
+            break;
+        }
+    }
+    out.truncate(MAX_NAME_LEN);
+    let out = out.trim_matches('-').to_string();
+    if out.is_empty() {
+        "session".to_string()
+    } else {
+        out
+    }
+}
+
+/// The project a cwd belongs to: the nearest ancestor holding `.git`
+/// (symlinks resolved), else the cwd itself.
+pub fn project_of(cwd: &Path) -> PathBuf {
+    let real = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
+    real.ancestors()
+        .find(|d| d.join(".git").symlink_metadata().is_ok())
+        .map(Path::to_path_buf)
+        .unwrap_or(real)
+}
+
+/// One process in the ancestry walk.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    pub exe: String,
+    pub argv: Vec<String>,
+}
+
+fn read_proc(pid: i32) -> Option<Proc> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: parse after the last ')'.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let ppid = after.split(' ').nth(1)?.parse().ok()?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Proc { pid, ppid, exe, argv })
+}
+
+/// Whether a process is Claude Code: its executable (or argv[0]) basename is
+/// `claude` or `claude-*`, or its path holds `/claude/versions/`.
+pub fn is_claude(p: &Proc) -> bool {
+    let looks = |path: &str| {
+        let base = path.rsplit('/').next().unwrap_or(path);
+        base == "claude" || base.starts_with("claude-") || path.contains("/claude/versions/")
+    };
+    looks(&p.exe) || p.argv.first().is_some_and(|a| looks(a))
+}
+
+/// The nearest Claude Code ancestor of this process, if any.
+pub fn claude_ancestor() -> Option<Proc> {
+    // SAFETY: getppid cannot fail.
+    let mut pid = unsafe { libc::getppid() };
+    for _ in 0..64 {
+        if pid <= 1 {
+            return None;
+        }
+        let p = read_proc(pid)?;
+        if is_claude(&p) {
+            return Some(p);
+        }
+        pid = p.ppid;
+    }
+    None
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The session key, in order: `$INTER_SESSION_KEY`, `$CLAUDE_CODE_SESSION_ID`,
+/// the nearest Claude Code ancestor's pid, else the parent pid.
+pub fn session_key() -> String {
+    if let Some(k) = env_nonempty("INTER_SESSION_KEY") {
+        return k;
+    }
+    if let Some(k) = env_nonempty("CLAUDE_CODE_SESSION_ID") {
+        return format!("claude:{k}");
+    }
+    if let Some(p) = claude_ancestor() {
+        return format!("claude-pid:{}", p.pid);
+    }
+    // SAFETY: getppid cannot fail.
+    format!("ppid:{}", unsafe { libc::getppid() })
+}
+
+/// The agent process a monitor serves: `$CLAUDE_PID`, else the nearest
+/// Claude Code ancestor. The monitor exits when it is gone.
+pub fn owner_pid() -> Option<i64> {
+    if let Some(pid) = env_nonempty("CLAUDE_PID").and_then(|p| p.parse::<i64>().ok()) {
+        if pid > 1 {
+            return Some(pid);
+        }
+    }
+    claude_ancestor().map(|p| i64::from(p.pid))
+}
+
+/// Whether the nearest Claude Code ancestor is an agent-team worker (started
+/// with `--agent-id`), whom the auto-started monitor must not enrol.
+pub fn in_agent_worker() -> bool {
+    claude_ancestor().is_some_and(|p| p.argv.iter().any(|a| a == "--agent-id" || a.starts_with("--agent-id=")))
+}
+
+pub fn pid_alive(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "alice", "a-2", "0abc", &"x".repeat(40)] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "-a", "Alice", "a_b", "a b", "é", &"x".repeat(41), "a\n"] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dir_names() {
+        let n = |s: &str| name_from_dir(Path::new(s));
+        assert_eq!(n("/home/u/My Project"), "my-project");
+        assert_eq!(n("/x/__Foo__Bar__"), "foo-bar");
+        assert_eq!(n("/x/日本"), "session");
+        assert_eq!(n("/"), "session");
+        assert_eq!(n(&format!("/x/{}", "a".repeat(60))), "a".repeat(40));
+        assert_eq!(n("/x/api.v2"), "api-v2");
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(validate_label("tester one").ok().as_deref(), Some("tester one"));
+        assert_eq!(validate_label("e\u{301}").ok().as_deref(), Some("\u{e9}"));
+        for bad in ["a\"b", "[x]", "tab\there", "new\nline", "rtl\u{202e}", "nb\u{a0}sp", &"x".repeat(61)] {
+            assert!(validate_label(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_label(&"é".repeat(60)).is_ok());
+    }
+
+    #[test]
+    fn claude_detection() {
+        let p = |exe: &str, argv0: &str| Proc { pid: 2, ppid: 1, exe: exe.into(), argv: vec![argv0.into()] };
+        assert!(is_claude(&p("/usr/bin/node", "claude")));
+        assert!(is_claude(&p("/home/u/.local/share/claude/versions/2.1.204", "x")));
+        assert!(is_claude(&p("/usr/local/bin/claude-code", "x")));
+        assert!(!is_claude(&p("/usr/bin/bash", "bash")));
+        assert!(!is_claude(&p("/usr/bin/claudette", "claudette")));
+    }
+}

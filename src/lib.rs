@@ -1,0 +1,12 @@
+//! inter-session: a durable, scriptable mailbox for AI coding-agent sessions
+//! on one machine. The binary is a thin `main` around `cmd::run`; the
+//! library is public so benchmarks can drive the store in-process.
+
+pub mod cmd;
+pub mod datadir;
+pub mod identity;
+pub mod line;
+pub mod lock;
+pub mod pace;
+pub mod store;
+pub mod watch;

@@ -1,0 +1,243 @@
+//! The mailbox store: the only part of the program that speaks SQL.
+//!
+//! Commands and the monitor talk to the `Mailbox` trait in domain verbs
+//! (claim a name, send, fetch pending, mark delivered) and get plain structs
+//! back. `sqlite` is the backend today; a PostgreSQL one can sit beside it
+//! behind the same trait (presence there is an advisory lock, wake-up is
+//! LISTEN/NOTIFY instead of file-change notification).
+
+pub mod sqlite;
+
+use std::sync::mpsc::Sender;
+
+use anyhow::Result;
+use serde::Serialize;
+
+/// A message is stored inline up to this many characters, in a blob above it.
+pub const INLINE_CHARS: usize = 400;
+/// Largest direct message, in bytes of UTF-8.
+pub const MAX_DIRECT_BYTES: usize = 10 * 1024 * 1024;
+/// Largest broadcast, in bytes of UTF-8.
+pub const MAX_BROADCAST_BYTES: usize = 256 * 1024;
+/// Broadcasts allowed per sender per minute.
+pub const BROADCASTS_PER_MINUTE: i64 = 60;
+/// How much of a body the monitor loads to print a line; longer bodies are
+/// always shown truncated, with the `cont` pointer to `inbox read`.
+pub const LINE_PREFIX_CHARS: usize = 2000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Online,
+    Offline,
+    Left,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Online => "online",
+            State::Offline => "offline",
+            State::Left => "left",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub id: i64,
+    pub name: String,
+    #[serde(skip)]
+    pub key: Option<String>,
+    pub label: String,
+    /// Live state: `Online` only while a monitor holds the mailbox.
+    pub state: State,
+    pub cwd: String,
+    pub project: String,
+    pub monitor_pid: Option<i64>,
+    pub created_at: String,
+    pub since: String,
+    pub pending: i64,
+}
+
+/// One message as a recipient's monitor needs it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub seq: i64,
+    pub id: String,
+    pub created_at: String,
+    pub kind: String,
+    pub sender: String,
+    pub sender_label: String,
+    /// Length of the whole text in code points.
+    pub chars: i64,
+    /// The text, or only its first `LINE_PREFIX_CHARS` characters when
+    /// fetched for printing (`chars` says whether it is whole).
+    pub text: String,
+}
+
+/// One row of the `history` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub id: String,
+    pub created_at: String,
+    pub kind: String,
+    pub sender: String,
+    pub recipient: String,
+    pub text: String,
+    pub delivered_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only messages sent by or to this session.
+    pub involving: Option<i64>,
+    /// Only messages between `involving` (or anyone) and this session.
+    pub with: Option<i64>,
+    /// Only messages created at or after this time (same text format).
+    pub since: Option<String>,
+    pub limit: usize,
+}
+
+pub enum Recipients {
+    /// One mailbox, by session id.
+    One(i64),
+    /// Every other session that has not left; `Some(project)` narrows it.
+    All { project: Option<String> },
+}
+
+pub struct NewMessage<'a> {
+    pub sender: &'a Session,
+    pub to: Recipients,
+    pub text: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SentTo {
+    pub name: String,
+    /// `delivered` when a monitor held the mailbox at send time, else `queued`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sent {
+    pub id: String,
+    pub recipients: Vec<SentTo>,
+}
+
+pub struct ClaimRequest<'a> {
+    pub key: &'a str,
+    pub name: &'a str,
+    pub label: &'a str,
+    pub cwd: &'a str,
+    pub project: &'a str,
+    pub monitor_pid: i64,
+    pub owner_pid: Option<i64>,
+}
+
+/// Held by a running monitor: while it lives, the mailbox is online.
+pub trait Presence: Send {}
+
+pub struct Claim {
+    pub session: Session,
+    pub presence: Box<dyn Presence>,
+}
+
+/// What wakes a waiting monitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Something in the store may have changed.
+    Change,
+    /// A signal arrived (its number).
+    Signal(i32),
+}
+
+/// Keeps a monitor's wake-up source alive; dropping it stops the wake-ups.
+pub trait Subscription {}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SqlResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("no session named '{name}'{hint}")]
+    Unknown { name: String, hint: String },
+    #[error("'{prefix}' matches several sessions: {}; give more of the name", matches.join(", "))]
+    Ambiguous { prefix: String, matches: Vec<String> },
+    #[error("session '{0}' has left (disconnected); it receives no mail until it connects again")]
+    Left(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("cannot send to yourself ('{0}')")]
+    SelfSend(String),
+    #[error("no other sessions to broadcast to")]
+    NoRecipients,
+    #[error("broadcast limit reached: at most {BROADCASTS_PER_MINUTE} a minute per sender; try again shortly")]
+    RateLimited,
+}
+
+/// The store, in domain verbs. Implemented by `sqlite::SqliteStore`.
+pub trait Mailbox {
+    /// Where the mailbox lives, for `status` (a path or a masked URL).
+    fn location(&self) -> String;
+
+    fn session_by_key(&self, key: &str) -> Result<Option<Session>>;
+    fn session_by_name(&self, name: &str) -> Result<Option<Session>>;
+    fn session_by_id(&self, id: i64) -> Result<Option<Session>>;
+    /// Sessions with live state and pending counts, by name.
+    fn sessions(&self, include_left: bool) -> Result<Vec<Session>>;
+    /// Exact name, else unique prefix among sessions that have not left.
+    fn resolve(&self, name_or_prefix: &str) -> Result<Session>;
+    /// Register a mailbox without a monitor (offline), if it does not exist.
+    fn register(&self, name: &str, key: Option<&str>) -> Result<Session>;
+
+    /// Take `req.name` (or `name-2`, `-3`, … when a live monitor holds it) for
+    /// a monitor; an offline mailbox is taken over, pending mail included.
+    fn claim(&self, req: &ClaimRequest) -> Result<Claim>;
+    /// Mark a session offline after its monitor stops (unless it has left).
+    fn release(&self, session_id: i64) -> Result<()>;
+    fn is_online(&self, session_id: i64) -> bool;
+
+    fn rename(&self, session_id: i64, new_name: &str) -> Result<()>;
+    fn relabel(&self, session_id: i64, label: &str) -> Result<()>;
+    /// Mark left; returns the monitor pid if one was running.
+    fn disconnect(&self, session_id: i64) -> Result<Option<i64>>;
+
+    fn remembered_label(&self, project: &str) -> Result<Option<String>>;
+    /// Remember a label for a project; an empty label forgets it.
+    fn remember_label(&self, project: &str, label: &str) -> Result<()>;
+
+    fn send(&self, msg: &NewMessage) -> Result<Sent>;
+    /// Undelivered mail for a mailbox in commit order, after `after_seq`,
+    /// texts cut to `LINE_PREFIX_CHARS`.
+    fn pending(&self, session_id: i64, after_seq: i64, limit: usize) -> Result<Vec<Message>>;
+    fn mark_delivered(&self, session_id: i64, seqs: &[i64]) -> Result<()>;
+    /// One message by id or unique id prefix, whole text.
+    fn message(&self, id_prefix: &str) -> Result<Message>;
+    fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryRow>>;
+
+    /// Start watching for changes; wake-ups are sent on `tx`.
+    fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>>;
+    /// True when another process committed something since the last call.
+    fn changed(&self) -> Result<bool>;
+    /// Fails when the store is gone or was replaced under us.
+    fn check_intact(&self) -> Result<()>;
+
+    /// Run one read-only query.
+    fn query_readonly(&self, sql: &str) -> Result<SqlResult>;
+}
+
+/// Open the configured store (SQLite in the data folder).
+pub fn open() -> Result<Box<dyn Mailbox>> {
+    Ok(Box::new(sqlite::SqliteStore::open_default()?))
+}
+
+/// Current time in the stored text format.
+pub fn now_text() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}

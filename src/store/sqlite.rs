@@ -1,0 +1,644 @@
+//! The SQLite backend: one WAL-mode file in the data folder.
+//!
+//! Each process holds one connection for its whole run (a CLI command runs
+//! one or two short transactions; a monitor pins its connection so that
+//! `PRAGMA data_version` tells it cheaply whether anybody else committed).
+//! Presence is an `flock` on `locks/session-<id>.lock`, held by the monitor.
+//! Writers touch `mailbox.db.notify` after each commit to wake monitors.
+
+use std::cell::Cell;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::*;
+use crate::datadir;
+use crate::lock::{self, FileLock};
+
+/// The schema, in order; `PRAGMA user_version` records how many are applied.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+
+const SESSION_COLUMNS: &str = "s.id, s.name, s.session_key, s.label, s.state, s.cwd, s.project, \
+     s.monitor_pid, s.created_at, s.since, \
+     (SELECT count(*) FROM deliveries d WHERE d.recipient_id = s.id AND d.delivered_at IS NULL)";
+
+pub struct SqliteStore {
+    dir: PathBuf,
+    db_path: PathBuf,
+    conn: Connection,
+    /// Name of the database file's identity when opened, to notice replacement.
+    identity: (u64, u64),
+    /// `PRAGMA data_version` when last looked at, for `changed`.
+    seen_version: Cell<i64>,
+}
+
+struct LockPresence(#[allow(dead_code)] FileLock);
+impl Presence for LockPresence {}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl SqliteStore {
+    pub fn open_default() -> Result<Self> {
+        let dir = datadir::path()?;
+        Self::open_in(&dir)
+    }
+
+    pub fn open_in(dir: &Path) -> Result<Self> {
+        datadir::prepare(dir)?;
+        let db_path = dir.join(datadir::DB_FILE);
+        datadir::check_private(&db_path, "database", false)?;
+        let locks = datadir::locks_dir(dir);
+        if !locks.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(&locks) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("could not create {}", locks.display())),
+            }
+        }
+        datadir::check_private(&locks, "lock folder", true)?;
+
+        let conn = open_connection(&db_path, false)?;
+        let version = schema_version(&conn).with_context(|| not_a_mailbox(&db_path))?;
+        if version < MIGRATIONS.len() {
+            // First-time set-up is serialised: two processes starting on a
+            // fresh folder would otherwise race on the WAL switch and the
+            // schema, and one would fail with "database is locked".
+            let _setup = FileLock::acquire(&locks.join("setup.lock"))?;
+            migrate(&conn, &db_path)?;
+        } else if version > MIGRATIONS.len() {
+            bail!(
+                "the mailbox at {} has schema version {version}, newer than this inter-session knows ({}); upgrade inter-session",
+                db_path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        datadir::make_private(&db_path)?;
+        let identity = file_identity(&db_path).context("the database vanished while opening it")?;
+        Ok(SqliteStore { dir: dir.to_path_buf(), db_path, conn, identity, seen_version: Cell::new(0) })
+    }
+
+    fn session_lock_path(&self, id: i64) -> PathBuf {
+        datadir::locks_dir(&self.dir).join(format!("session-{id}.lock"))
+    }
+
+    /// Wake monitors: called after every commit that a monitor may care about.
+    fn touch(&self) {
+        let path = datadir::sentinel(&self.dir);
+        // Failing to touch only delays a monitor to its fallback poll.
+        let _ = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);
+    }
+
+    fn live_state(&self, stored: &str, id: i64) -> State {
+        match stored {
+            "left" => State::Left,
+            _ if lock::is_held(&self.session_lock_path(id)) => State::Online,
+            _ => State::Offline,
+        }
+    }
+
+    fn session_from_row(&self, r: &rusqlite::Row) -> rusqlite::Result<Session> {
+        let id: i64 = r.get(0)?;
+        let stored: String = r.get(4)?;
+        let state = self.live_state(&stored, id);
+        Ok(Session {
+            id,
+            name: r.get(1)?,
+            key: r.get(2)?,
+            label: r.get(3)?,
+            state,
+            cwd: r.get(5)?,
+            project: r.get(6)?,
+            monitor_pid: if state == State::Online { r.get(7)? } else { None },
+            created_at: r.get(8)?,
+            since: r.get(9)?,
+            pending: r.get(10)?,
+        })
+    }
+
+    fn query_sessions(&self, where_sql: &str, param: &dyn rusqlite::ToSql) -> Result<Vec<Session>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions s WHERE {where_sql}");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([param], |r| self.session_from_row(r))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn one_session(&self, where_sql: &str, param: &dyn rusqlite::ToSql) -> Result<Option<Session>> {
+        Ok(self.query_sessions(where_sql, param)?.into_iter().next())
+    }
+
+    fn near_matches(&self, name: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT name FROM sessions WHERE state <> 'left' ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(names
+            .into_iter()
+            .filter(|n| n.contains(name) || name.contains(n.as_str()) || edit_distance(n, name) <= 2)
+            .take(5)
+            .collect())
+    }
+}
+
+fn not_a_mailbox(path: &Path) -> String {
+    format!(
+        "{} is not a readable inter-session mailbox (corrupt, or not an SQLite database); move it aside to start fresh",
+        path.display()
+    )
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("could not open mailbox at {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+        .with_context(|| not_a_mailbox(path))?;
+    Ok(conn)
+}
+
+fn schema_version(conn: &Connection) -> Result<usize> {
+    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok(usize::try_from(v).unwrap_or(usize::MAX))
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .with_context(|| not_a_mailbox(path))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!("could not switch {} to WAL mode (got {mode})", path.display());
+    }
+    let version = schema_version(conn)?;
+    if version == 0 {
+        // A non-empty file with no schema of ours is somebody else's database.
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 {
+            bail!(
+                "{} holds another program's database (no inter-session schema); refusing to touch it",
+                path.display()
+            );
+        }
+    }
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql).with_context(|| format!("migration {name} failed"))?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1)?)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Levenshtein distance, for "did you mean" hints on short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The next candidate name after `name` is held live: `a` → `a-2`, `a-2` → `a-3`.
+fn next_candidate(requested: &str, attempt: u32) -> String {
+    let (base, start) = match requested.rsplit_once('-') {
+        Some((base, n)) if !base.is_empty() && n.len() <= 2 && n.parse::<u32>().is_ok_and(|n| n >= 2) => {
+            (base, n.parse::<u32>().unwrap_or(2))
+        }
+        _ => (requested, 1),
+    };
+    let suffix = format!("-{}", start + attempt);
+    let keep = crate::identity::MAX_NAME_LEN.saturating_sub(suffix.len()).min(base.len());
+    format!("{}{suffix}", base[..keep].trim_end_matches('-'))
+}
+
+impl Mailbox for SqliteStore {
+    fn location(&self) -> String {
+        self.db_path.display().to_string()
+    }
+
+    fn session_by_key(&self, key: &str) -> Result<Option<Session>> {
+        self.one_session("s.session_key = ?1 ORDER BY s.since DESC, s.id DESC LIMIT 1", &key)
+    }
+
+    fn session_by_name(&self, name: &str) -> Result<Option<Session>> {
+        self.one_session("s.name = ?1", &name)
+    }
+
+    fn session_by_id(&self, id: i64) -> Result<Option<Session>> {
+        self.one_session("s.id = ?1", &id)
+    }
+
+    fn sessions(&self, include_left: bool) -> Result<Vec<Session>> {
+        let cond = if include_left { "?1 = ?1 ORDER BY s.name" } else { "s.state <> ?1 ORDER BY s.name" };
+        self.query_sessions(cond, &"left")
+    }
+
+    fn resolve(&self, name_or_prefix: &str) -> Result<Session> {
+        if let Some(s) = self.session_by_name(name_or_prefix)? {
+            if s.state == State::Left {
+                return Err(LookupError::Left(s.name).into());
+            }
+            return Ok(s);
+        }
+        let pattern = format!("{}%", name_or_prefix.replace('_', "\\_").replace('%', "\\%"));
+        let found = self.query_sessions("s.name LIKE ?1 ESCAPE '\\' AND s.state <> 'left' ORDER BY s.name", &pattern)?;
+        match found.len() {
+            1 => Ok(found.into_iter().next().context("one match")?),
+            0 => {
+                let near = self.near_matches(name_or_prefix)?;
+                let hint = if near.is_empty() { String::new() } else { format!("; did you mean: {}?", near.join(", ")) };
+                Err(LookupError::Unknown { name: name_or_prefix.to_string(), hint }.into())
+            }
+            _ => Err(LookupError::Ambiguous {
+                prefix: name_or_prefix.to_string(),
+                matches: found.into_iter().map(|s| s.name).collect(),
+            }
+            .into()),
+        }
+    }
+
+    fn register(&self, name: &str, key: Option<&str>) -> Result<Session> {
+        let now = now_text();
+        self.conn.execute(
+            "INSERT OR IGNORE INTO sessions (name, session_key, state, created_at, since) VALUES (?1, ?2, 'offline', ?3, ?3)",
+            params![name, key, now],
+        )?;
+        self.session_by_name(name)?.context("session vanished after registering it")
+    }
+
+    fn claim(&self, req: &ClaimRequest) -> Result<Claim> {
+        let mut candidate = req.name.to_string();
+        for attempt in 1..=1000u32 {
+            let now = now_text();
+            self.conn.execute(
+                "INSERT OR IGNORE INTO sessions (name, state, created_at, since) VALUES (?1, 'offline', ?2, ?2)",
+                params![candidate, now],
+            )?;
+            let id: i64 =
+                self.conn.query_row("SELECT id FROM sessions WHERE name = ?1", [&candidate], |r| r.get(0))?;
+            // A brief wait: a `list` probing the lock at this instant must not
+            // make us think the name is held.
+            if let Some(lock) = FileLock::acquire_within(&self.session_lock_path(id), Duration::from_millis(30))? {
+                let tx = self.conn.unchecked_transaction()?;
+                tx.execute(
+                    "UPDATE sessions SET session_key = NULL WHERE session_key = ?1 AND id <> ?2",
+                    params![req.key, id],
+                )?;
+                tx.execute(
+                    "UPDATE sessions SET session_key = ?1, label = ?2, state = 'online', cwd = ?3, project = ?4, \
+                     monitor_pid = ?5, owner_pid = ?6, since = ?7 WHERE id = ?8",
+                    params![req.key, req.label, req.cwd, req.project, req.monitor_pid, req.owner_pid, now, id],
+                )?;
+                tx.commit()?;
+                self.touch();
+                let session = self.session_by_id(id)?.context("session vanished after claiming it")?;
+                return Ok(Claim { session, presence: Box::new(LockPresence(lock)) });
+            }
+            candidate = next_candidate(req.name, attempt);
+        }
+        bail!("could not find a free name after '{}'", req.name)
+    }
+
+    fn release(&self, session_id: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sessions SET state = 'offline', monitor_pid = NULL, since = ?2 WHERE id = ?1 AND state = 'online'",
+            params![session_id, now_text()],
+        )?;
+        self.touch();
+        Ok(())
+    }
+
+    fn is_online(&self, session_id: i64) -> bool {
+        lock::is_held(&self.session_lock_path(session_id))
+    }
+
+    fn rename(&self, session_id: i64, new_name: &str) -> Result<()> {
+        let taken: Option<i64> = self
+            .conn
+            .query_row("SELECT id FROM sessions WHERE name = ?1", [new_name], |r| r.get(0))
+            .optional()?;
+        match taken {
+            Some(id) if id == session_id => return Ok(()),
+            Some(_) => bail!("name '{new_name}' is already taken; pick another"),
+            None => {}
+        }
+        self.conn.execute("UPDATE sessions SET name = ?1 WHERE id = ?2", params![new_name, session_id])?;
+        self.touch();
+        Ok(())
+    }
+
+    fn relabel(&self, session_id: i64, label: &str) -> Result<()> {
+        self.conn.execute("UPDATE sessions SET label = ?1 WHERE id = ?2", params![label, session_id])?;
+        self.touch();
+        Ok(())
+    }
+
+    fn disconnect(&self, session_id: i64) -> Result<Option<i64>> {
+        let pid: Option<i64> = self
+            .conn
+            .query_row("SELECT monitor_pid FROM sessions WHERE id = ?1", [session_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let online = self.is_online(session_id);
+        self.conn.execute(
+            "UPDATE sessions SET state = 'left', monitor_pid = NULL, since = ?2 WHERE id = ?1",
+            params![session_id, now_text()],
+        )?;
+        self.touch();
+        Ok(if online { pid } else { None })
+    }
+
+    fn remembered_label(&self, project: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT label FROM project_labels WHERE project = ?1", [project], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn remember_label(&self, project: &str, label: &str) -> Result<()> {
+        if label.is_empty() {
+            self.conn.execute("DELETE FROM project_labels WHERE project = ?1", [project])?;
+        } else {
+            self.conn.execute(
+                "INSERT INTO project_labels (project, label) VALUES (?1, ?2) \
+                 ON CONFLICT (project) DO UPDATE SET label = excluded.label",
+                params![project, label],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn send(&self, msg: &NewMessage) -> Result<Sent> {
+        let id = ulid::Ulid::new().to_string();
+        let now = now_text();
+        let chars = msg.text.chars().count();
+        // IMMEDIATE: take the write lock up front so busy waits happen before
+        // we read anything, never as a failed upgrade half-way.
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+
+        let recipients: Vec<(i64, String)> = match &msg.to {
+            Recipients::One(rid) => {
+                if *rid == msg.sender.id {
+                    return Err(SendError::SelfSend(msg.sender.name.clone()).into());
+                }
+                let row: Option<(String, String)> = tx
+                    .query_row("SELECT name, state FROM sessions WHERE id = ?1", [rid], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?;
+                match row {
+                    None => bail!("the recipient's mailbox vanished; try again"),
+                    Some((name, state)) if state == "left" => return Err(LookupError::Left(name).into()),
+                    Some((name, _)) => vec![(*rid, name)],
+                }
+            }
+            Recipients::All { project } => {
+                let since = (chrono::Utc::now() - chrono::Duration::seconds(60))
+                    .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                    .to_string();
+                let recent: i64 = tx.query_row(
+                    "SELECT count(*) FROM messages WHERE sender_id = ?1 AND kind = 'broadcast' AND created_at >= ?2",
+                    params![msg.sender.id, since],
+                    |r| r.get(0),
+                )?;
+                if recent >= BROADCASTS_PER_MINUTE {
+                    return Err(SendError::RateLimited.into());
+                }
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, name FROM sessions WHERE state <> 'left' AND id <> ?1 \
+                     AND (?2 IS NULL OR project = ?2) ORDER BY name",
+                )?;
+                let rows = stmt
+                    .query_map(params![msg.sender.id, project], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                if rows.is_empty() {
+                    return Err(SendError::NoRecipients.into());
+                }
+                rows
+            }
+        };
+
+        let (inline, blob_id) = if chars <= INLINE_CHARS {
+            (Some(msg.text), None)
+        } else {
+            tx.execute("INSERT INTO blobs (body) VALUES (?1)", [msg.text])?;
+            (None, Some(tx.last_insert_rowid()))
+        };
+        let kind = match msg.to {
+            Recipients::One(_) => "direct",
+            Recipients::All { .. } => "broadcast",
+        };
+        tx.prepare_cached(
+            "INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, text, blob_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![id, now, kind, msg.sender.id, msg.sender.name, msg.sender.label, chars as i64, inline, blob_id])?;
+        let seq = tx.last_insert_rowid();
+        {
+            let mut ins =
+                tx.prepare_cached("INSERT INTO deliveries (message_seq, recipient_id) VALUES (?1, ?2)")?;
+            for (rid, _) in &recipients {
+                ins.execute(params![seq, rid])?;
+            }
+        }
+        tx.commit().context("could not commit the message")?;
+        self.touch();
+
+        let recipients = recipients
+            .into_iter()
+            .map(|(rid, name)| SentTo { name, status: if self.is_online(rid) { "delivered" } else { "queued" } })
+            .collect();
+        Ok(Sent { id, recipients })
+    }
+
+    fn pending(&self, session_id: i64, after_seq: i64, limit: usize) -> Result<Vec<Message>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.seq, m.id, m.created_at, m.kind, m.sender, m.sender_label, m.chars, \
+                    COALESCE(m.text, substr(b.body, 1, ?4)) \
+             FROM deliveries d \
+             JOIN messages m ON m.seq = d.message_seq \
+             LEFT JOIN blobs b ON b.id = m.blob_id \
+             WHERE d.recipient_id = ?1 AND d.delivered_at IS NULL AND d.message_seq > ?2 \
+             ORDER BY d.message_seq LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![session_id, after_seq, limit as i64, LINE_PREFIX_CHARS as i64],
+            message_from_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn mark_delivered(&self, session_id: i64, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let now = now_text();
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE deliveries SET delivered_at = ?1 \
+                 WHERE recipient_id = ?2 AND message_seq = ?3 AND delivered_at IS NULL",
+            )?;
+            for seq in seqs {
+                stmt.execute(params![now, session_id, seq])?;
+            }
+        }
+        tx.commit().context("could not record delivery")?;
+        Ok(())
+    }
+
+    fn message(&self, id_prefix: &str) -> Result<Message> {
+        let prefix = id_prefix.to_ascii_uppercase();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.seq, m.id, m.created_at, m.kind, m.sender, m.sender_label, m.chars, \
+                    COALESCE(m.text, b.body) \
+             FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id \
+             WHERE m.id >= ?1 AND m.id < ?1 || 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ' ORDER BY m.id LIMIT 2",
+        )?;
+        let found = stmt.query_map([&prefix], message_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut found = found.into_iter().filter(|m| m.id.starts_with(&prefix));
+        match (found.next(), found.next()) {
+            (Some(m), None) => Ok(m),
+            (None, _) => bail!("no message with id '{id_prefix}'"),
+            (Some(_), Some(_)) => bail!("message id prefix '{id_prefix}' is ambiguous; give more of it"),
+        }
+    }
+
+    fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT * FROM ( \
+               SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, h.seq \
+               FROM history h JOIN deliveries d ON d.message_seq = h.seq \
+               JOIN messages m ON m.seq = d.message_seq \
+               JOIN sessions r ON r.id = d.recipient_id AND r.name = h.recipient \
+               WHERE (?1 IS NULL OR m.sender_id = ?1 OR d.recipient_id = ?1) \
+                 AND (?2 IS NULL OR m.sender_id = ?2 OR d.recipient_id = ?2) \
+                 AND (?3 IS NULL OR h.created_at >= ?3) \
+               ORDER BY h.seq DESC, h.recipient DESC LIMIT ?4 \
+             ) ORDER BY seq, recipient",
+        )?;
+        let rows = stmt.query_map(params![f.involving, f.with, f.since, f.limit as i64], |r| {
+            Ok(HistoryRow {
+                id: r.get(0)?,
+                created_at: r.get(1)?,
+                kind: r.get(2)?,
+                sender: r.get(3)?,
+                recipient: r.get(4)?,
+                text: r.get(5)?,
+                delivered_at: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>> {
+        use notify::{EventKind, RecursiveMode, Watcher};
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(event) = res {
+                // Reads (open, close-without-write) by other commands are not changes.
+                if matches!(event.kind, EventKind::Access(notify::event::AccessKind::Close(
+                    notify::event::AccessMode::Write
+                )) | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any)
+                {
+                    let _ = tx.send(Wake::Change);
+                }
+            }
+        })
+        .context("could not start file-change notification")?;
+        watcher
+            .watch(&self.dir, RecursiveMode::NonRecursive)
+            .with_context(|| format!("could not watch {}", self.dir.display()))?;
+        self.seen_version.set(data_version(&self.conn)?);
+        Ok(Box::new(WatcherGuard(watcher)))
+    }
+
+    fn changed(&self) -> Result<bool> {
+        let v = data_version(&self.conn)?;
+        Ok(self.seen_version.replace(v) != v)
+    }
+
+    fn check_intact(&self) -> Result<()> {
+        match file_identity(&self.db_path) {
+            Some(id) if id == self.identity => Ok(()),
+            Some(_) => bail!("the database {} was replaced by another file", self.db_path.display()),
+            None => bail!("the database {} was deleted", self.db_path.display()),
+        }
+    }
+
+    fn query_readonly(&self, sql: &str) -> Result<SqlResult> {
+        let conn = open_connection(&self.db_path, true)?;
+        conn.pragma_update(None, "query_only", true)?;
+        // No ATTACH of other files, no extension loading (off by default in
+        // this build; the limit makes ATTACH fail outright).
+        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+        let mut stmt = conn.prepare(sql).map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))?;
+        if !stmt.readonly() {
+            bail!("sql is read-only: only queries (SELECT, read-only PRAGMA, EXPLAIN) are allowed");
+        }
+        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
+        let n = columns.len();
+        let mut rows_out = Vec::new();
+        let mut rows = stmt.query([]).map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))?;
+        while let Some(row) = rows.next().map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))? {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                use rusqlite::types::ValueRef;
+                out.push(match row.get_ref(i)? {
+                    ValueRef::Null => serde_json::Value::Null,
+                    ValueRef::Integer(v) => v.into(),
+                    ValueRef::Real(v) => v.into(),
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+                    ValueRef::Blob(b) => format!("<{} bytes>", b.len()).into(),
+                });
+            }
+            rows_out.push(out);
+        }
+        Ok(SqlResult { columns, rows: rows_out })
+    }
+}
+
+fn sql_error_text(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(_, Some(msg)) => format!("sql error: {msg}"),
+        rusqlite::Error::MultipleStatement => "sql takes one statement at a time".to_string(),
+        other => format!("sql error: {other}"),
+    }
+}
+
+fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
+    Ok(Message {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        created_at: r.get(2)?,
+        kind: r.get(3)?,
+        sender: r.get(4)?,
+        sender_label: r.get(5)?,
+        chars: r.get(6)?,
+        text: r.get(7)?,
+    })
+}
+
+fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+struct WatcherGuard(#[allow(dead_code)] notify::RecommendedWatcher);
+impl Subscription for WatcherGuard {}

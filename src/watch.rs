@@ -1,0 +1,479 @@
+//! The monitor (`inbox watch`): claims a mailbox, replays pending mail, then
+//! prints new mail as it arrives, one line per message (two when cut).
+//!
+//! A message is marked delivered only after its line is written and flushed,
+//! so a crash repeats at most the last write and never loses one. Wake-up is
+//! a file-change notification from the store plus `PRAGMA data_version`, with
+//! a fallback poll; idle, the loop sleeps. It knows nothing of SQL.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::mem::ManuallyDrop;
+use std::os::unix::io::FromRawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cmd::{PaceMode, WatchArgs};
+use crate::identity::{self, pid_alive};
+use crate::line::{self, Header};
+use crate::lock::{self, FileLock};
+use crate::pace::{self, PaceConfig, Pacer};
+use crate::store::{ClaimRequest, Mailbox, Message, State, Wake};
+
+/// How often the monitor checks its surroundings (owner alive, stdout open,
+/// database intact) even when nothing happens.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Messages fetched per query.
+const PAGE: usize = 256;
+/// How long to wait for a previous monitor of this session to exit.
+const KEY_LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The line(s) a message prints as, with `queued=` when it waited over a minute.
+pub fn message_lines(m: &Message) -> Vec<String> {
+    let queued_secs = chrono::DateTime::parse_from_rfc3339(&m.created_at)
+        .ok()
+        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+        .filter(|age| *age > 60)
+        .and_then(|age| u64::try_from(age).ok());
+    let header = Header { id: &m.id, from: &m.sender, label: &m.sender_label, re: None, queued_secs };
+    line::format_message_prefix(&header, &m.text, usize::try_from(m.chars).unwrap_or(0))
+}
+
+fn notice(text: &str) -> String {
+    format!("[inter-session] {text}")
+}
+
+/// Stdout as a raw fd: each batch goes out in exactly one write(2).
+struct Out {
+    file: ManuallyDrop<std::fs::File>,
+}
+
+impl Out {
+    fn new() -> Self {
+        // SAFETY: fd 1 is open for the life of the process; ManuallyDrop keeps
+        // us from closing it.
+        Out { file: ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) }) }
+    }
+
+    fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
+        let mut buf = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for l in lines {
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        self.file.write_all(buf.as_bytes())?;
+        self.file.flush()
+    }
+
+    /// True when the reader of our stdout is gone (pipe closed, tty hung up).
+    fn closed(&self) -> bool {
+        let mut fds = libc::pollfd { fd: 1, events: 0, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        let rc = unsafe { libc::poll(&mut fds, 1, 0) };
+        rc > 0 && fds.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
+    }
+}
+
+fn env_ms(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// Run the monitor; returns the exit code.
+pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
+    if opts.auto && identity::in_agent_worker() {
+        // Claude Code's own worker agents are not sessions of ours.
+        return Ok(0);
+    }
+    if let Some(n) = &name {
+        identity::validate_name(n)?;
+    }
+    let label_flag = opts.label.as_deref().map(identity::validate_label).transpose()?;
+    let env_label = std::env::var("INTER_SESSION_LABEL")
+        .ok()
+        .filter(|l| !l.is_empty())
+        .map(|l| identity::validate_label(&l))
+        .transpose()?;
+    let env_name = std::env::var("INTER_SESSION_NAME").ok().filter(|n| !n.is_empty());
+    if let Some(n) = &env_name {
+        identity::validate_name(n).context("INTER_SESSION_NAME")?;
+    }
+    let paced = match opts.pace {
+        PaceMode::Off => false,
+        PaceMode::ClaudeCode => true,
+        PaceMode::Auto => std::env::var("CLAUDECODE").is_ok_and(|v| v == "1"),
+    };
+
+    let store = crate::store::open()?;
+    let key = identity::session_key();
+    let mut out = Out::new();
+
+    // One monitor per session key.
+    let dir = crate::datadir::path()?;
+    let key_lock_path = crate::datadir::locks_dir(&dir).join(format!("key-{:016x}.lock", lock::fnv1a(&key)));
+    let Some(_key_lock) = FileLock::acquire_within(&key_lock_path, KEY_LOCK_PATIENCE)? else {
+        let (held, pid) = match store.session_by_key(&key)? {
+            Some(s) => (s.name, s.monitor_pid.map_or("?".to_string(), |p| p.to_string())),
+            None => ("?".to_string(), "?".to_string()),
+        };
+        let _ = out.write_lines(&[notice(&format!(
+            "another monitor for this session is already running — name='{held}', listener_pid={pid}; exiting"
+        ))]);
+        return Ok(0);
+    };
+
+    let cwd = std::env::current_dir().context("could not read the current directory")?;
+    let project = identity::project_of(&cwd).display().to_string();
+    let mut notices = Vec::new();
+    let wanted = match name.or(env_name) {
+        Some(n) => n,
+        None => match store.session_by_key(&key)? {
+            Some(prev) => prev.name,
+            None => {
+                let n = identity::name_from_dir(&cwd);
+                notices.push(notice(&format!(
+                    "no --name given; auto-named '{n}' from cwd (rename with /inter-session rename)"
+                )));
+                n
+            }
+        },
+    };
+    let label = match (label_flag, env_label) {
+        (Some(l), _) => {
+            store.remember_label(&project, &l)?;
+            l
+        }
+        (None, Some(l)) => l,
+        (None, None) => store.remembered_label(&project)?.unwrap_or_default(),
+    };
+    let owner = identity::owner_pid();
+    let claim = store.claim(&ClaimRequest {
+        key: &key,
+        name: &wanted,
+        label: &label,
+        cwd: &cwd.display().to_string(),
+        project: &project,
+        monitor_pid: i64::from(std::process::id()),
+        owner_pid: owner,
+    })?;
+    if claim.session.name != wanted {
+        notices.push(notice(&format!("name '{wanted}' taken; using '{}'", claim.session.name)));
+    }
+
+    let result = Monitor {
+        store: store.as_ref(),
+        session_id: claim.session.id,
+        name: claim.session.name.clone(),
+        out,
+        notices,
+        pacer: paced.then(|| Pacer::new(PaceConfig::from_env(), 0)),
+        started: Instant::now(),
+        window: opts.window.map(Duration::from_secs),
+        owner,
+        verbose: opts.verbose,
+    }
+    .run();
+    // Whatever happened, the mailbox is offline now (unless it left).
+    let _ = store.release(claim.session.id);
+    drop(claim.presence);
+    result
+}
+
+struct Monitor<'a> {
+    store: &'a dyn Mailbox,
+    session_id: i64,
+    name: String,
+    out: Out,
+    /// Notices waiting to go out with the next batch.
+    notices: Vec<String>,
+    pacer: Option<Pacer>,
+    started: Instant,
+    window: Option<Duration>,
+    owner: Option<i64>,
+    verbose: bool,
+}
+
+/// Why the loop ended.
+enum End {
+    /// Exit 0 quietly (signal, stdout closed).
+    Quiet,
+    /// Exit with this code after printing this notice.
+    Notice(i32, String),
+}
+
+impl Monitor<'_> {
+    /// Stop printing a little before the host's window ends.
+    fn stop_at(&self) -> Option<Instant> {
+        self.window.map(|w| {
+            let margin = (w / 10).clamp(Duration::from_secs(1), Duration::from_secs(5));
+            self.started + w.saturating_sub(margin)
+        })
+    }
+
+    fn run(mut self) -> Result<i32> {
+        let signal = Arc::new(AtomicI32::new(0));
+        let (tx, rx) = channel();
+        {
+            let signal = Arc::clone(&signal);
+            let tx = tx.clone();
+            let mut signals = signal_hook::iterator::Signals::new([
+                signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGHUP,
+            ])
+            .context("could not install signal handlers")?;
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    signal.store(sig, Ordering::SeqCst);
+                    let _ = tx.send(Wake::Signal(sig));
+                }
+            });
+        }
+        let _subscription = self.store.subscribe(tx)?;
+        let poll = Duration::from_millis(env_ms("INTER_SESSION_POLL_MS").filter(|ms| *ms > 0).unwrap_or(1000));
+        let stop_at = self.stop_at();
+        let mut peers = self.snapshot()?;
+
+        let mut buffer: VecDeque<Message> = VecDeque::new();
+        let mut cursor = 0i64;
+        let mut maybe_pending = true;
+        let mut announced_backlog = false;
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
+        let mut next_poll = Instant::now() + poll;
+        let mut rechecks = 0u32;
+
+        let end = loop {
+            if signal.load(Ordering::SeqCst) != 0 {
+                break End::Quiet;
+            }
+            if stop_at.is_some_and(|t| Instant::now() >= t) {
+                break End::Notice(0, "watch window over; re-arm the monitor (pending mail waits)".into());
+            }
+
+            // Output: as much as the pacer allows.
+            let wait = self.pacer.as_mut().map_or(0, |p| p.wait_ms(p_now(self.started)));
+            if wait == 0 && (maybe_pending || !self.notices.is_empty()) {
+                if self.pacer.is_some() {
+                    // Paced batches re-read the mailbox each time, so mail
+                    // taken meanwhile by `inbox check` is not printed again.
+                    buffer.clear();
+                }
+                if buffer.is_empty() && maybe_pending {
+                    buffer.extend(self.store.pending(self.session_id, cursor, PAGE)?);
+                    if buffer.is_empty() {
+                        maybe_pending = false;
+                    }
+                }
+                if self.pacer.is_some() && !announced_backlog && !buffer.is_empty() {
+                    announced_backlog = true;
+                    self.announce_backlog(&buffer)?;
+                }
+                let (lines, seqs) = self.next_batch(&mut buffer);
+                if !lines.is_empty() {
+                    if signal.load(Ordering::SeqCst) != 0 {
+                        break End::Quiet;
+                    }
+                    if self.out.write_lines(&lines).is_err() {
+                        break End::Quiet;
+                    }
+                    // A signal that came while we wrote: the host may not have
+                    // passed the lines on, so they stay pending.
+                    if signal.load(Ordering::SeqCst) != 0 {
+                        break End::Quiet;
+                    }
+                    self.store.mark_delivered(self.session_id, &seqs)?;
+                    if let Some(last) = seqs.last() {
+                        cursor = *last;
+                    }
+                    let now = p_now(self.started);
+                    if let Some(p) = self.pacer.as_mut() {
+                        p.wrote(now);
+                    }
+                    continue;
+                }
+            }
+
+            // Wait for something to happen.
+            let now = Instant::now();
+            let mut deadline = next_housekeeping.min(next_poll);
+            if let Some(t) = stop_at {
+                deadline = deadline.min(t);
+            }
+            if wait > 0 && (maybe_pending || !self.notices.is_empty()) {
+                deadline = deadline.min(now + Duration::from_millis(wait));
+            }
+            if rechecks > 0 {
+                deadline = deadline.min(now + Duration::from_millis(3));
+            }
+            let woke = rx.recv_timeout(deadline.saturating_duration_since(now));
+            let mut look = false;
+            match woke {
+                Ok(Wake::Signal(_)) => continue,
+                Ok(Wake::Change) => {
+                    while let Ok(w) = rx.try_recv() {
+                        if let Wake::Signal(_) = w {
+                            signal.store(signal.load(Ordering::SeqCst).max(1), Ordering::SeqCst);
+                        }
+                    }
+                    look = true;
+                    // The `-wal` write that woke us can land before the commit
+                    // is visible; look again shortly if nothing shows yet.
+                    rechecks = 3;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if rechecks > 0 {
+                        rechecks -= 1;
+                        look = true;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
+            let now = Instant::now();
+            if now >= next_poll {
+                next_poll = now + poll;
+                look = true;
+            }
+            if look && self.store.changed()? {
+                rechecks = 0;
+                maybe_pending = true;
+                buffer.clear();
+                if let Some(end) = self.check_session(&mut peers)? {
+                    break end;
+                }
+            }
+            if now >= next_housekeeping {
+                next_housekeeping = now + HOUSEKEEPING;
+                if let Some(end) = self.housekeeping()? {
+                    break end;
+                }
+            }
+        };
+
+        match end {
+            End::Quiet => Ok(0),
+            End::Notice(code, text) => {
+                if let Some(p) = self.pacer.as_mut() {
+                    let now = p_now(self.started);
+                    let w = p.wait_ms(now);
+                    if w > 0 && w < 2000 {
+                        std::thread::sleep(Duration::from_millis(w));
+                    }
+                }
+                if signal.load(Ordering::SeqCst) == 0 {
+                    let mut lines = std::mem::take(&mut self.notices);
+                    lines.push(notice(&text));
+                    let _ = self.out.write_lines(&lines);
+                }
+                Ok(code)
+            }
+        }
+    }
+
+    /// The next write: queued notices, then as many messages as fit (one
+    /// message per write when unpaced).
+    fn next_batch(&mut self, buffer: &mut VecDeque<Message>) -> (Vec<String>, Vec<i64>) {
+        let mut lines = std::mem::take(&mut self.notices);
+        let mut seqs = Vec::new();
+        match &self.pacer {
+            None => {
+                if let Some(m) = buffer.pop_front() {
+                    lines.extend(message_lines(&m));
+                    seqs.push(m.seq);
+                }
+            }
+            Some(p) => {
+                let max = p.config().batch_units;
+                let rendered: Vec<Vec<String>> = buffer.iter().map(message_lines).collect();
+                let already = if lines.is_empty() { 0 } else { pace::batch_units(&lines) };
+                let n = pace::fit(&rendered, already, max);
+                for (m, l) in buffer.drain(..n).zip(rendered) {
+                    lines.extend(l);
+                    seqs.push(m.seq);
+                }
+            }
+        }
+        (lines, seqs)
+    }
+
+    /// Under pacing, say once when the backlog would take over a minute.
+    fn announce_backlog(&mut self, page: &VecDeque<Message>) -> Result<()> {
+        let total = self.store.session_by_id(self.session_id)?.map_or(0, |s| s.pending);
+        let Some(p) = self.pacer.as_mut() else { return Ok(()) };
+        let cfg = *p.config();
+        let units: usize = page.iter().map(|m| pace::batch_units(&message_lines(m)) + 1).sum();
+        let per_batch = ((page.len() * cfg.batch_units) / units.max(1)).max(1);
+        let batches = u64::try_from(total).unwrap_or(0).div_ceil(per_batch as u64);
+        let now = p_now(self.started);
+        if p.drain_estimate_ms(now, batches) > 60_000 {
+            let per_minute = (cfg.batches_per_minute() * per_batch as f64).round() as u64;
+            self.notices.push(notice(&format!(
+                "{total} messages pending; they follow at about {per_minute} a minute, or read them all now with: inter-session inbox check"
+            )));
+        }
+        Ok(())
+    }
+
+    /// After a change: has this session left, or (verbose) did peers come and go?
+    fn check_session(&mut self, peers: &mut BTreeMap<i64, (String, State)>) -> Result<Option<End>> {
+        let me = self.store.session_by_id(self.session_id)?;
+        match me {
+            None => return Ok(Some(End::Notice(1, "this session's mailbox was removed; exiting".into()))),
+            Some(s) if s.state == State::Left => {
+                return Ok(Some(End::Notice(0, format!("session '{}' disconnected; exiting", s.name))))
+            }
+            Some(s) => self.name = s.name,
+        }
+        if self.verbose {
+            let now = self.snapshot()?;
+            for (id, (name, state)) in &now {
+                if *id == self.session_id {
+                    continue;
+                }
+                match peers.get(id) {
+                    Some((old, _)) if old != name => self.notices.push(notice(&format!("'{old}' renamed to '{name}'"))),
+                    Some((_, old)) if old == state => {}
+                    _ => match state {
+                        State::Online => self.notices.push(notice(&format!("'{name}' joined"))),
+                        State::Left => self.notices.push(notice(&format!("'{name}' left"))),
+                        State::Offline if peers.contains_key(id) => {
+                            self.notices.push(notice(&format!("'{name}' went offline")))
+                        }
+                        State::Offline => {}
+                    },
+                }
+            }
+            *peers = now;
+        }
+        Ok(None)
+    }
+
+    fn snapshot(&self) -> Result<BTreeMap<i64, (String, State)>> {
+        if !self.verbose {
+            return Ok(BTreeMap::new());
+        }
+        Ok(self.store.sessions(true)?.into_iter().map(|s| (s.id, (s.name, s.state))).collect())
+    }
+
+    fn housekeeping(&mut self) -> Result<Option<End>> {
+        if self.out.closed() {
+            return Ok(Some(End::Quiet));
+        }
+        if let Err(e) = self.store.check_intact() {
+            eprintln!("inter-session: {e:#}; the monitor for '{}' stops", self.name);
+            return Ok(Some(End::Notice(1, format!("{e:#}; exiting (restart the monitor)"))));
+        }
+        if let Some(pid) = self.owner {
+            if !pid_alive(pid) {
+                return Ok(Some(End::Notice(0, format!("owning session (pid {pid}) is gone; exiting"))));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn p_now(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
