@@ -1,0 +1,224 @@
+//! Shared helpers for integration tests: a temp data folder, running the
+//! real binary with a clean environment, and monitors as child processes
+//! whose stdout lines are read with timeouts (never fixed sleeps).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_inter-session");
+
+/// A fresh data folder (0700) inside a temp dir, removed on drop.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub data: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        Env { tmp, data }
+    }
+
+    /// A command for the binary with a clean environment: no Claude Code
+    /// variables (the test itself may run inside Claude Code), the data
+    /// folder set, and `key` as the session key.
+    pub fn cmd(&self, key: &str) -> Command {
+        let mut c = Command::new(BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CLAUDE") || k.starts_with("INTER_SESSION") {
+                c.env_remove(k);
+            }
+        }
+        c.env("INTER_SESSION_DATA_DIR", &self.data).env("INTER_SESSION_KEY", key);
+        c.current_dir(self.tmp.path());
+        c
+    }
+
+    /// Run a command to completion with stdin closed.
+    pub fn run(&self, key: &str, args: &[&str]) -> Output {
+        self.cmd(key).args(args).stdin(Stdio::null()).output().expect("run inter-session")
+    }
+
+    /// Run and require exit 0; returns stdout.
+    pub fn ok(&self, key: &str, args: &[&str]) -> String {
+        let out = self.run(key, args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Send a direct message as `from` and return its id.
+    pub fn send(&self, from: &str, to: &str, text: &str) -> String {
+        let out = self.ok("sender", &["--from", from, "mail", "send", "--to", to, "--text", text]);
+        sent_id(&out)
+    }
+
+    /// Start a monitor for `key` with extra args; `--pace off` always.
+    pub fn monitor(&self, key: &str, args: &[&str]) -> Monitor {
+        let mut c = self.cmd(key);
+        c.args(["inbox", "watch", "--pace", "off"]).args(args);
+        Monitor::spawn(c)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data.join("mailbox.db")
+    }
+
+    /// `sql` output, trimmed.
+    pub fn sql(&self, q: &str) -> String {
+        self.ok("sql", &["sql", q]).trim().to_string()
+    }
+
+    /// Block until `name` shows as online in `list --json`.
+    pub fn wait_online(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = self.run("probe", &["list", "--json"]);
+            if out.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+                let online = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s["name"] == name && s["state"] == "online");
+                if online {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "{name} never came online");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The id out of `sent <id> -> …`.
+pub fn sent_id(out: &str) -> String {
+    let id = out.split_whitespace().nth(1).unwrap_or_default().to_string();
+    assert_eq!(id.len(), 26, "no id in {out:?}");
+    id
+}
+
+/// A running monitor with its stdout lines arriving on a channel.
+pub struct Monitor {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Monitor {
+    pub fn spawn(mut c: Command) -> Monitor {
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = c.spawn().expect("spawn monitor");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Monitor { child, lines: rx, seen: Vec::new() }
+    }
+
+    /// The next line, or None after `timeout` (or at end of output).
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => {
+                self.seen.push(l.clone());
+                Some(l)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Require a next line within 10 s.
+    pub fn line(&mut self) -> String {
+        self.next_line(Duration::from_secs(10)).unwrap_or_else(|| panic!("no line; saw {:?}", self.seen))
+    }
+
+    /// Read lines until `pred` holds for one (returned), failing after `timeout`.
+    pub fn until(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_line(left) {
+                Some(l) if pred(&l) => return l,
+                Some(_) => {}
+                None => panic!("line never came; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// SIGTERM and wait for the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        self.signal(libc::SIGTERM);
+        self.child.wait().expect("wait").code()
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Wait for the process to exit by itself within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// All remaining lines until the process closes stdout.
+    pub fn rest(&mut self, timeout: Duration) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(l) = self.next_line(timeout) {
+            out.push(l);
+        }
+        out
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write bytes to a file in the temp dir and return its path.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).expect("create");
+    f.write_all(bytes).expect("write");
+    p
+}
+
+/// The `msg=<id>` of a monitor line.
+pub fn line_id(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("[inter-session msg=")?;
+    let end = rest.find([' ', ']'])?;
+    Some(&rest[..end])
+}
