@@ -40,7 +40,8 @@ pub fn prepare(dir: &Path) -> Result<()> {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(e).with_context(|| format!("could not create data folder {}", dir.display()))
+                return Err(e)
+                    .with_context(|| format!("could not create data folder {}", dir.display()))
             }
         }
     }
@@ -55,7 +56,9 @@ pub fn check_private(path: &Path, what: &str, must_exist: bool) -> Result<()> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("could not inspect {what} {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("could not inspect {what} {}", path.display()))
+        }
     };
     if meta.file_type().is_symlink() {
         bail!(
@@ -135,9 +138,16 @@ fn network_fs_name(dir: &Path) -> Option<String> {
         // FUSE hosts both local and remote file systems; only the mount table
         // tells which (e.g. fuse.sshfs).
         let fs_type = fuse_type(dir)?;
-        if ["sshfs", "rclone", "s3fs", "gcsfuse", "smbnetfs", "curlftpfs"]
-            .iter()
-            .any(|n| fs_type.contains(n))
+        if [
+            "sshfs",
+            "rclone",
+            "s3fs",
+            "gcsfuse",
+            "smbnetfs",
+            "curlftpfs",
+        ]
+        .iter()
+        .any(|n| fs_type.contains(n))
         {
             return Some(fs_type);
         }
@@ -156,7 +166,11 @@ fn fuse_type(dir: &Path) -> Option<String> {
         let Some(mount_point) = left.get(4) else {
             continue;
         };
-        if dir.starts_with(mount_point) && best.as_ref().is_none_or(|(len, _)| mount_point.len() > *len) {
+        if dir.starts_with(mount_point)
+            && best
+                .as_ref()
+                .is_none_or(|(len, _)| mount_point.len() > *len)
+        {
             best = Some((mount_point.len(), fs_type));
         }
     }

@@ -25,14 +25,18 @@ pub fn is_valid_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_NAME_LEN
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 pub fn validate_name(name: &str) -> Result<(), UsageError> {
     if is_valid_name(name) {
         Ok(())
     } else {
-        Err(UsageError(format!("invalid name '{}': {NAME_RULE}", name.escape_debug())))
+        Err(UsageError(format!(
+            "invalid name '{}': {NAME_RULE}",
+            name.escape_debug()
+        )))
     }
 }
 
@@ -41,7 +45,9 @@ pub fn validate_label(label: &str) -> Result<String, UsageError> {
     let label: String = label.nfc().collect();
     let count = label.chars().count();
     if count > MAX_LABEL_CHARS {
-        return Err(UsageError(format!("label too long: {count} characters, at most {MAX_LABEL_CHARS}")));
+        return Err(UsageError(format!(
+            "label too long: {count} characters, at most {MAX_LABEL_CHARS}"
+        )));
     }
     if let Some(bad) = label.chars().find(|&c| !label_char_ok(c)) {
         return Err(UsageError(format!(
@@ -66,21 +72,18 @@ fn label_char_ok(c: char) -> bool {
 fn is_separator(c: char) -> bool {
     matches!(
         c,
-        ' ' | '\u{A0}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{200A}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{202F}'
-            | '\u{205F}'
-            | '\u{3000}'
+        ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}'
     )
 }
 
 /// A name from a folder's basename: lowercase, runs of other characters
 /// become '-', trimmed, at most 40; `session` when nothing is left.
 pub fn name_from_dir(dir: &Path) -> String {
-    let base = dir.file_name().map(|b| b.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let base = dir
+        .file_name()
+        .map(|b| b.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let mut out = String::new();
     let mut dash = false;
     for c in base.chars() {
@@ -141,7 +144,12 @@ fn read_proc(pid: i32) -> Option<Proc> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(Proc { pid, ppid, exe, argv })
+    Some(Proc {
+        pid,
+        ppid,
+        exe,
+        argv,
+    })
 }
 
 /// Whether a process is Claude Code: its executable (or argv[0]) basename is
@@ -205,7 +213,11 @@ pub fn owner_pid() -> Option<i64> {
 /// Whether the nearest Claude Code ancestor is an agent-team worker (started
 /// with `--agent-id`), whom the auto-started monitor must not enrol.
 pub fn in_agent_worker() -> bool {
-    claude_ancestor().is_some_and(|p| p.argv.iter().any(|a| a == "--agent-id" || a.starts_with("--agent-id=")))
+    claude_ancestor().is_some_and(|p| {
+        p.argv
+            .iter()
+            .any(|a| a == "--agent-id" || a.starts_with("--agent-id="))
+    })
 }
 
 pub fn pid_alive(pid: i64) -> bool {
@@ -244,9 +256,20 @@ mod tests {
 
     #[test]
     fn labels() {
-        assert_eq!(validate_label("tester one").ok().as_deref(), Some("tester one"));
+        assert_eq!(
+            validate_label("tester one").ok().as_deref(),
+            Some("tester one")
+        );
         assert_eq!(validate_label("e\u{301}").ok().as_deref(), Some("\u{e9}"));
-        for bad in ["a\"b", "[x]", "tab\there", "new\nline", "rtl\u{202e}", "nb\u{a0}sp", &"x".repeat(61)] {
+        for bad in [
+            "a\"b",
+            "[x]",
+            "tab\there",
+            "new\nline",
+            "rtl\u{202e}",
+            "nb\u{a0}sp",
+            &"x".repeat(61),
+        ] {
             assert!(validate_label(bad).is_err(), "{bad:?}");
         }
         assert!(validate_label(&"é".repeat(60)).is_ok());
@@ -254,9 +277,17 @@ mod tests {
 
     #[test]
     fn claude_detection() {
-        let p = |exe: &str, argv0: &str| Proc { pid: 2, ppid: 1, exe: exe.into(), argv: vec![argv0.into()] };
+        let p = |exe: &str, argv0: &str| Proc {
+            pid: 2,
+            ppid: 1,
+            exe: exe.into(),
+            argv: vec![argv0.into()],
+        };
         assert!(is_claude(&p("/usr/bin/node", "claude")));
-        assert!(is_claude(&p("/home/u/.local/share/claude/versions/2.1.204", "x")));
+        assert!(is_claude(&p(
+            "/home/u/.local/share/claude/versions/2.1.204",
+            "x"
+        )));
         assert!(is_claude(&p("/usr/local/bin/claude-code", "x")));
         assert!(!is_claude(&p("/usr/bin/bash", "bash")));
         assert!(!is_claude(&p("/usr/bin/claudette", "claudette")));

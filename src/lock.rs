@@ -52,7 +52,10 @@ impl FileLock {
         if flock(&file, libc::LOCK_EX | libc::LOCK_NB)
             .with_context(|| format!("could not lock {}", path.display()))?
         {
-            return Ok(Some(FileLock { _file: file, path: path.to_path_buf() }));
+            return Ok(Some(FileLock {
+                _file: file,
+                path: path.to_path_buf(),
+            }));
         }
         Ok(None)
     }
@@ -74,8 +77,12 @@ impl FileLock {
     /// Block until the lock is ours.
     pub fn acquire(path: &Path) -> Result<FileLock> {
         let file = open(path)?;
-        flock(&file, libc::LOCK_EX).with_context(|| format!("could not lock {}", path.display()))?;
-        Ok(FileLock { _file: file, path: path.to_path_buf() })
+        flock(&file, libc::LOCK_EX)
+            .with_context(|| format!("could not lock {}", path.display()))?;
+        Ok(FileLock {
+            _file: file,
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -94,6 +101,7 @@ pub fn is_held(path: &Path) -> bool {
 
 /// Stable 64-bit FNV-1a, for turning arbitrary session keys into file names.
 pub fn fnv1a(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

@@ -58,12 +58,18 @@ impl PaceConfig {
     /// Defaults, with `INTER_SESSION_PACE_*` overrides (see README).
     pub fn from_env() -> Self {
         let mut c = PaceConfig::default();
-        let get = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        let get = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
         if let Some(v) = get("INTER_SESSION_PACE_GAP_MS") {
             c.min_gap_ms = v;
         }
         if let Some(v) = get("INTER_SESSION_PACE_BATCH_UNITS") {
-            c.batch_units = usize::try_from(v).unwrap_or(c.batch_units).max(HOST_LINE_UNITS);
+            c.batch_units = usize::try_from(v)
+                .unwrap_or(c.batch_units)
+                .max(HOST_LINE_UNITS);
         }
         if let Some(v) = get("INTER_SESSION_PACE_BUCKET") {
             c.capacity = u32::try_from(v).unwrap_or(c.capacity).max(1);
@@ -105,7 +111,12 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(cfg: PaceConfig, now_ms: u64) -> Self {
-        Pacer { cfg, tokens: cfg.usable(), next_refill_ms: now_ms + cfg.our_refill_ms(), last_write_ms: None }
+        Pacer {
+            cfg,
+            tokens: cfg.usable(),
+            next_refill_ms: now_ms + cfg.our_refill_ms(),
+            last_write_ms: None,
+        }
     }
 
     pub fn config(&self) -> &PaceConfig {
@@ -127,8 +138,14 @@ impl Pacer {
     /// Milliseconds to wait before the next batch may be written (0: now).
     pub fn wait_ms(&mut self, now_ms: u64) -> u64 {
         self.refill(now_ms);
-        let gap_wait = self.last_write_ms.map_or(0, |t| (t + self.cfg.min_gap_ms).saturating_sub(now_ms));
-        let token_wait = if self.tokens > 0 { 0 } else { self.next_refill_ms.saturating_sub(now_ms) };
+        let gap_wait = self
+            .last_write_ms
+            .map_or(0, |t| (t + self.cfg.min_gap_ms).saturating_sub(now_ms));
+        let token_wait = if self.tokens > 0 {
+            0
+        } else {
+            self.next_refill_ms.saturating_sub(now_ms)
+        };
         gap_wait.max(token_wait)
     }
 
@@ -221,13 +238,19 @@ mod tests {
     fn never_outruns_the_host_bucket() {
         // Greedy writer for 10 minutes of simulated time.
         let mut p = Pacer::new(PaceConfig::default(), 0);
-        let mut host = HostBucket { tokens: HOST_BUCKET_CAPACITY, last_refill: 0 };
+        let mut host = HostBucket {
+            tokens: HOST_BUCKET_CAPACITY,
+            last_refill: 0,
+        };
         let mut now = 0;
         let mut writes = 0;
         while now < 600_000 {
             let w = p.wait_ms(now);
             if w == 0 {
-                assert!(host.take(now), "host bucket empty at {now} ms after {writes} writes");
+                assert!(
+                    host.take(now),
+                    "host bucket empty at {now} ms after {writes} writes"
+                );
                 p.wrote(now);
                 writes += 1;
             } else {
@@ -282,7 +305,20 @@ mod tests {
         // 100 units each incl. newline: 30 fit in 3,000 (29 newlines: 2,999).
         assert_eq!(fit(&msgs, 0, 3000), 30);
         let long = vec!["y".repeat(500), "z".repeat(100)];
-        assert_eq!(fit(&[long.clone(), long.clone(), long.clone(), long.clone(), long.clone()], 0, 3000), 4);
+        assert_eq!(
+            fit(
+                &[
+                    long.clone(),
+                    long.clone(),
+                    long.clone(),
+                    long.clone(),
+                    long.clone()
+                ],
+                0,
+                3000
+            ),
+            4
+        );
         // Never zero on an empty batch even if one message is huge.
         assert_eq!(fit(&[vec!["w".repeat(5000)]], 0, 3000), 1);
         // With a notice already in, a message that does not fit waits.

@@ -39,7 +39,13 @@ pub fn message_lines(m: &Message) -> Vec<String> {
         .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
         .filter(|age| *age > 60)
         .and_then(|age| u64::try_from(age).ok());
-    let header = Header { id: &m.id, from: &m.sender, label: &m.sender_label, re: None, queued_secs };
+    let header = Header {
+        id: &m.id,
+        from: &m.sender,
+        label: &m.sender_label,
+        re: None,
+        queued_secs,
+    };
     line::format_message_prefix(&header, &m.text, usize::try_from(m.chars).unwrap_or(0))
 }
 
@@ -56,7 +62,9 @@ impl Out {
     fn new() -> Self {
         // SAFETY: fd 1 is open for the life of the process; ManuallyDrop keeps
         // us from closing it.
-        Out { file: ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) }) }
+        Out {
+            file: ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) }),
+        }
     }
 
     fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
@@ -71,7 +79,11 @@ impl Out {
 
     /// True when the reader of our stdout is gone (pipe closed, tty hung up).
     fn closed(&self) -> bool {
-        let mut fds = libc::pollfd { fd: 1, events: 0, revents: 0 };
+        let mut fds = libc::pollfd {
+            fd: 1,
+            events: 0,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd, zero timeout.
         let rc = unsafe { libc::poll(&mut fds, 1, 0) };
         rc > 0 && fds.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0
@@ -91,13 +103,19 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
     if let Some(n) = &name {
         identity::validate_name(n)?;
     }
-    let label_flag = opts.label.as_deref().map(identity::validate_label).transpose()?;
+    let label_flag = opts
+        .label
+        .as_deref()
+        .map(identity::validate_label)
+        .transpose()?;
     let env_label = std::env::var("INTER_SESSION_LABEL")
         .ok()
         .filter(|l| !l.is_empty())
         .map(|l| identity::validate_label(&l))
         .transpose()?;
-    let env_name = std::env::var("INTER_SESSION_NAME").ok().filter(|n| !n.is_empty());
+    let env_name = std::env::var("INTER_SESSION_NAME")
+        .ok()
+        .filter(|n| !n.is_empty());
     if let Some(n) = &env_name {
         identity::validate_name(n).context("INTER_SESSION_NAME")?;
     }
@@ -113,10 +131,14 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
 
     // One monitor per session key.
     let dir = crate::datadir::path()?;
-    let key_lock_path = crate::datadir::locks_dir(&dir).join(format!("key-{:016x}.lock", lock::fnv1a(&key)));
+    let key_lock_path =
+        crate::datadir::locks_dir(&dir).join(format!("key-{:016x}.lock", lock::fnv1a(&key)));
     let Some(_key_lock) = FileLock::acquire_within(&key_lock_path, KEY_LOCK_PATIENCE)? else {
         let (held, pid) = match store.session_by_key(&key)? {
-            Some(s) => (s.name, s.monitor_pid.map_or("?".to_string(), |p| p.to_string())),
+            Some(s) => (
+                s.name,
+                s.monitor_pid.map_or("?".to_string(), |p| p.to_string()),
+            ),
             None => ("?".to_string(), "?".to_string()),
         };
         let _ = out.write_lines(&[notice(&format!(
@@ -160,7 +182,10 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
         owner_pid: owner,
     })?;
     if claim.session.name != wanted {
-        notices.push(notice(&format!("name '{wanted}' taken; using '{}'", claim.session.name)));
+        notices.push(notice(&format!(
+            "name '{wanted}' taken; using '{}'",
+            claim.session.name
+        )));
     }
 
     let result = Monitor {
@@ -233,7 +258,11 @@ impl Monitor<'_> {
             });
         }
         let _subscription = self.store.subscribe(tx)?;
-        let poll = Duration::from_millis(env_ms("INTER_SESSION_POLL_MS").filter(|ms| *ms > 0).unwrap_or(1000));
+        let poll = Duration::from_millis(
+            env_ms("INTER_SESSION_POLL_MS")
+                .filter(|ms| *ms > 0)
+                .unwrap_or(1000),
+        );
         let stop_at = self.stop_at();
         let mut peers = self.snapshot()?;
 
@@ -250,11 +279,17 @@ impl Monitor<'_> {
                 break End::Quiet;
             }
             if stop_at.is_some_and(|t| Instant::now() >= t) {
-                break End::Notice(0, "watch window over; re-arm the monitor (pending mail waits)".into());
+                break End::Notice(
+                    0,
+                    "watch window over; re-arm the monitor (pending mail waits)".into(),
+                );
             }
 
             // Output: as much as the pacer allows.
-            let wait = self.pacer.as_mut().map_or(0, |p| p.wait_ms(p_now(self.started)));
+            let wait = self
+                .pacer
+                .as_mut()
+                .map_or(0, |p| p.wait_ms(p_now(self.started)));
             if wait == 0 && (maybe_pending || !self.notices.is_empty()) {
                 if self.pacer.is_some() {
                     // Paced batches re-read the mailbox each time, so mail
@@ -387,7 +422,11 @@ impl Monitor<'_> {
             Some(p) => {
                 let max = p.config().batch_units;
                 let rendered: Vec<Vec<String>> = buffer.iter().map(message_lines).collect();
-                let already = if lines.is_empty() { 0 } else { pace::batch_units(&lines) };
+                let already = if lines.is_empty() {
+                    0
+                } else {
+                    pace::batch_units(&lines)
+                };
                 let n = pace::fit(&rendered, already, max);
                 for (m, l) in buffer.drain(..n).zip(rendered) {
                     lines.extend(l);
@@ -400,10 +439,18 @@ impl Monitor<'_> {
 
     /// Under pacing, say once when the backlog would take over a minute.
     fn announce_backlog(&mut self, page: &VecDeque<Message>) -> Result<()> {
-        let total = self.store.session_by_id(self.session_id)?.map_or(0, |s| s.pending);
-        let Some(p) = self.pacer.as_mut() else { return Ok(()) };
+        let total = self
+            .store
+            .session_by_id(self.session_id)?
+            .map_or(0, |s| s.pending);
+        let Some(p) = self.pacer.as_mut() else {
+            return Ok(());
+        };
         let cfg = *p.config();
-        let units: usize = page.iter().map(|m| pace::batch_units(&message_lines(m)) + 1).sum();
+        let units: usize = page
+            .iter()
+            .map(|m| pace::batch_units(&message_lines(m)) + 1)
+            .sum();
         let per_batch = ((page.len() * cfg.batch_units) / units.max(1)).max(1);
         let batches = u64::try_from(total).unwrap_or(0).div_ceil(per_batch as u64);
         let now = p_now(self.started);
@@ -420,9 +467,17 @@ impl Monitor<'_> {
     fn check_session(&mut self, peers: &mut BTreeMap<i64, (String, State)>) -> Result<Option<End>> {
         let me = self.store.session_by_id(self.session_id)?;
         match me {
-            None => return Ok(Some(End::Notice(1, "this session's mailbox was removed; exiting".into()))),
+            None => {
+                return Ok(Some(End::Notice(
+                    1,
+                    "this session's mailbox was removed; exiting".into(),
+                )))
+            }
             Some(s) if s.state == State::Left => {
-                return Ok(Some(End::Notice(0, format!("session '{}' disconnected; exiting", s.name))))
+                return Ok(Some(End::Notice(
+                    0,
+                    format!("session '{}' disconnected; exiting", s.name),
+                )))
             }
             Some(s) => self.name = s.name,
         }
@@ -433,7 +488,9 @@ impl Monitor<'_> {
                     continue;
                 }
                 match peers.get(id) {
-                    Some((old, _)) if old != name => self.notices.push(notice(&format!("'{old}' renamed to '{name}'"))),
+                    Some((old, _)) if old != name => self
+                        .notices
+                        .push(notice(&format!("'{old}' renamed to '{name}'"))),
                     Some((_, old)) if old == state => {}
                     _ => match state {
                         State::Online => self.notices.push(notice(&format!("'{name}' joined"))),
@@ -454,7 +511,12 @@ impl Monitor<'_> {
         if !self.verbose {
             return Ok(BTreeMap::new());
         }
-        Ok(self.store.sessions(true)?.into_iter().map(|s| (s.id, (s.name, s.state))).collect())
+        Ok(self
+            .store
+            .sessions(true)?
+            .into_iter()
+            .map(|s| (s.id, (s.name, s.state)))
+            .collect())
     }
 
     fn housekeeping(&mut self) -> Result<Option<End>> {
@@ -462,12 +524,21 @@ impl Monitor<'_> {
             return Ok(Some(End::Quiet));
         }
         if let Err(e) = self.store.check_intact() {
-            eprintln!("inter-session: {e:#}; the monitor for '{}' stops", self.name);
-            return Ok(Some(End::Notice(1, format!("{e:#}; exiting (restart the monitor)"))));
+            eprintln!(
+                "inter-session: {e:#}; the monitor for '{}' stops",
+                self.name
+            );
+            return Ok(Some(End::Notice(
+                1,
+                format!("{e:#}; exiting (restart the monitor)"),
+            )));
         }
         if let Some(pid) = self.owner {
             if !pid_alive(pid) {
-                return Ok(Some(End::Notice(0, format!("owning session (pid {pid}) is gone; exiting"))));
+                return Ok(Some(End::Notice(
+                    0,
+                    format!("owning session (pid {pid}) is gone; exiting"),
+                )));
             }
         }
         Ok(None)

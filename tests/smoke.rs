@@ -12,7 +12,13 @@ fn hello_line_is_exact() {
     let out = env.ok("kb", &["mail", "send", "--to", "alice", "--text", "hello"]);
     let id = sent_id(&out);
     assert!(out.ends_with("-> alice (delivered)\n"), "{out}");
-    assert_eq!(alice.line(), format!("[inter-session msg={id} from=\"bob\" \"the builder\"] hello"));
+    assert_eq!(
+        alice.line(),
+        format!("[inter-session msg={id} from=\"bob\" \"the builder\"] hello")
+    );
     let id2 = sent_id(&env.ok("ka", &["mail", "send", "--to", "bob", "--text", "hi bob"]));
-    assert_eq!(bob.line(), format!("[inter-session msg={id2} from=\"alice\"] hi bob"));
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={id2} from=\"alice\"] hi bob")
+    );
 }

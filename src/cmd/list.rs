@@ -34,6 +34,9 @@ pub fn run(all: bool, project: bool, json: bool) -> Result<i32> {
             ]
         })
         .collect();
-    print_table(&["NAME", "LABEL", "STATE", "PENDING", "CWD", "SINCE"], &rows);
+    print_table(
+        &["NAME", "LABEL", "STATE", "PENDING", "CWD", "SINCE"],
+        &rows,
+    );
     Ok(0)
 }

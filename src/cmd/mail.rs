@@ -14,22 +14,37 @@ fn read_body(body: &BodyArgs, limit: usize) -> Result<String> {
     let (bytes, from_stdin) = if let Some(t) = &body.text {
         (t.clone().into_bytes(), false)
     } else if let Some(path) = &body.text_file {
-        let meta = std::fs::metadata(path).with_context(|| format!("could not read {}", path.display()))?;
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
         if meta.len() > limit as u64 {
             bail!("text too long: {} bytes, at most {limit}", meta.len());
         }
-        (std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?, false)
+        (
+            std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?,
+            false,
+        )
     } else {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
-            return Err(UsageError("no text given: use --text, --text-file FILE, or pipe the text on stdin".into()).into());
+            return Err(UsageError(
+                "no text given: use --text, --text-file FILE, or pipe the text on stdin".into(),
+            )
+            .into());
         }
         let mut buf = Vec::new();
-        stdin.lock().take(limit as u64 + 2).read_to_end(&mut buf).context("could not read stdin")?;
+        stdin
+            .lock()
+            .take(limit as u64 + 2)
+            .read_to_end(&mut buf)
+            .context("could not read stdin")?;
         (buf, true)
     };
-    let mut text = String::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("text is not valid UTF-8 (bad byte at offset {})", e.utf8_error().valid_up_to()))?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "text is not valid UTF-8 (bad byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     if from_stdin {
         // Like the shell's $(…): `echo hi | mail send` sends "hi".
         if text.ends_with('\n') {
@@ -56,7 +71,11 @@ fn print_sent(sent: &Sent, json: bool) -> Result<()> {
     if let [one] = sent.recipients.as_slice() {
         println!("sent {} -> {} ({})", sent.id, one.name, one.status);
     } else {
-        let delivered = sent.recipients.iter().filter(|r| r.status == "delivered").count();
+        let delivered = sent
+            .recipients
+            .iter()
+            .filter(|r| r.status == "delivered")
+            .count();
         println!(
             "sent {} -> {} sessions ({delivered} delivered, {} queued)",
             sent.id,
@@ -68,14 +87,27 @@ fn print_sent(sent: &Sent, json: bool) -> Result<()> {
 }
 
 pub fn send(from: Option<&str>, to: &str, body: &BodyArgs) -> Result<i32> {
-    if to.is_empty() || !to.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') {
-        return Err(UsageError(format!("invalid recipient '{}': {}", to.escape_debug(), identity::NAME_RULE)).into());
+    if to.is_empty()
+        || !to
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    {
+        return Err(UsageError(format!(
+            "invalid recipient '{}': {}",
+            to.escape_debug(),
+            identity::NAME_RULE
+        ))
+        .into());
     }
     let text = read_body(body, MAX_DIRECT_BYTES)?;
     let store = open()?;
     let sender = me(store.as_ref(), from)?;
     let recipient = store.resolve(to)?;
-    let sent = store.send(&NewMessage { sender: &sender, to: Recipients::One(recipient.id), text: &text })?;
+    let sent = store.send(&NewMessage {
+        sender: &sender,
+        to: Recipients::One(recipient.id),
+        text: &text,
+    })?;
     print_sent(&sent, body.json)?;
     Ok(0)
 }
@@ -90,7 +122,11 @@ pub fn broadcast(from: Option<&str>, project: bool, body: &BodyArgs) -> Result<i
     } else {
         None
     };
-    let sent = store.send(&NewMessage { sender: &sender, to: Recipients::All { project }, text: &text })?;
+    let sent = store.send(&NewMessage {
+        sender: &sender,
+        to: Recipients::All { project },
+        text: &text,
+    })?;
     print_sent(&sent, body.json)?;
     Ok(0)
 }

@@ -99,7 +99,9 @@ pub enum Command {
         json: bool,
     },
     /// Past messages, oldest first
-    #[command(after_help = "Examples:\n  inter-session history --with bob --since 1h\n  inter-session history --limit 5 --json")]
+    #[command(
+        after_help = "Examples:\n  inter-session history --with bob --since 1h\n  inter-session history --limit 5 --json"
+    )]
     History {
         /// Only messages exchanged with this session
         #[arg(long, value_name = "NAME")]
@@ -118,7 +120,9 @@ pub enum Command {
         json: bool,
     },
     /// Run one read-only SQL query over the mailbox (views: history, pending)
-    #[command(after_help = "Example:\n  inter-session sql \"select sender, recipient, text from history order by created_at desc limit 5\"")]
+    #[command(
+        after_help = "Example:\n  inter-session sql \"select sender, recipient, text from history order by created_at desc limit 5\""
+    )]
     Sql {
         /// The query (one statement; writes, ATTACH and extensions are refused)
         query: String,
@@ -195,12 +199,19 @@ pub enum PaceMode {
 #[derive(Subcommand, Debug)]
 pub enum MailCmd {
     /// Send a message to one session (or --all)
-    #[command(after_help = "Examples:\n  inter-session mail send --to alice --text 'tests pass'\n  \
+    #[command(
+        after_help = "Examples:\n  inter-session mail send --to alice --text 'tests pass'\n  \
         git diff | inter-session mail send --to rev     # text from stdin\n  \
-        inter-session mail send --all --text 'rebasing main in 5 minutes'")]
+        inter-session mail send --all --text 'rebasing main in 5 minutes'"
+    )]
     Send {
         /// Recipient: exact name, else a unique name prefix
-        #[arg(long, value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
+        #[arg(
+            long,
+            value_name = "NAME",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
         to: Option<String>,
         /// Send to every other session instead (a broadcast)
         #[arg(long)]
@@ -212,7 +223,9 @@ pub enum MailCmd {
         body: BodyArgs,
     },
     /// Send a message to every other session (not those that left)
-    #[command(after_help = "Example:\n  inter-session mail broadcast --project --text 'main is green again'")]
+    #[command(
+        after_help = "Example:\n  inter-session mail broadcast --project --text 'main is green again'"
+    )]
     Broadcast {
         /// Only sessions of this project (nearest folder holding .git)
         #[arg(long)]
@@ -242,20 +255,42 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Connect { name, opts } => crate::watch::run(name, opts),
         Command::Inbox(InboxCmd::Check { json }) => inbox::check(from, json),
         Command::Inbox(InboxCmd::Read { id, json }) => inbox::read(&id, json),
-        Command::Mail(MailCmd::Send { to, all, project, body }) => match to {
+        Command::Mail(MailCmd::Send {
+            to,
+            all,
+            project,
+            body,
+        }) => match to {
             Some(to) if !all => mail::send(from, &to, &body),
             _ => mail::broadcast(from, project, &body),
         },
-        Command::Mail(MailCmd::Broadcast { project, body }) => mail::broadcast(from, project, &body),
+        Command::Mail(MailCmd::Broadcast { project, body }) => {
+            mail::broadcast(from, project, &body)
+        }
         Command::List { all, project, json } => list::run(all, project, json),
         Command::Status { json } => session::status(from, json),
         Command::Rename { new } => session::rename(from, &new),
         Command::Relabel { text } => session::relabel(from, &text),
         Command::Disconnect { json } => session::disconnect(from, json),
-        Command::History { with, since, limit, everyone, json } => {
-            history::run(from, with.as_deref(), since.as_deref(), limit, everyone, json)
-        }
-        Command::Sql { query, header, json } => sql::run(&query, header, json),
+        Command::History {
+            with,
+            since,
+            limit,
+            everyone,
+            json,
+        } => history::run(
+            from,
+            with.as_deref(),
+            since.as_deref(),
+            limit,
+            everyone,
+            json,
+        ),
+        Command::Sql {
+            query,
+            header,
+            json,
+        } => sql::run(&query, header, json),
     }
 }
 
@@ -282,7 +317,9 @@ pub fn me_if_any(store: &dyn Mailbox, from: Option<&str>) -> Result<Option<Sessi
     if from.is_some() {
         return me(store, from).map(Some);
     }
-    Ok(store.session_by_key(&identity::session_key())?.filter(|s| s.state != State::Left))
+    Ok(store
+        .session_by_key(&identity::session_key())?
+        .filter(|s| s.state != State::Left))
 }
 
 pub fn open() -> Result<Box<dyn Mailbox>> {
@@ -291,7 +328,11 @@ pub fn open() -> Result<Box<dyn Mailbox>> {
 
 /// Parse an age like `30s`, `15m`, `1h`, `2d`, `1h30m` into seconds.
 pub fn parse_age(text: &str) -> Result<u64, UsageError> {
-    let bad = || UsageError(format!("invalid age '{text}': use a number with s, m, h or d, e.g. 15m, 1h30m, 2d"));
+    let bad = || {
+        UsageError(format!(
+            "invalid age '{text}': use a number with s, m, h or d, e.g. 15m, 1h30m, 2d"
+        ))
+    };
     let mut total = 0u64;
     let mut num = String::new();
     for c in text.trim().chars() {

@@ -44,7 +44,10 @@ pub fn rename(from: Option<&str>, new: &str) -> Result<i32> {
     let store = open()?;
     let s = me(store.as_ref(), from)?;
     store.rename(s.id, new)?;
-    println!("renamed '{}' -> '{new}' ({} pending mail follows)", s.name, s.pending);
+    println!(
+        "renamed '{}' -> '{new}' ({} pending mail follows)",
+        s.name, s.pending
+    );
     Ok(0)
 }
 
@@ -83,9 +86,16 @@ pub fn disconnect(from: Option<&str>, json: bool) -> Result<i32> {
         stopped = true;
     }
     if json {
-        println!("{}", json!({ "name": s.name, "state": "left", "stopped_monitor_pid": pid }));
+        println!(
+            "{}",
+            json!({ "name": s.name, "state": "left", "stopped_monitor_pid": pid })
+        );
     } else if stopped {
-        println!("disconnected '{}' (monitor pid {} stopped)", s.name, pid.context("pid")?);
+        println!(
+            "disconnected '{}' (monitor pid {} stopped)",
+            s.name,
+            pid.context("pid")?
+        );
     } else {
         println!("disconnected '{}'", s.name);
     }

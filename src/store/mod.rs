@@ -166,7 +166,10 @@ pub enum LookupError {
     #[error("no session named '{name}'{hint}")]
     Unknown { name: String, hint: String },
     #[error("'{prefix}' matches several sessions: {}; give more of the name", matches.join(", "))]
-    Ambiguous { prefix: String, matches: Vec<String> },
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
     #[error("session '{0}' has left (disconnected); it receives no mail until it connects again")]
     Left(String),
 }
@@ -239,5 +242,7 @@ pub fn open() -> Result<Box<dyn Mailbox>> {
 
 /// Current time in the stored text format.
 pub fn now_text() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }

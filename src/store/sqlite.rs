@@ -20,7 +20,8 @@ use crate::datadir;
 use crate::lock::{self, FileLock};
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
 
 const SESSION_COLUMNS: &str = "s.id, s.name, s.session_key, s.label, s.state, s.cwd, s.project, \
      s.monitor_pid, s.created_at, s.since, \
@@ -59,7 +60,9 @@ impl SqliteStore {
             match std::fs::DirBuilder::new().mode(0o700).create(&locks) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e).with_context(|| format!("could not create {}", locks.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("could not create {}", locks.display()))
+                }
             }
         }
         datadir::check_private(&locks, "lock folder", true)?;
@@ -81,7 +84,13 @@ impl SqliteStore {
         }
         datadir::make_private(&db_path)?;
         let identity = file_identity(&db_path).context("the database vanished while opening it")?;
-        Ok(SqliteStore { dir: dir.to_path_buf(), db_path, conn, identity, seen_version: Cell::new(0) })
+        Ok(SqliteStore {
+            dir: dir.to_path_buf(),
+            db_path,
+            conn,
+            identity,
+            seen_version: Cell::new(0),
+        })
     }
 
     fn session_lock_path(&self, id: i64) -> PathBuf {
@@ -92,7 +101,11 @@ impl SqliteStore {
     fn touch(&self) {
         let path = datadir::sentinel(&self.dir);
         // Failing to touch only delays a monitor to its fallback poll.
-        let _ = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path);
     }
 
     fn live_state(&self, stored: &str, id: i64) -> State {
@@ -115,7 +128,11 @@ impl SqliteStore {
             state,
             cwd: r.get(5)?,
             project: r.get(6)?,
-            monitor_pid: if state == State::Online { r.get(7)? } else { None },
+            monitor_pid: if state == State::Online {
+                r.get(7)?
+            } else {
+                None
+            },
             created_at: r.get(8)?,
             since: r.get(9)?,
             pending: r.get(10)?,
@@ -134,11 +151,17 @@ impl SqliteStore {
     }
 
     fn near_matches(&self, name: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare_cached("SELECT name FROM sessions WHERE state <> 'left' ORDER BY name")?;
-        let names = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM sessions WHERE state <> 'left' ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(names
             .into_iter()
-            .filter(|n| n.contains(name) || name.contains(n.as_str()) || edit_distance(n, name) <= 2)
+            .filter(|n| {
+                n.contains(name) || name.contains(n.as_str()) || edit_distance(n, name) <= 2
+            })
             .take(5)
             .collect())
     }
@@ -153,7 +176,9 @@ fn not_a_mailbox(path: &Path) -> String {
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -178,7 +203,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .with_context(|| not_a_mailbox(path))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        bail!("could not switch {} to WAL mode (got {mode})", path.display());
+        bail!(
+            "could not switch {} to WAL mode (got {mode})",
+            path.display()
+        );
     }
     let version = schema_version(conn)?;
     if version == 0 {
@@ -193,7 +221,8 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     }
     for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql).with_context(|| format!("migration {name} failed"))?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("migration {name} failed"))?;
         tx.pragma_update(None, "user_version", i64::try_from(i + 1)?)?;
         tx.commit()?;
     }
@@ -219,13 +248,17 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// The next candidate name after `name` is held live: `a` → `a-2`, `a-2` → `a-3`.
 fn next_candidate(requested: &str, attempt: u32) -> String {
     let (base, start) = match requested.rsplit_once('-') {
-        Some((base, n)) if !base.is_empty() && n.len() <= 2 && n.parse::<u32>().is_ok_and(|n| n >= 2) => {
+        Some((base, n))
+            if !base.is_empty() && n.len() <= 2 && n.parse::<u32>().is_ok_and(|n| n >= 2) =>
+        {
             (base, n.parse::<u32>().unwrap_or(2))
         }
         _ => (requested, 1),
     };
     let suffix = format!("-{}", start + attempt);
-    let keep = crate::identity::MAX_NAME_LEN.saturating_sub(suffix.len()).min(base.len());
+    let keep = crate::identity::MAX_NAME_LEN
+        .saturating_sub(suffix.len())
+        .min(base.len());
     format!("{}{suffix}", base[..keep].trim_end_matches('-'))
 }
 
@@ -235,7 +268,10 @@ impl Mailbox for SqliteStore {
     }
 
     fn session_by_key(&self, key: &str) -> Result<Option<Session>> {
-        self.one_session("s.session_key = ?1 ORDER BY s.since DESC, s.id DESC LIMIT 1", &key)
+        self.one_session(
+            "s.session_key = ?1 ORDER BY s.since DESC, s.id DESC LIMIT 1",
+            &key,
+        )
     }
 
     fn session_by_name(&self, name: &str) -> Result<Option<Session>> {
@@ -247,7 +283,11 @@ impl Mailbox for SqliteStore {
     }
 
     fn sessions(&self, include_left: bool) -> Result<Vec<Session>> {
-        let cond = if include_left { "?1 = ?1 ORDER BY s.name" } else { "s.state <> ?1 ORDER BY s.name" };
+        let cond = if include_left {
+            "?1 = ?1 ORDER BY s.name"
+        } else {
+            "s.state <> ?1 ORDER BY s.name"
+        };
         self.query_sessions(cond, &"left")
     }
 
@@ -258,14 +298,28 @@ impl Mailbox for SqliteStore {
             }
             return Ok(s);
         }
-        let pattern = format!("{}%", name_or_prefix.replace('_', "\\_").replace('%', "\\%"));
-        let found = self.query_sessions("s.name LIKE ?1 ESCAPE '\\' AND s.state <> 'left' ORDER BY s.name", &pattern)?;
+        let pattern = format!(
+            "{}%",
+            name_or_prefix.replace('_', "\\_").replace('%', "\\%")
+        );
+        let found = self.query_sessions(
+            "s.name LIKE ?1 ESCAPE '\\' AND s.state <> 'left' ORDER BY s.name",
+            &pattern,
+        )?;
         match found.len() {
             1 => Ok(found.into_iter().next().context("one match")?),
             0 => {
                 let near = self.near_matches(name_or_prefix)?;
-                let hint = if near.is_empty() { String::new() } else { format!("; did you mean: {}?", near.join(", ")) };
-                Err(LookupError::Unknown { name: name_or_prefix.to_string(), hint }.into())
+                let hint = if near.is_empty() {
+                    String::new()
+                } else {
+                    format!("; did you mean: {}?", near.join(", "))
+                };
+                Err(LookupError::Unknown {
+                    name: name_or_prefix.to_string(),
+                    hint,
+                }
+                .into())
             }
             _ => Err(LookupError::Ambiguous {
                 prefix: name_or_prefix.to_string(),
@@ -281,7 +335,8 @@ impl Mailbox for SqliteStore {
             "INSERT OR IGNORE INTO sessions (name, session_key, state, created_at, since) VALUES (?1, ?2, 'offline', ?3, ?3)",
             params![name, key, now],
         )?;
-        self.session_by_name(name)?.context("session vanished after registering it")
+        self.session_by_name(name)?
+            .context("session vanished after registering it")
     }
 
     fn claim(&self, req: &ClaimRequest) -> Result<Claim> {
@@ -292,11 +347,16 @@ impl Mailbox for SqliteStore {
                 "INSERT OR IGNORE INTO sessions (name, state, created_at, since) VALUES (?1, 'offline', ?2, ?2)",
                 params![candidate, now],
             )?;
-            let id: i64 =
-                self.conn.query_row("SELECT id FROM sessions WHERE name = ?1", [&candidate], |r| r.get(0))?;
+            let id: i64 = self.conn.query_row(
+                "SELECT id FROM sessions WHERE name = ?1",
+                [&candidate],
+                |r| r.get(0),
+            )?;
             // A brief wait: a `list` probing the lock at this instant must not
             // make us think the name is held.
-            if let Some(lock) = FileLock::acquire_within(&self.session_lock_path(id), Duration::from_millis(30))? {
+            if let Some(lock) =
+                FileLock::acquire_within(&self.session_lock_path(id), Duration::from_millis(30))?
+            {
                 let tx = self.conn.unchecked_transaction()?;
                 tx.execute(
                     "UPDATE sessions SET session_key = NULL WHERE session_key = ?1 AND id <> ?2",
@@ -309,8 +369,13 @@ impl Mailbox for SqliteStore {
                 )?;
                 tx.commit()?;
                 self.touch();
-                let session = self.session_by_id(id)?.context("session vanished after claiming it")?;
-                return Ok(Claim { session, presence: Box::new(LockPresence(lock)) });
+                let session = self
+                    .session_by_id(id)?
+                    .context("session vanished after claiming it")?;
+                return Ok(Claim {
+                    session,
+                    presence: Box::new(LockPresence(lock)),
+                });
             }
             candidate = next_candidate(req.name, attempt);
         }
@@ -333,20 +398,28 @@ impl Mailbox for SqliteStore {
     fn rename(&self, session_id: i64, new_name: &str) -> Result<()> {
         let taken: Option<i64> = self
             .conn
-            .query_row("SELECT id FROM sessions WHERE name = ?1", [new_name], |r| r.get(0))
+            .query_row("SELECT id FROM sessions WHERE name = ?1", [new_name], |r| {
+                r.get(0)
+            })
             .optional()?;
         match taken {
             Some(id) if id == session_id => return Ok(()),
             Some(_) => bail!("name '{new_name}' is already taken; pick another"),
             None => {}
         }
-        self.conn.execute("UPDATE sessions SET name = ?1 WHERE id = ?2", params![new_name, session_id])?;
+        self.conn.execute(
+            "UPDATE sessions SET name = ?1 WHERE id = ?2",
+            params![new_name, session_id],
+        )?;
         self.touch();
         Ok(())
     }
 
     fn relabel(&self, session_id: i64, label: &str) -> Result<()> {
-        self.conn.execute("UPDATE sessions SET label = ?1 WHERE id = ?2", params![label, session_id])?;
+        self.conn.execute(
+            "UPDATE sessions SET label = ?1 WHERE id = ?2",
+            params![label, session_id],
+        )?;
         self.touch();
         Ok(())
     }
@@ -354,7 +427,11 @@ impl Mailbox for SqliteStore {
     fn disconnect(&self, session_id: i64) -> Result<Option<i64>> {
         let pid: Option<i64> = self
             .conn
-            .query_row("SELECT monitor_pid FROM sessions WHERE id = ?1", [session_id], |r| r.get(0))
+            .query_row(
+                "SELECT monitor_pid FROM sessions WHERE id = ?1",
+                [session_id],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten();
         let online = self.is_online(session_id);
@@ -369,13 +446,18 @@ impl Mailbox for SqliteStore {
     fn remembered_label(&self, project: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row("SELECT label FROM project_labels WHERE project = ?1", [project], |r| r.get(0))
+            .query_row(
+                "SELECT label FROM project_labels WHERE project = ?1",
+                [project],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
     fn remember_label(&self, project: &str, label: &str) -> Result<()> {
         if label.is_empty() {
-            self.conn.execute("DELETE FROM project_labels WHERE project = ?1", [project])?;
+            self.conn
+                .execute("DELETE FROM project_labels WHERE project = ?1", [project])?;
         } else {
             self.conn.execute(
                 "INSERT INTO project_labels (project, label) VALUES (?1, ?2) \
@@ -400,13 +482,17 @@ impl Mailbox for SqliteStore {
                     return Err(SendError::SelfSend(msg.sender.name.clone()).into());
                 }
                 let row: Option<(String, String)> = tx
-                    .query_row("SELECT name, state FROM sessions WHERE id = ?1", [rid], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
+                    .query_row(
+                        "SELECT name, state FROM sessions WHERE id = ?1",
+                        [rid],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
                     .optional()?;
                 match row {
                     None => bail!("the recipient's mailbox vanished; try again"),
-                    Some((name, state)) if state == "left" => return Err(LookupError::Left(name).into()),
+                    Some((name, state)) if state == "left" => {
+                        return Err(LookupError::Left(name).into())
+                    }
                     Some((name, _)) => vec![(*rid, name)],
                 }
             }
@@ -427,7 +513,9 @@ impl Mailbox for SqliteStore {
                      AND (?2 IS NULL OR project = ?2) ORDER BY name",
                 )?;
                 let rows = stmt
-                    .query_map(params![msg.sender.id, project], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .query_map(params![msg.sender.id, project], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 if rows.is_empty() {
                     return Err(SendError::NoRecipients.into());
@@ -453,8 +541,9 @@ impl Mailbox for SqliteStore {
         .execute(params![id, now, kind, msg.sender.id, msg.sender.name, msg.sender.label, chars as i64, inline, blob_id])?;
         let seq = tx.last_insert_rowid();
         {
-            let mut ins =
-                tx.prepare_cached("INSERT INTO deliveries (message_seq, recipient_id) VALUES (?1, ?2)")?;
+            let mut ins = tx.prepare_cached(
+                "INSERT INTO deliveries (message_seq, recipient_id) VALUES (?1, ?2)",
+            )?;
             for (rid, _) in &recipients {
                 ins.execute(params![seq, rid])?;
             }
@@ -464,7 +553,14 @@ impl Mailbox for SqliteStore {
 
         let recipients = recipients
             .into_iter()
-            .map(|(rid, name)| SentTo { name, status: if self.is_online(rid) { "delivered" } else { "queued" } })
+            .map(|(rid, name)| SentTo {
+                name,
+                status: if self.is_online(rid) {
+                    "delivered"
+                } else {
+                    "queued"
+                },
+            })
             .collect();
         Ok(Sent { id, recipients })
     }
@@ -480,7 +576,12 @@ impl Mailbox for SqliteStore {
              ORDER BY d.message_seq LIMIT ?3",
         )?;
         let rows = stmt.query_map(
-            params![session_id, after_seq, limit as i64, LINE_PREFIX_CHARS as i64],
+            params![
+                session_id,
+                after_seq,
+                limit as i64,
+                LINE_PREFIX_CHARS as i64
+            ],
             message_from_row,
         )?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -513,12 +614,16 @@ impl Mailbox for SqliteStore {
              FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id \
              WHERE m.id >= ?1 AND m.id < ?1 || 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ' ORDER BY m.id LIMIT 2",
         )?;
-        let found = stmt.query_map([&prefix], message_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let found = stmt
+            .query_map([&prefix], message_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut found = found.into_iter().filter(|m| m.id.starts_with(&prefix));
         match (found.next(), found.next()) {
             (Some(m), None) => Ok(m),
             (None, _) => bail!("no message with id '{id_prefix}'"),
-            (Some(_), Some(_)) => bail!("message id prefix '{id_prefix}' is ambiguous; give more of it"),
+            (Some(_), Some(_)) => {
+                bail!("message id prefix '{id_prefix}' is ambiguous; give more of it")
+            }
         }
     }
 
@@ -554,10 +659,15 @@ impl Mailbox for SqliteStore {
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res {
                 // Reads (open, close-without-write) by other commands are not changes.
-                if matches!(event.kind, EventKind::Access(notify::event::AccessKind::Close(
-                    notify::event::AccessMode::Write
-                )) | EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any)
-                {
+                if matches!(
+                    event.kind,
+                    EventKind::Access(notify::event::AccessKind::Close(
+                        notify::event::AccessMode::Write
+                    )) | EventKind::Create(_)
+                        | EventKind::Modify(_)
+                        | EventKind::Remove(_)
+                        | EventKind::Any
+                ) {
                     let _ = tx.send(Wake::Change);
                 }
             }
@@ -578,7 +688,10 @@ impl Mailbox for SqliteStore {
     fn check_intact(&self) -> Result<()> {
         match file_identity(&self.db_path) {
             Some(id) if id == self.identity => Ok(()),
-            Some(_) => bail!("the database {} was replaced by another file", self.db_path.display()),
+            Some(_) => bail!(
+                "the database {} was replaced by another file",
+                self.db_path.display()
+            ),
             None => bail!("the database {} was deleted", self.db_path.display()),
         }
     }
@@ -589,15 +702,22 @@ impl Mailbox for SqliteStore {
         // No ATTACH of other files, no extension loading (off by default in
         // this build; the limit makes ATTACH fail outright).
         conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
-        let mut stmt = conn.prepare(sql).map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))?;
+        let mut stmt = conn
+            .prepare(sql)
+            .map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))?;
         if !stmt.readonly() {
             bail!("sql is read-only: only queries (SELECT, read-only PRAGMA, EXPLAIN) are allowed");
         }
         let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
         let n = columns.len();
         let mut rows_out = Vec::new();
-        let mut rows = stmt.query([]).map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))?;
-        while let Some(row) = rows.next().map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))? {
+        let mut rows = stmt
+            .query([])
+            .map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))?;
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| anyhow::anyhow!("{}", sql_error_text(&e)))?
+        {
             let mut out = Vec::with_capacity(n);
             for i in 0..n {
                 use rusqlite::types::ValueRef;
@@ -611,7 +731,10 @@ impl Mailbox for SqliteStore {
             }
             rows_out.push(out);
         }
-        Ok(SqlResult { columns, rows: rows_out })
+        Ok(SqlResult {
+            columns,
+            rows: rows_out,
+        })
     }
 }
 

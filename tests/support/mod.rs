@@ -34,14 +34,19 @@ impl Env {
                 c.env_remove(k);
             }
         }
-        c.env("INTER_SESSION_DATA_DIR", &self.data).env("INTER_SESSION_KEY", key);
+        c.env("INTER_SESSION_DATA_DIR", &self.data)
+            .env("INTER_SESSION_KEY", key);
         c.current_dir(self.tmp.path());
         c
     }
 
     /// Run a command to completion with stdin closed.
     pub fn run(&self, key: &str, args: &[&str]) -> Output {
-        self.cmd(key).args(args).stdin(Stdio::null()).output().expect("run inter-session")
+        self.cmd(key)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run inter-session")
     }
 
     /// Run and require exit 0; returns stdout.
@@ -58,7 +63,10 @@ impl Env {
 
     /// Send a direct message as `from` and return its id.
     pub fn send(&self, from: &str, to: &str, text: &str) -> String {
-        let out = self.ok("sender", &["--from", from, "mail", "send", "--to", to, "--text", text]);
+        let out = self.ok(
+            "sender",
+            &["--from", from, "mail", "send", "--to", to, "--text", text],
+        );
         sent_id(&out)
     }
 
@@ -102,7 +110,11 @@ impl Env {
 
 /// The id out of `sent <id> -> …`.
 pub fn sent_id(out: &str) -> String {
-    let id = out.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     assert_eq!(id.len(), 26, "no id in {out:?}");
     id
 }
@@ -116,7 +128,9 @@ pub struct Monitor {
 
 impl Monitor {
     pub fn spawn(mut c: Command) -> Monitor {
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         let mut child = c.spawn().expect("spawn monitor");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = channel();
@@ -128,7 +142,11 @@ impl Monitor {
                 }
             }
         });
-        Monitor { child, lines: rx, seen: Vec::new() }
+        Monitor {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
     }
 
     /// The next line, or None after `timeout` (or at end of output).
@@ -144,7 +162,8 @@ impl Monitor {
 
     /// Require a next line within 10 s.
     pub fn line(&mut self) -> String {
-        self.next_line(Duration::from_secs(10)).unwrap_or_else(|| panic!("no line; saw {:?}", self.seen))
+        self.next_line(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no line; saw {:?}", self.seen))
     }
 
     /// Read lines until `pred` holds for one (returned), failing after `timeout`.
