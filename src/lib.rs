@@ -9,4 +9,5 @@ pub mod line;
 pub mod lock;
 pub mod pace;
 pub mod store;
+pub mod tmux;
 pub mod watch;

@@ -6,6 +6,7 @@ mod history;
 mod inbox;
 mod list;
 mod mail;
+mod peer;
 mod session;
 mod sql;
 
@@ -119,6 +120,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Agent CLIs in tmux, each with its own mailbox
+    #[command(subcommand)]
+    Peer(PeerCmd),
     /// Run one read-only SQL query over the mailbox (views: history, pending)
     #[command(
         after_help = "Example:\n  inter-session sql \"select sender, recipient, text from history order by created_at desc limit 5\""
@@ -133,6 +137,66 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCmd {
+    /// Start an agent CLI in a detached tmux session with its own mailbox
+    #[command(
+        after_help = "Examples:\n  inter-session peer spawn w1 --cwd ~/src/app --prompt 'run the tests, mail me done: <summary>'\n  \
+        inter-session peer spawn sh1 --cmd bash\n\n\
+        The pane gets INTER_SESSION_NAME=<name> and a fresh INTER_SESSION_KEY, so its own\n\
+        monitor and any `mail send` run in it act as <name>. Mail sent before its monitor\n\
+        starts is queued. tmux runs on its own socket (tmux -L inter-session)."
+    )]
+    Spawn {
+        /// The peer's name (also its mailbox)
+        name: String,
+        /// Working folder (default: here)
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<PathBuf>,
+        /// The command to run
+        #[arg(long, default_value = "claude")]
+        cmd: String,
+        /// Text to type in once the pane is ready
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Type text into the peer's pane, then Enter (literally: no key names)
+    #[command(after_help = "Example:\n  inter-session peer send w1 'also update the changelog'")]
+    Send { name: String, text: String },
+    /// Print the pane's recent text, without escape codes
+    #[command(after_help = "Example:\n  inter-session peer read w1 --lines 40")]
+    Read {
+        name: String,
+        /// How many lines
+        #[arg(long, default_value_t = 50)]
+        lines: usize,
+    },
+    /// Alive or dead, pane command and pid, mailbox state and pending mail
+    #[command(after_help = "Example:\n  inter-session peer status w1 --json")]
+    Status {
+        name: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every recorded peer with its liveness (alive, dead)
+    #[command(after_help = "Example:\n  inter-session peer list --json")]
+    List {
+        /// Include killed peers
+        #[arg(long)]
+        all: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the peer's tmux session and mark its mailbox left
+    #[command(after_help = "Example:\n  inter-session peer kill w1")]
+    Kill { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -291,6 +355,18 @@ pub fn run(cli: Cli) -> Result<i32> {
             header,
             json,
         } => sql::run(&query, header, json),
+        Command::Peer(PeerCmd::Spawn {
+            name,
+            cwd,
+            cmd,
+            prompt,
+            json,
+        }) => peer::spawn(from, &name, cwd.as_deref(), &cmd, prompt.as_deref(), json),
+        Command::Peer(PeerCmd::Send { name, text }) => peer::send(&name, &text),
+        Command::Peer(PeerCmd::Read { name, lines }) => peer::read(&name, lines),
+        Command::Peer(PeerCmd::Status { name, json }) => peer::status(&name, json),
+        Command::Peer(PeerCmd::List { all, json }) => peer::list(all, json),
+        Command::Peer(PeerCmd::Kill { name }) => peer::kill(&name),
     }
 }
 

@@ -155,6 +155,20 @@ pub enum Wake {
 /// Keeps a monitor's wake-up source alive; dropping it stops the wake-ups.
 pub trait Subscription {}
 
+/// A tmux-hosted agent session started with `peer spawn`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Peer {
+    pub name: String,
+    pub session_id: Option<i64>,
+    pub tmux_socket: String,
+    pub tmux_session: String,
+    pub command: String,
+    pub cwd: String,
+    pub spawned_by: String,
+    pub created_at: String,
+    pub killed_at: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SqlResult {
     pub columns: Vec<String>,
@@ -230,6 +244,13 @@ pub trait Mailbox {
     fn changed(&self) -> Result<bool>;
     /// Fails when the store is gone or was replaced under us.
     fn check_intact(&self) -> Result<()>;
+
+    /// Record a spawned peer and register its mailbox under `key` (an
+    /// offline or left mailbox of that name is taken over).
+    fn add_peer(&self, peer: &Peer, key: &str, project: &str) -> Result<Session>;
+    fn peer(&self, name: &str) -> Result<Option<Peer>>;
+    fn peers(&self, include_killed: bool) -> Result<Vec<Peer>>;
+    fn peer_killed(&self, name: &str) -> Result<()>;
 
     /// Run one read-only query.
     fn query_readonly(&self, sql: &str) -> Result<SqlResult>;

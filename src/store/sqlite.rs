@@ -20,8 +20,13 @@ use crate::datadir;
 use crate::lock::{self, FileLock};
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0002_peers",
+        include_str!("../../migrations/0002_peers.sql"),
+    ),
+];
 
 const SESSION_COLUMNS: &str = "s.id, s.name, s.session_key, s.label, s.state, s.cwd, s.project, \
      s.monitor_pid, s.created_at, s.since, \
@@ -164,6 +169,30 @@ impl SqliteStore {
             })
             .take(5)
             .collect())
+    }
+}
+
+impl SqliteStore {
+    fn query_peers(&self, where_sql: &str, param: &dyn rusqlite::ToSql) -> Result<Vec<Peer>> {
+        let sql = format!(
+            "SELECT name, session_id, tmux_socket, tmux_session, command, cwd, spawned_by, created_at, killed_at \
+             FROM peers WHERE {where_sql}"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map([param], |r| {
+            Ok(Peer {
+                name: r.get(0)?,
+                session_id: r.get(1)?,
+                tmux_socket: r.get(2)?,
+                tmux_session: r.get(3)?,
+                command: r.get(4)?,
+                cwd: r.get(5)?,
+                spawned_by: r.get(6)?,
+                created_at: r.get(7)?,
+                killed_at: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 }
 
@@ -694,6 +723,52 @@ impl Mailbox for SqliteStore {
             ),
             None => bail!("the database {} was deleted", self.db_path.display()),
         }
+    }
+
+    fn add_peer(&self, peer: &Peer, key: &str, project: &str) -> Result<Session> {
+        let now = now_text();
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT INTO sessions (name, session_key, state, cwd, project, created_at, since) \
+             VALUES (?1, ?2, 'offline', ?3, ?5, ?4, ?4) \
+             ON CONFLICT (name) DO UPDATE SET session_key = excluded.session_key, cwd = excluded.cwd, \
+               project = excluded.project, \
+               state = CASE WHEN state = 'left' THEN 'offline' ELSE state END, since = excluded.since",
+            params![peer.name, key, peer.cwd, now, project],
+        )?;
+        let id: i64 = tx.query_row(
+            "SELECT id FROM sessions WHERE name = ?1",
+            [&peer.name],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO peers (name, session_id, tmux_socket, tmux_session, command, cwd, spawned_by, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![peer.name, id, peer.tmux_socket, peer.tmux_session, peer.command, peer.cwd, peer.spawned_by, now],
+        )?;
+        tx.commit()?;
+        self.touch();
+        self.session_by_id(id)?.context("peer mailbox vanished")
+    }
+
+    fn peer(&self, name: &str) -> Result<Option<Peer>> {
+        Ok(self.query_peers("name = ?1", &name)?.into_iter().next())
+    }
+
+    fn peers(&self, include_killed: bool) -> Result<Vec<Peer>> {
+        if include_killed {
+            self.query_peers("?1 = ?1 ORDER BY name", &0)
+        } else {
+            self.query_peers("killed_at IS NULL AND ?1 = ?1 ORDER BY name", &0)
+        }
+    }
+
+    fn peer_killed(&self, name: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE peers SET killed_at = ?2 WHERE name = ?1",
+            params![name, now_text()],
+        )?;
+        Ok(())
     }
 
     fn query_readonly(&self, sql: &str) -> Result<SqlResult> {
