@@ -11,7 +11,7 @@ use std::io::Write;
 use std::mem::ManuallyDrop;
 use std::os::unix::io::FromRawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,27 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
     if let Some(n) = &name {
         identity::validate_name(n)?;
     }
+    // Handlers first: a SIGTERM that comes while we claim the mailbox must
+    // still end in a clean exit (mark offline, release the lock).
+    let signal = Arc::new(AtomicI32::new(0));
+    let (tx, rx) = channel();
+    {
+        let signal = Arc::clone(&signal);
+        let tx = tx.clone();
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ])
+        .context("could not install signal handlers")?;
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                signal.store(sig, Ordering::SeqCst);
+                let _ = tx.send(Wake::Signal(sig));
+            }
+        });
+    }
+
     let label_flag = opts
         .label
         .as_deref()
@@ -199,8 +220,10 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
         window: opts.window.map(Duration::from_secs),
         owner,
         verbose: opts.verbose,
+        signal,
+        tx,
     }
-    .run();
+    .run(rx);
     // Whatever happened, the mailbox is offline now (unless it left).
     let _ = store.release(claim.session.id);
     drop(claim.presence);
@@ -219,6 +242,9 @@ struct Monitor<'a> {
     window: Option<Duration>,
     owner: Option<i64>,
     verbose: bool,
+    /// The signal that asked us to stop (0: none yet).
+    signal: Arc<AtomicI32>,
+    tx: Sender<Wake>,
 }
 
 /// Why the loop ended.
@@ -238,25 +264,9 @@ impl Monitor<'_> {
         })
     }
 
-    fn run(mut self) -> Result<i32> {
-        let signal = Arc::new(AtomicI32::new(0));
-        let (tx, rx) = channel();
-        {
-            let signal = Arc::clone(&signal);
-            let tx = tx.clone();
-            let mut signals = signal_hook::iterator::Signals::new([
-                signal_hook::consts::SIGTERM,
-                signal_hook::consts::SIGINT,
-                signal_hook::consts::SIGHUP,
-            ])
-            .context("could not install signal handlers")?;
-            std::thread::spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    signal.store(sig, Ordering::SeqCst);
-                    let _ = tx.send(Wake::Signal(sig));
-                }
-            });
-        }
+    fn run(mut self, rx: Receiver<Wake>) -> Result<i32> {
+        let signal = Arc::clone(&self.signal);
+        let tx = self.tx.clone();
         let _subscription = self.store.subscribe(tx)?;
         let poll = Duration::from_millis(
             env_ms("INTER_SESSION_POLL_MS")

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Read};
 
 use anyhow::{bail, Context, Result};
 
-use super::{me, open, BodyArgs};
+use super::{open, sender, BodyArgs};
 use crate::identity::{self, UsageError};
 use crate::store::{NewMessage, Recipients, Sent, MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES};
 
@@ -101,7 +101,7 @@ pub fn send(from: Option<&str>, to: &str, body: &BodyArgs) -> Result<i32> {
     }
     let text = read_body(body, MAX_DIRECT_BYTES)?;
     let store = open()?;
-    let sender = me(store.as_ref(), from)?;
+    let sender = sender(store.as_ref(), from)?;
     let recipient = store.resolve(to)?;
     let sent = store.send(&NewMessage {
         sender: &sender,
@@ -115,7 +115,7 @@ pub fn send(from: Option<&str>, to: &str, body: &BodyArgs) -> Result<i32> {
 pub fn broadcast(from: Option<&str>, project: bool, body: &BodyArgs) -> Result<i32> {
     let text = read_body(body, MAX_BROADCAST_BYTES)?;
     let store = open()?;
-    let sender = me(store.as_ref(), from)?;
+    let sender = sender(store.as_ref(), from)?;
     let project = if project {
         let cwd = std::env::current_dir().context("could not read the current directory")?;
         Some(identity::project_of(&cwd).display().to_string())

@@ -388,6 +388,30 @@ pub fn me(store: &dyn Mailbox, from: Option<&str>) -> Result<Session> {
     }
 }
 
+/// The sender of a message: like `me`, but a new `--from` name is only
+/// registered by the send itself (id 0 here), so a refused send leaves no trace.
+pub fn sender(store: &dyn Mailbox, from: Option<&str>) -> Result<Session> {
+    match from {
+        Some(name) => {
+            identity::validate_name(name)?;
+            Ok(store.session_by_name(name)?.unwrap_or_else(|| Session {
+                id: 0,
+                name: name.to_string(),
+                key: None,
+                label: String::new(),
+                state: State::Offline,
+                cwd: String::new(),
+                project: String::new(),
+                monitor_pid: None,
+                created_at: String::new(),
+                since: String::new(),
+                pending: 0,
+            }))
+        }
+        None => me(store, None),
+    }
+}
+
 /// Like `me`, but `None` instead of an error when not connected.
 pub fn me_if_any(store: &dyn Mailbox, from: Option<&str>) -> Result<Option<Session>> {
     if from.is_some() {

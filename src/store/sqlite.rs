@@ -114,9 +114,11 @@ impl SqliteStore {
     }
 
     fn live_state(&self, stored: &str, id: i64) -> State {
+        // Online needs both: the claim committed (so the row is the new
+        // monitor's) and the lock held (so the monitor is alive).
         match stored {
             "left" => State::Left,
-            _ if lock::is_held(&self.session_lock_path(id)) => State::Online,
+            "online" if lock::is_held(&self.session_lock_path(id)) => State::Online,
             _ => State::Offline,
         }
     }
@@ -505,9 +507,24 @@ impl Mailbox for SqliteStore {
         // we read anything, never as a failed upgrade half-way.
         let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
 
+        // A new `--from` sender (id 0) is registered here, inside the
+        // transaction, so a refused send leaves no trace.
+        let sender_id = if msg.sender.id == 0 {
+            tx.execute(
+                "INSERT OR IGNORE INTO sessions (name, state, created_at, since) VALUES (?1, 'offline', ?2, ?2)",
+                params![msg.sender.name, now],
+            )?;
+            tx.query_row(
+                "SELECT id FROM sessions WHERE name = ?1",
+                [&msg.sender.name],
+                |r| r.get(0),
+            )?
+        } else {
+            msg.sender.id
+        };
         let recipients: Vec<(i64, String)> = match &msg.to {
             Recipients::One(rid) => {
-                if *rid == msg.sender.id {
+                if *rid == sender_id {
                     return Err(SendError::SelfSend(msg.sender.name.clone()).into());
                 }
                 let row: Option<(String, String)> = tx
@@ -531,7 +548,7 @@ impl Mailbox for SqliteStore {
                     .to_string();
                 let recent: i64 = tx.query_row(
                     "SELECT count(*) FROM messages WHERE sender_id = ?1 AND kind = 'broadcast' AND created_at >= ?2",
-                    params![msg.sender.id, since],
+                    params![sender_id, since],
                     |r| r.get(0),
                 )?;
                 if recent >= BROADCASTS_PER_MINUTE {
@@ -542,9 +559,7 @@ impl Mailbox for SqliteStore {
                      AND (?2 IS NULL OR project = ?2) ORDER BY name",
                 )?;
                 let rows = stmt
-                    .query_map(params![msg.sender.id, project], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
+                    .query_map(params![sender_id, project], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 if rows.is_empty() {
                     return Err(SendError::NoRecipients.into());
@@ -567,7 +582,7 @@ impl Mailbox for SqliteStore {
             "INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, text, blob_id) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
-        .execute(params![id, now, kind, msg.sender.id, msg.sender.name, msg.sender.label, chars as i64, inline, blob_id])?;
+        .execute(params![id, now, kind, sender_id, msg.sender.name, msg.sender.label, chars as i64, inline, blob_id])?;
         let seq = tx.last_insert_rowid();
         {
             let mut ins = tx.prepare_cached(
