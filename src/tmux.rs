@@ -13,10 +13,10 @@ pub fn socket() -> String {
         .unwrap_or_else(|| "inter-session".to_string())
 }
 
-fn tmux(args: &[&str]) -> Result<Output> {
+fn tmux(sock: &str, args: &[&str]) -> Result<Output> {
     let out = Command::new("tmux")
         .arg("-L")
-        .arg(socket())
+        .arg(sock)
         .args(args)
         .stdin(Stdio::null())
         .output();
@@ -29,8 +29,8 @@ fn tmux(args: &[&str]) -> Result<Output> {
     }
 }
 
-fn checked(args: &[&str]) -> Result<String> {
-    let out = tmux(args)?;
+fn checked(sock: &str, args: &[&str]) -> Result<String> {
+    let out = tmux(sock, args)?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         bail!(
@@ -44,11 +44,11 @@ fn checked(args: &[&str]) -> Result<String> {
 
 /// Fail early, with the install hint, when tmux is missing.
 pub fn require() -> Result<()> {
-    tmux(&["-V"]).map(|_| ())
+    tmux(&socket(), &["-V"]).map(|_| ())
 }
 
-pub fn alive(session: &str) -> Result<bool> {
-    Ok(tmux(&["has-session", "-t", &exact(session)])?
+pub fn alive(sock: &str, session: &str) -> Result<bool> {
+    Ok(tmux(sock, &["has-session", "-t", &exact(session)])?
         .status
         .success())
 }
@@ -65,6 +65,7 @@ fn pane(session: &str) -> String {
 
 /// Start a detached session running `shell_command` (run by tmux's shell).
 pub fn new_session(
+    sock: &str,
     session: &str,
     cwd: &str,
     env: &[(&str, String)],
@@ -90,30 +91,39 @@ pub fn new_session(
     }
     args.push(shell_command.to_string());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    checked(&refs).map(|_| ())
+    checked(sock, &refs).map(|_| ())
 }
 
 /// Type `text` literally (no key names, no `;` parsing), then Enter.
-pub fn send_text(session: &str, text: &str) -> Result<()> {
+pub fn send_text(sock: &str, session: &str, text: &str) -> Result<()> {
     let target = pane(session);
     if !text.is_empty() {
-        checked(&["send-keys", "-t", &target, "-l", "--", text])?;
+        // tmux splits its arguments into commands at a trailing `;` before
+        // `-l` is looked at; `\;` is how a literal final `;` survives.
+        let literal = match text.strip_suffix(';') {
+            Some(head) => format!("{head}\\;"),
+            None => text.to_string(),
+        };
+        checked(sock, &["send-keys", "-t", &target, "-l", "--", &literal])?;
     }
-    checked(&["send-keys", "-t", &target, "Enter"]).map(|_| ())
+    checked(sock, &["send-keys", "-t", &target, "Enter"]).map(|_| ())
 }
 
 /// The pane's last `lines` lines of text, without escape codes.
-pub fn capture(session: &str, lines: usize) -> Result<String> {
+pub fn capture(sock: &str, session: &str, lines: usize) -> Result<String> {
     let start = format!("-{lines}");
-    let text = checked(&[
-        "capture-pane",
-        "-p",
-        "-J",
-        "-t",
-        &pane(session),
-        "-S",
-        &start,
-    ])?;
+    let text = checked(
+        sock,
+        &[
+            "capture-pane",
+            "-p",
+            "-J",
+            "-t",
+            &pane(session),
+            "-S",
+            &start,
+        ],
+    )?;
     let trimmed: Vec<&str> = text.trim_end_matches('\n').lines().collect();
     let mut end = trimmed.len();
     while end > 0 && trimmed[end - 1].trim().is_empty() {
@@ -128,23 +138,26 @@ pub struct PaneInfo {
     pub pid: Option<i64>,
 }
 
-pub fn pane_info(session: &str) -> Result<PaneInfo> {
-    let out = checked(&[
-        "display-message",
-        "-p",
-        "-t",
-        &pane(session),
-        "#{pane_current_command}\t#{pane_pid}",
-    ])?;
+pub fn pane_info(sock: &str, session: &str) -> Result<PaneInfo> {
+    let out = checked(
+        sock,
+        &[
+            "display-message",
+            "-p",
+            "-t",
+            &pane(session),
+            "#{pane_current_command}\t#{pane_pid}",
+        ],
+    )?;
     let mut parts = out.trim_end().splitn(2, '\t');
     let command = parts.next().unwrap_or_default().to_string();
     let pid = parts.next().and_then(|p| p.parse().ok());
     Ok(PaneInfo { command, pid })
 }
 
-pub fn kill(session: &str) -> Result<()> {
-    if alive(session)? {
-        checked(&["kill-session", "-t", &exact(session)])?;
+pub fn kill(sock: &str, session: &str) -> Result<()> {
+    if alive(sock, session)? {
+        checked(sock, &["kill-session", "-t", &exact(session)])?;
     }
     Ok(())
 }

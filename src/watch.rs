@@ -34,9 +34,15 @@ const KEY_LOCK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The line(s) a message prints as, with `queued=` when it waited over a minute.
 pub fn message_lines(m: &Message) -> Vec<String> {
+    // INTER_SESSION_CLOCK_OFFSET_S moves our clock forward, for tests of `queued=`.
+    let offset = std::env::var("INTER_SESSION_CLOCK_OFFSET_S")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    let now = chrono::Utc::now() + chrono::Duration::seconds(offset);
     let queued_secs = chrono::DateTime::parse_from_rfc3339(&m.created_at)
         .ok()
-        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds())
+        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds())
         .filter(|age| *age > 60)
         .and_then(|age| u64::try_from(age).ok());
     let header = Header {
@@ -94,6 +100,26 @@ fn env_ms(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// Catch SIGTERM, SIGINT and SIGHUP: the returned cell holds the first one
+/// that came (0: none yet), and a `Wake::Signal` is sent on `tx`.
+pub fn install_signals(tx: Sender<Wake>) -> Result<Arc<AtomicI32>> {
+    let signal = Arc::new(AtomicI32::new(0));
+    let cell = Arc::clone(&signal);
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("could not install signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            cell.store(sig, Ordering::SeqCst);
+            let _ = tx.send(Wake::Signal(sig));
+        }
+    });
+    Ok(signal)
+}
+
 /// Run the monitor; returns the exit code.
 pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
     if opts.auto && identity::in_agent_worker() {
@@ -105,25 +131,8 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
     }
     // Handlers first: a SIGTERM that comes while we claim the mailbox must
     // still end in a clean exit (mark offline, release the lock).
-    let signal = Arc::new(AtomicI32::new(0));
     let (tx, rx) = channel();
-    {
-        let signal = Arc::clone(&signal);
-        let tx = tx.clone();
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-            signal_hook::consts::SIGHUP,
-        ])
-        .context("could not install signal handlers")?;
-        std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                signal.store(sig, Ordering::SeqCst);
-                let _ = tx.send(Wake::Signal(sig));
-            }
-        });
-    }
-
+    let signal = install_signals(tx.clone())?;
     let label_flag = opts
         .label
         .as_deref()

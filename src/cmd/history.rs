@@ -2,19 +2,15 @@
 
 use anyhow::Result;
 
-use super::{me_if_any, open, parse_age};
+use super::{me_if_any, open, parse_age, HistoryArgs};
+use crate::identity::UsageError;
 use crate::line::sanitize;
-use crate::store::HistoryFilter;
+use crate::store::{HistoryFilter, NotFound};
 
-pub fn run(
-    from: Option<&str>,
-    with: Option<&str>,
-    since: Option<&str>,
-    limit: usize,
-    everyone: bool,
-    json: bool,
-) -> Result<i32> {
-    let since = since
+pub fn run(from: Option<&str>, args: &HistoryArgs) -> Result<i32> {
+    let since = args
+        .since
+        .as_deref()
         .map(|s| -> Result<String> {
             let secs = parse_age(s)?;
             let t = chrono::Utc::now()
@@ -23,35 +19,52 @@ pub fn run(
         })
         .transpose()?;
     let store = open()?;
-    let involving = if everyone {
+    let thread = match &args.thread {
+        Some(id) => Some(match store.message(id) {
+            Ok(m) => m.thread_id,
+            Err(e) if e.is::<NotFound>() => return Err(UsageError(e.to_string()).into()),
+            Err(e) => return Err(e),
+        }),
+        None => None,
+    };
+    // A thread is shown whole, whoever is asking.
+    let involving = if args.everyone || thread.is_some() {
         None
     } else {
         me_if_any(store.as_ref(), from)?.map(|s| s.id)
     };
-    let with = with.map(|w| store.resolve(w)).transpose()?.map(|s| s.id);
+    let with = args
+        .with
+        .as_deref()
+        .map(|w| store.resolve(w))
+        .transpose()?
+        .map(|s| s.id);
     let rows = store.history(&HistoryFilter {
         involving,
         with,
         since,
-        limit,
+        thread,
+        limit: args.limit,
     })?;
-    if json {
+    if args.json {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(0);
     }
     for r in rows {
-        let state = if r.delivered_at.is_some() {
-            ""
-        } else {
-            " (pending)"
+        let state = match r.status.as_str() {
+            "delivered" => String::new(),
+            other => format!(" ({other})"),
         };
+        let re = r
+            .in_reply_to
+            .as_deref()
+            .map_or(String::new(), |p| format!(" re={p}"));
         println!(
-            "{} {} {} -> {}{}: {}",
+            "{} {} {} -> {}{re}{state}: {}",
             r.created_at,
             r.id,
             r.sender,
             r.recipient,
-            state,
             sanitize(&r.text)
         );
     }

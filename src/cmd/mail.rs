@@ -1,12 +1,18 @@
 //! `mail send` and `mail broadcast`.
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{open, sender, BodyArgs};
+use super::{open, parse_age, sender, BodyArgs};
 use crate::identity::{self, UsageError};
-use crate::store::{NewMessage, Recipients, Sent, MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES};
+use crate::store::{
+    LookupError, Mailbox, Message, NewMessage, NotFound, Recipients, Sent, State,
+    MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES,
+};
 
 /// The message text from --text, --text-file or stdin, checked before any
 /// database work: valid UTF-8, not empty, within `limit` bytes.
@@ -63,6 +69,56 @@ fn read_body(body: &BodyArgs, limit: usize) -> Result<String> {
     Ok(text)
 }
 
+/// Expiry and idempotency options, checked before anything is written.
+struct Options {
+    expires_at: Option<String>,
+    key: Option<String>,
+}
+
+fn options(body: &BodyArgs) -> Result<Options> {
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+    let expires_at = match (&body.ttl, &body.expires) {
+        (Some(ttl), _) => {
+            let secs = parse_age(ttl)?;
+            if secs == 0 {
+                return Err(
+                    UsageError(format!("invalid --ttl '{ttl}': it must be longer than 0")).into(),
+                );
+            }
+            let secs = i64::try_from(secs)
+                .map_err(|_| UsageError(format!("--ttl '{ttl}' is too long")))?;
+            Some(fmt(chrono::Utc::now() + chrono::Duration::seconds(secs)))
+        }
+        (None, Some(at)) => {
+            let t = chrono::DateTime::parse_from_rfc3339(at)
+                .map_err(|_| {
+                    UsageError(format!(
+                        "invalid --expires '{at}': use RFC 3339, e.g. 2026-12-01T09:00:00Z"
+                    ))
+                })?
+                .with_timezone(&chrono::Utc);
+            if t <= chrono::Utc::now() {
+                return Err(UsageError(format!("--expires '{at}' is in the past")).into());
+            }
+            Some(fmt(t))
+        }
+        (None, None) => None,
+    };
+    let key = match &body.idempotency_key {
+        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY => {
+            return Err(UsageError(format!(
+                "invalid --idempotency-key: 1 to {MAX_IDEMPOTENCY_KEY} bytes (got {})",
+                k.len()
+            ))
+            .into())
+        }
+        other => other.clone(),
+    };
+    Ok(Options { expires_at, key })
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 200;
+
 fn print_sent(sent: &Sent, json: bool) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string(sent)?);
@@ -70,6 +126,12 @@ fn print_sent(sent: &Sent, json: bool) -> Result<()> {
     }
     if let [one] = sent.recipients.as_slice() {
         println!("sent {} -> {} ({})", sent.id, one.name, one.status);
+    } else if sent.duplicate {
+        println!(
+            "sent {} -> {} sessions (duplicate, not resent)",
+            sent.id,
+            sent.recipients.len()
+        );
     } else {
         let delivered = sent
             .recipients
@@ -86,7 +148,7 @@ fn print_sent(sent: &Sent, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn send(from: Option<&str>, to: &str, body: &BodyArgs) -> Result<i32> {
+fn check_recipient_name(to: &str) -> Result<()> {
     if to.is_empty()
         || !to
             .bytes()
@@ -99,20 +161,60 @@ pub fn send(from: Option<&str>, to: &str, body: &BodyArgs) -> Result<i32> {
         ))
         .into());
     }
+    Ok(())
+}
+
+/// The message replied to; an unknown id is a usage error.
+fn parent(store: &dyn Mailbox, id: &str) -> Result<Message> {
+    match store.message(id) {
+        Ok(m) => Ok(m),
+        Err(e) if e.is::<NotFound>() => Err(UsageError(e.to_string()).into()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `mail send --to T` / `mail send --reply-to ID` / `mail reply ID`.
+pub fn send(
+    from: Option<&str>,
+    to: Option<&str>,
+    reply_to: Option<&str>,
+    body: &BodyArgs,
+) -> Result<i32> {
+    if let Some(to) = to {
+        check_recipient_name(to)?;
+    }
+    let opts = options(body)?;
     let text = read_body(body, MAX_DIRECT_BYTES)?;
     let store = open()?;
+    let parent = reply_to.map(|id| parent(store.as_ref(), id)).transpose()?;
     let sender = sender(store.as_ref(), from)?;
-    let recipient = store.resolve(to)?;
-    let sent = store.send(&NewMessage {
-        sender: &sender,
-        to: Recipients::One(recipient.id),
-        text: &text,
-    })?;
+    let recipient = match (to, &parent) {
+        (Some(to), _) => store.resolve(to)?,
+        (None, Some(p)) => {
+            let id = p
+                .sender_id
+                .context("the replied-to message has no sender mailbox")?;
+            let s = store
+                .session_by_id(id)?
+                .context("the replied-to sender's mailbox is gone")?;
+            if s.state == State::Left {
+                return Err(LookupError::Left(s.name).into());
+            }
+            s
+        }
+        (None, None) => return Err(UsageError("give --to NAME (or --reply-to ID)".into()).into()),
+    };
+    let mut msg = NewMessage::new(&sender, Recipients::One(recipient.id), &text);
+    msg.reply_to = parent.as_ref();
+    msg.expires_at = opts.expires_at;
+    msg.idempotency_key = opts.key.as_deref();
+    let sent = store.send(&msg)?;
     print_sent(&sent, body.json)?;
     Ok(0)
 }
 
 pub fn broadcast(from: Option<&str>, project: bool, body: &BodyArgs) -> Result<i32> {
+    let opts = options(body)?;
     let text = read_body(body, MAX_BROADCAST_BYTES)?;
     let store = open()?;
     let sender = sender(store.as_ref(), from)?;
@@ -122,11 +224,83 @@ pub fn broadcast(from: Option<&str>, project: bool, body: &BodyArgs) -> Result<i
     } else {
         None
     };
-    let sent = store.send(&NewMessage {
-        sender: &sender,
-        to: Recipients::All { project },
-        text: &text,
-    })?;
+    let mut msg = NewMessage::new(&sender, Recipients::All { project }, &text);
+    msg.expires_at = opts.expires_at;
+    msg.idempotency_key = opts.key.as_deref();
+    let sent = store.send(&msg)?;
     print_sent(&sent, body.json)?;
     Ok(0)
+}
+
+/// `mail ask`: send, then wait for the first reply and print its text.
+pub fn ask(from: Option<&str>, to: &str, timeout: &str, body: &BodyArgs) -> Result<i32> {
+    check_recipient_name(to)?;
+    let wait = parse_age(timeout)?;
+    if wait == 0 {
+        return Err(UsageError(format!(
+            "invalid --timeout '{timeout}': it must be longer than 0"
+        ))
+        .into());
+    }
+    let wait = Duration::from_secs(wait);
+    let opts = options(body)?;
+    let text = read_body(body, MAX_DIRECT_BYTES)?;
+    // Handlers before the question goes out: an interrupt always withdraws the wait.
+    let (tx, rx) = channel();
+    let signal = crate::watch::install_signals(tx.clone())?;
+    let store = open()?;
+    let sender = sender(store.as_ref(), from)?;
+    let recipient = store.resolve(to)?;
+    let deadline = Instant::now() + wait;
+    // The hold outlives our deadline a little, so the reply cannot slip to
+    // the monitor in the instant between our last look and giving up.
+    let hold = chrono::Utc::now()
+        + chrono::Duration::seconds(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 4) + 5);
+    let mut msg = NewMessage::new(&sender, Recipients::One(recipient.id), &text);
+    msg.expires_at = opts.expires_at;
+    msg.idempotency_key = opts.key.as_deref();
+    msg.ask_until = Some(hold.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
+    let sent = store.send(&msg)?;
+    let asker = store
+        .session_by_name(&sender.name)?
+        .context("the asking session vanished")?;
+    let _subscription = store.subscribe(tx)?;
+    loop {
+        if signal.load(Ordering::SeqCst) != 0 {
+            store.end_ask(&sent.id)?;
+            eprintln!(
+                "inter-session: interrupted; the question {} stays in its thread",
+                sent.id
+            );
+            return Ok(130);
+        }
+        if let Some(reply) = store.take_reply(&sent.id, asker.id)? {
+            let mut out = std::io::stdout().lock();
+            out.write_all(reply.text.as_bytes())?;
+            if out.is_terminal() && !reply.text.ends_with('\n') {
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            return Ok(0);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            store.end_ask(&sent.id)?;
+            let state = if store.is_delivered(&sent.id)? {
+                "the question was delivered".to_string()
+            } else {
+                format!(
+                    "the question is still queued ('{}' has no monitor running)",
+                    recipient.name
+                )
+            };
+            eprintln!(
+                "inter-session: no reply from '{}' within {timeout}; {state}; a later reply goes to your mailbox (question {})",
+                recipient.name, sent.id
+            );
+            return Ok(124);
+        }
+        // Woken by the store's change notification; the poll is a fallback.
+        let _ = rx.recv_timeout((deadline - now).min(Duration::from_secs(1)));
+    }
 }

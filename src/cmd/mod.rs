@@ -101,25 +101,10 @@ pub enum Command {
     },
     /// Past messages, oldest first
     #[command(
-        after_help = "Examples:\n  inter-session history --with bob --since 1h\n  inter-session history --limit 5 --json"
+        after_help = "Examples:\n  inter-session history --with bob --since 1h\n  \
+        inter-session history --thread 01JD3K6Y\n  inter-session history --limit 5 --json"
     )]
-    History {
-        /// Only messages exchanged with this session
-        #[arg(long, value_name = "NAME")]
-        with: Option<String>,
-        /// Only messages newer than this (30s, 15m, 1h, 2d)
-        #[arg(long, value_name = "AGE")]
-        since: Option<String>,
-        /// At most this many rows (the newest)
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Every session's mail, not just this session's
-        #[arg(long)]
-        everyone: bool,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
-    },
+    History(HistoryArgs),
     /// Agent CLIs in tmux, each with its own mailbox
     #[command(subcommand)]
     Peer(PeerCmd),
@@ -137,6 +122,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Only messages exchanged with this session
+    #[arg(long, value_name = "NAME")]
+    pub with: Option<String>,
+    /// Only messages newer than this (30s, 15m, 1h, 2d)
+    #[arg(long, value_name = "AGE")]
+    pub since: Option<String>,
+    /// Only the thread of this message (id or unique prefix), all of it, in order
+    #[arg(long, value_name = "ID")]
+    pub thread: Option<String>,
+    /// At most this many rows (the newest)
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Every session's mail, not just this session's
+    #[arg(long)]
+    pub everyone: bool,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -266,16 +273,12 @@ pub enum MailCmd {
     #[command(
         after_help = "Examples:\n  inter-session mail send --to alice --text 'tests pass'\n  \
         git diff | inter-session mail send --to rev     # text from stdin\n  \
-        inter-session mail send --all --text 'rebasing main in 5 minutes'"
+        inter-session mail send --all --text 'rebasing main in 5 minutes'\n  \
+        inter-session mail send --to ci --ttl 30m --text 'deploy when green'"
     )]
     Send {
         /// Recipient: exact name, else a unique name prefix
-        #[arg(
-            long,
-            value_name = "NAME",
-            required_unless_present = "all",
-            conflicts_with = "all"
-        )]
+        #[arg(long, value_name = "NAME", required_unless_present_any = ["all", "reply_to"], conflicts_with = "all")]
         to: Option<String>,
         /// Send to every other session instead (a broadcast)
         #[arg(long)]
@@ -283,6 +286,9 @@ pub enum MailCmd {
         /// With --all: only sessions of this project
         #[arg(long, requires = "all")]
         project: bool,
+        /// Reply to this message (same as `mail reply`)
+        #[arg(long, value_name = "ID", conflicts_with = "all")]
+        reply_to: Option<String>,
         #[command(flatten)]
         body: BodyArgs,
     },
@@ -297,6 +303,33 @@ pub enum MailCmd {
         #[command(flatten)]
         body: BodyArgs,
     },
+    /// Reply to a message: to its sender, in its thread (`re=` in the line)
+    #[command(
+        after_help = "Example:\n  inter-session mail reply 01JD3K6Y --text 'answer: yes, the v2 API'"
+    )]
+    Reply {
+        /// The message replied to (id or unique prefix)
+        id: String,
+        #[command(flatten)]
+        body: BodyArgs,
+    },
+    /// Send a question and wait for the first reply; print the reply's text
+    #[command(
+        after_help = "Examples:\n  answer=$(inter-session mail ask --to w1 --text 'question: which port?' --timeout 2m)\n\n\
+        Exit 0 with the reply on stdout; 124 on timeout (stderr says whether the question\n\
+        was delivered or is still queued; a later reply goes to your mailbox); 130 when\n\
+        interrupted. The reply is printed here, not by your monitor."
+    )]
+    Ask {
+        /// Recipient: exact name, else a unique name prefix
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// How long to wait (30s, 5m, 1h)
+        #[arg(long, default_value = "5m", value_name = "AGE")]
+        timeout: String,
+        #[command(flatten)]
+        body: BodyArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -307,6 +340,15 @@ pub struct BodyArgs {
     /// Read the text from this file
     #[arg(long, value_name = "FILE")]
     pub text_file: Option<PathBuf>,
+    /// Expire undelivered after this long (30s, 15m, 2h): never printed after
+    #[arg(long, value_name = "AGE", conflicts_with = "expires")]
+    pub ttl: Option<String>,
+    /// Expire undelivered at this time (RFC 3339, e.g. 2026-12-01T09:00:00Z)
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+    /// A retry with the same key (same sender, within 24 h) sends nothing again
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -323,33 +365,26 @@ pub fn run(cli: Cli) -> Result<i32> {
             to,
             all,
             project,
+            reply_to,
             body,
-        }) => match to {
-            Some(to) if !all => mail::send(from, &to, &body),
-            _ => mail::broadcast(from, project, &body),
-        },
+        }) => {
+            if all {
+                mail::broadcast(from, project, &body)
+            } else {
+                mail::send(from, to.as_deref(), reply_to.as_deref(), &body)
+            }
+        }
         Command::Mail(MailCmd::Broadcast { project, body }) => {
             mail::broadcast(from, project, &body)
         }
+        Command::Mail(MailCmd::Reply { id, body }) => mail::send(from, None, Some(&id), &body),
+        Command::Mail(MailCmd::Ask { to, timeout, body }) => mail::ask(from, &to, &timeout, &body),
         Command::List { all, project, json } => list::run(all, project, json),
         Command::Status { json } => session::status(from, json),
         Command::Rename { new } => session::rename(from, &new),
         Command::Relabel { text } => session::relabel(from, &text),
         Command::Disconnect { json } => session::disconnect(from, json),
-        Command::History {
-            with,
-            since,
-            limit,
-            everyone,
-            json,
-        } => history::run(
-            from,
-            with.as_deref(),
-            since.as_deref(),
-            limit,
-            everyone,
-            json,
-        ),
+        Command::History(args) => history::run(from, &args),
         Command::Sql {
             query,
             header,

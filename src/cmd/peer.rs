@@ -45,9 +45,10 @@ pub fn spawn(
 ) -> Result<i32> {
     identity::validate_name(name)?;
     tmux::require()?;
+    let sock = tmux::socket();
     let store = open()?;
     if let Some(p) = store.peer(name)? {
-        if p.killed_at.is_none() && tmux::alive(&p.tmux_session)? {
+        if p.killed_at.is_none() && tmux::alive(&p.tmux_socket, &p.tmux_session)? {
             bail!("peer '{name}' is already running; talk to it with: inter-session peer send {name} TEXT");
         }
     }
@@ -90,7 +91,7 @@ pub fn spawn(
     let peer = Peer {
         name: name.to_string(),
         session_id: None,
-        tmux_socket: tmux::socket(),
+        tmux_socket: sock.clone(),
         tmux_session: name.to_string(),
         command: cmd.to_string(),
         cwd: cwd_text.clone(),
@@ -101,12 +102,12 @@ pub fn spawn(
     // Register first: mail sent right after spawn is queued, not refused.
     let project = identity::project_of(&cwd).display().to_string();
     store.add_peer(&peer, &key, &project)?;
-    tmux::kill(name)?; // a dead leftover session of the same name
-    tmux::new_session(name, &cwd_text, &env, &shell)?;
+    tmux::kill(&sock, name)?; // a dead leftover session of the same name
+    tmux::new_session(&sock, name, &cwd_text, &env, &shell)?;
 
     if let Some(text) = prompt {
-        wait_ready(name)?;
-        tmux::send_text(name, text)?;
+        wait_ready(&sock, name)?;
+        tmux::send_text(&sock, name, text)?;
     }
     if json {
         println!(
@@ -124,15 +125,15 @@ pub fn spawn(
 
 /// Wait until the pane shows something and has stopped changing for a
 /// moment (the agent's prompt is up), at most 30 s.
-fn wait_ready(name: &str) -> Result<()> {
+fn wait_ready(sock: &str, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     let mut stable_since = Instant::now();
     while Instant::now() < deadline {
-        if !tmux::alive(name)? {
+        if !tmux::alive(sock, name)? {
             bail!("peer '{name}' exited right after starting; see its command");
         }
-        let now = tmux::capture(name, 50)?;
+        let now = tmux::capture(sock, name, 50)?;
         if now != last {
             last = now;
             stable_since = Instant::now();
@@ -147,28 +148,28 @@ fn wait_ready(name: &str) -> Result<()> {
 pub fn send(name: &str, text: &str) -> Result<i32> {
     let store = open()?;
     let p = known_peer(store.as_ref(), name)?;
-    if !tmux::alive(&p.tmux_session)? {
+    if !tmux::alive(&p.tmux_socket, &p.tmux_session)? {
         bail!("peer '{name}' is not running (its tmux session is gone)");
     }
-    tmux::send_text(&p.tmux_session, text)?;
+    tmux::send_text(&p.tmux_socket, &p.tmux_session, text)?;
     Ok(0)
 }
 
 pub fn read(name: &str, lines: usize) -> Result<i32> {
     let store = open()?;
     let p = known_peer(store.as_ref(), name)?;
-    if !tmux::alive(&p.tmux_session)? {
+    if !tmux::alive(&p.tmux_socket, &p.tmux_session)? {
         bail!("peer '{name}' is not running (its tmux session is gone)");
     }
     // capture-pane without -e gives plain text, no escape codes.
-    print!("{}", tmux::capture(&p.tmux_session, lines)?);
+    print!("{}", tmux::capture(&p.tmux_socket, &p.tmux_session, lines)?);
     Ok(0)
 }
 
 fn liveness(p: &Peer) -> Result<&'static str> {
     Ok(if p.killed_at.is_some() {
         "killed"
-    } else if tmux::alive(&p.tmux_session)? {
+    } else if tmux::alive(&p.tmux_socket, &p.tmux_session)? {
         "alive"
     } else {
         "dead"
@@ -180,7 +181,7 @@ pub fn status(name: &str, json: bool) -> Result<i32> {
     let p = known_peer(store.as_ref(), name)?;
     let alive = liveness(&p)?;
     let info = if alive == "alive" {
-        Some(tmux::pane_info(&p.tmux_session)?)
+        Some(tmux::pane_info(&p.tmux_socket, &p.tmux_session)?)
     } else {
         None
     };
@@ -254,7 +255,7 @@ pub fn list(all: bool, json: bool) -> Result<i32> {
 pub fn kill(name: &str) -> Result<i32> {
     let store = open()?;
     let p = known_peer(store.as_ref(), name)?;
-    tmux::kill(&p.tmux_session)?;
+    tmux::kill(&p.tmux_socket, &p.tmux_session)?;
     store.peer_killed(name)?;
     if let Some(s) = store.session_by_name(name)? {
         if let Some(pid) = store

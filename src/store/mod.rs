@@ -74,6 +74,14 @@ pub struct Message {
     /// The text, or only its first `LINE_PREFIX_CHARS` characters when
     /// fetched for printing (`chars` says whether it is whole).
     pub text: String,
+    /// The sender's mailbox (None only for rows from before it existed).
+    #[serde(skip)]
+    pub sender_id: Option<i64>,
+    /// The message this one replies to.
+    pub in_reply_to: Option<String>,
+    /// The root of its thread (its own id for a new conversation).
+    pub thread_id: String,
+    pub expires_at: Option<String>,
 }
 
 /// One row of the `history` view.
@@ -86,6 +94,10 @@ pub struct HistoryRow {
     pub recipient: String,
     pub text: String,
     pub delivered_at: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub thread_id: String,
+    /// delivered, pending or expired.
+    pub status: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,6 +108,8 @@ pub struct HistoryFilter {
     pub with: Option<i64>,
     /// Only messages created at or after this time (same text format).
     pub since: Option<String>,
+    /// Only this thread (by root id).
+    pub thread: Option<String>,
     pub limit: usize,
 }
 
@@ -110,12 +124,36 @@ pub struct NewMessage<'a> {
     pub sender: &'a Session,
     pub to: Recipients,
     pub text: &'a str,
+    /// The message replied to (whole id).
+    pub reply_to: Option<&'a Message>,
+    /// Undelivered after this time (stored text format), it is never printed.
+    pub expires_at: Option<String>,
+    /// A second send by the same sender with this key within 24 h writes nothing.
+    pub idempotency_key: Option<&'a str>,
+    /// For `mail ask`: hold the first reply for the asker until this time
+    /// (registered in the same transaction as the question).
+    pub ask_until: Option<String>,
+}
+
+impl<'a> NewMessage<'a> {
+    pub fn new(sender: &'a Session, to: Recipients, text: &'a str) -> Self {
+        NewMessage {
+            sender,
+            to,
+            text,
+            reply_to: None,
+            expires_at: None,
+            idempotency_key: None,
+            ask_until: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SentTo {
     pub name: String,
-    /// `delivered` when a monitor held the mailbox at send time, else `queued`.
+    /// `delivered` when a monitor held the mailbox at send time, else
+    /// `queued` (or `duplicate, not resent` for a repeated idempotency key).
     pub status: &'static str,
 }
 
@@ -123,6 +161,8 @@ pub struct SentTo {
 pub struct Sent {
     pub id: String,
     pub recipients: Vec<SentTo>,
+    /// An earlier send with the same idempotency key: nothing was written.
+    pub duplicate: bool,
 }
 
 pub struct ClaimRequest<'a> {
@@ -188,6 +228,11 @@ pub enum LookupError {
     Left(String),
 }
 
+/// Something asked for by id or name does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotFound(pub String);
+
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("cannot send to yourself ('{0}')")]
@@ -237,6 +282,14 @@ pub trait Mailbox {
     /// One message by id or unique id prefix, whole text.
     fn message(&self, id_prefix: &str) -> Result<Message>;
     fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryRow>>;
+
+    /// The first reply to a question sent with `ask_until`, if one came: marked delivered and the
+    /// wait ended, in one transaction (whole text).
+    fn take_reply(&self, question_id: &str, asker_id: i64) -> Result<Option<Message>>;
+    /// Stop waiting (timeout, interrupt): later replies reach the monitor.
+    fn end_ask(&self, question_id: &str) -> Result<()>;
+    /// Whether every recipient of the message has had it printed.
+    fn is_delivered(&self, message_id: &str) -> Result<bool>;
 
     /// Start watching for changes; wake-ups are sent on `tx`.
     fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>>;

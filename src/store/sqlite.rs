@@ -26,11 +26,25 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_peers",
         include_str!("../../migrations/0002_peers.sql"),
     ),
+    (
+        "0003_conversations",
+        include_str!("../../migrations/0003_conversations.sql"),
+    ),
 ];
+
+/// The current time in SQL, in the stored text format (works in sqlite3 3.37).
+const SQL_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// The columns `message_from_row` reads, over `messages m` and `blobs b`.
+const MESSAGE_COLUMNS: &str =
+    "m.seq, m.id, m.created_at, m.kind, m.sender, m.sender_label, m.chars, \
+     m.sender_id, m.in_reply_to, COALESCE(m.thread_id, m.id), m.expires_at";
 
 const SESSION_COLUMNS: &str = "s.id, s.name, s.session_key, s.label, s.state, s.cwd, s.project, \
      s.monitor_pid, s.created_at, s.since, \
-     (SELECT count(*) FROM deliveries d WHERE d.recipient_id = s.id AND d.delivered_at IS NULL)";
+     (SELECT count(*) FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
+      WHERE d.recipient_id = s.id AND d.delivered_at IS NULL \
+        AND (m.expires_at IS NULL OR m.expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))";
 
 pub struct SqliteStore {
     dir: PathBuf,
@@ -522,6 +536,43 @@ impl Mailbox for SqliteStore {
         } else {
             msg.sender.id
         };
+        if let Some(key) = msg.idempotency_key {
+            let since = (chrono::Utc::now() - chrono::Duration::hours(24))
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string();
+            let earlier: Option<i64> = tx
+                .query_row(
+                    "SELECT seq FROM messages WHERE sender_id = ?1 AND idempotency_key = ?2 \
+                     AND created_at >= ?3 ORDER BY seq LIMIT 1",
+                    params![sender_id, key, since],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(seq) = earlier {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT m.id, r.name FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
+                     JOIN sessions r ON r.id = d.recipient_id WHERE m.seq = ?1 ORDER BY r.name",
+                )?;
+                let rows = stmt
+                    .query_map([seq], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let id = rows.first().map(|(id, _)| id.clone()).unwrap_or_default();
+                let recipients = rows
+                    .into_iter()
+                    .map(|(_, name)| SentTo {
+                        name,
+                        status: "duplicate, not resent",
+                    })
+                    .collect();
+                return Ok(Sent {
+                    id,
+                    recipients,
+                    duplicate: true,
+                });
+            }
+        }
         let recipients: Vec<(i64, String)> = match &msg.to {
             Recipients::One(rid) => {
                 if *rid == sender_id {
@@ -578,11 +629,30 @@ impl Mailbox for SqliteStore {
             Recipients::One(_) => "direct",
             Recipients::All { .. } => "broadcast",
         };
+        let (in_reply_to, thread_id) = match msg.reply_to {
+            Some(parent) => (Some(parent.id.as_str()), parent.thread_id.as_str()),
+            None => (None, id.as_str()),
+        };
         tx.prepare_cached(
-            "INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, text, blob_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, text, blob_id, \
+                                   in_reply_to, thread_id, expires_at, idempotency_key) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
-        .execute(params![id, now, kind, sender_id, msg.sender.name, msg.sender.label, chars as i64, inline, blob_id])?;
+        .execute(params![
+            id,
+            now,
+            kind,
+            sender_id,
+            msg.sender.name,
+            msg.sender.label,
+            chars as i64,
+            inline,
+            blob_id,
+            in_reply_to,
+            thread_id,
+            msg.expires_at,
+            msg.idempotency_key
+        ])?;
         let seq = tx.last_insert_rowid();
         {
             let mut ins = tx.prepare_cached(
@@ -591,6 +661,12 @@ impl Mailbox for SqliteStore {
             for (rid, _) in &recipients {
                 ins.execute(params![seq, rid])?;
             }
+        }
+        if let Some(until) = &msg.ask_until {
+            tx.execute(
+                "INSERT OR REPLACE INTO asks (question_id, asker_id, until) VALUES (?1, ?2, ?3)",
+                params![id, sender_id, until],
+            )?;
         }
         tx.commit().context("could not commit the message")?;
         self.touch();
@@ -606,19 +682,26 @@ impl Mailbox for SqliteStore {
                 },
             })
             .collect();
-        Ok(Sent { id, recipients })
+        Ok(Sent {
+            id,
+            recipients,
+            duplicate: false,
+        })
     }
 
     fn pending(&self, session_id: i64, after_seq: i64, limit: usize) -> Result<Vec<Message>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT m.seq, m.id, m.created_at, m.kind, m.sender, m.sender_label, m.chars, \
-                    COALESCE(m.text, substr(b.body, 1, ?4)) \
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, substr(b.body, 1, ?4)) \
              FROM deliveries d \
              JOIN messages m ON m.seq = d.message_seq \
              LEFT JOIN blobs b ON b.id = m.blob_id \
              WHERE d.recipient_id = ?1 AND d.delivered_at IS NULL AND d.message_seq > ?2 \
-             ORDER BY d.message_seq LIMIT ?3",
-        )?;
+               AND (m.expires_at IS NULL OR m.expires_at > {SQL_NOW}) \
+               AND (m.in_reply_to IS NULL OR NOT EXISTS (SELECT 1 FROM asks a \
+                    WHERE a.question_id = m.in_reply_to AND a.asker_id = d.recipient_id AND a.until > {SQL_NOW})) \
+             ORDER BY d.message_seq LIMIT ?3"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
             params![
                 session_id,
@@ -652,19 +735,19 @@ impl Mailbox for SqliteStore {
 
     fn message(&self, id_prefix: &str) -> Result<Message> {
         let prefix = id_prefix.to_ascii_uppercase();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT m.seq, m.id, m.created_at, m.kind, m.sender, m.sender_label, m.chars, \
-                    COALESCE(m.text, b.body) \
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, b.body) \
              FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id \
-             WHERE m.id >= ?1 AND m.id < ?1 || 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ' ORDER BY m.id LIMIT 2",
-        )?;
+             WHERE m.id >= ?1 AND m.id < ?1 || 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ' ORDER BY m.id LIMIT 2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
         let found = stmt
             .query_map([&prefix], message_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut found = found.into_iter().filter(|m| m.id.starts_with(&prefix));
         match (found.next(), found.next()) {
             (Some(m), None) => Ok(m),
-            (None, _) => bail!("no message with id '{id_prefix}'"),
+            (None, _) => Err(NotFound(format!("no message with id '{id_prefix}'")).into()),
             (Some(_), Some(_)) => {
                 bail!("message id prefix '{id_prefix}' is ambiguous; give more of it")
             }
@@ -674,28 +757,81 @@ impl Mailbox for SqliteStore {
     fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryRow>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT * FROM ( \
-               SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, h.seq \
-               FROM history h JOIN deliveries d ON d.message_seq = h.seq \
-               JOIN messages m ON m.seq = d.message_seq \
-               JOIN sessions r ON r.id = d.recipient_id AND r.name = h.recipient \
-               WHERE (?1 IS NULL OR m.sender_id = ?1 OR d.recipient_id = ?1) \
-                 AND (?2 IS NULL OR m.sender_id = ?2 OR d.recipient_id = ?2) \
+               SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, \
+                      h.in_reply_to, h.thread_id, h.status, h.seq \
+               FROM history h \
+               JOIN messages m ON m.seq = h.seq \
+               JOIN sessions r ON r.name = h.recipient \
+               WHERE (?1 IS NULL OR m.sender_id = ?1 OR r.id = ?1) \
+                 AND (?2 IS NULL OR m.sender_id = ?2 OR r.id = ?2) \
                  AND (?3 IS NULL OR h.created_at >= ?3) \
+                 AND (?5 IS NULL OR h.thread_id = ?5) \
                ORDER BY h.seq DESC, h.recipient DESC LIMIT ?4 \
              ) ORDER BY seq, recipient",
         )?;
-        let rows = stmt.query_map(params![f.involving, f.with, f.since, f.limit as i64], |r| {
-            Ok(HistoryRow {
-                id: r.get(0)?,
-                created_at: r.get(1)?,
-                kind: r.get(2)?,
-                sender: r.get(3)?,
-                recipient: r.get(4)?,
-                text: r.get(5)?,
-                delivered_at: r.get(6)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![f.involving, f.with, f.since, f.limit as i64, f.thread],
+            |r| {
+                Ok(HistoryRow {
+                    id: r.get(0)?,
+                    created_at: r.get(1)?,
+                    kind: r.get(2)?,
+                    sender: r.get(3)?,
+                    recipient: r.get(4)?,
+                    text: r.get(5)?,
+                    delivered_at: r.get(6)?,
+                    in_reply_to: r.get(7)?,
+                    thread_id: r.get(8)?,
+                    status: r.get(9)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn take_reply(&self, question_id: &str, asker_id: i64) -> Result<Option<Message>> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, b.body) \
+             FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
+             LEFT JOIN blobs b ON b.id = m.blob_id \
+             WHERE d.recipient_id = ?2 AND d.delivered_at IS NULL AND m.in_reply_to = ?1 \
+               AND (m.expires_at IS NULL OR m.expires_at > {SQL_NOW}) \
+             ORDER BY m.seq LIMIT 1"
+        );
+        let reply = tx
+            .query_row(&sql, params![question_id, asker_id], message_from_row)
+            .optional()?;
+        if let Some(m) = &reply {
+            tx.execute(
+                "UPDATE deliveries SET delivered_at = ?3 WHERE recipient_id = ?1 AND message_seq = ?2",
+                params![asker_id, m.seq, now_text()],
+            )?;
+            tx.execute("DELETE FROM asks WHERE question_id = ?1", [question_id])?;
+        }
+        tx.commit()?;
+        if reply.is_some() {
+            self.touch();
+        }
+        Ok(reply)
+    }
+
+    fn end_ask(&self, question_id: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM asks WHERE question_id = ?1", [question_id])?;
+        // A reply that was held back is now the monitor's to print.
+        self.touch();
+        Ok(())
+    }
+
+    fn is_delivered(&self, message_id: &str) -> Result<bool> {
+        let undelivered: i64 = self.conn.query_row(
+            "SELECT count(*) FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
+             WHERE m.id = ?1 AND d.delivered_at IS NULL",
+            [message_id],
+            |r| r.get(0),
+        )?;
+        Ok(undelivered == 0)
     }
 
     fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>> {
@@ -845,7 +981,11 @@ fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
         sender: r.get(4)?,
         sender_label: r.get(5)?,
         chars: r.get(6)?,
-        text: r.get(7)?,
+        sender_id: r.get(7)?,
+        in_reply_to: r.get(8)?,
+        thread_id: r.get(9)?,
+        expires_at: r.get(10)?,
+        text: r.get(11)?,
     })
 }
 
