@@ -49,7 +49,7 @@ pub fn message_lines(m: &Message) -> Vec<String> {
         id: &m.id,
         from: &m.sender,
         label: &m.sender_label,
-        re: None,
+        re: m.in_reply_to.as_deref(),
         queued_secs,
     };
     line::format_message_prefix(&header, &m.text, usize::try_from(m.chars).unwrap_or(0))
