@@ -286,7 +286,6 @@ impl Monitor<'_> {
         let mut peers = self.snapshot()?;
 
         let mut buffer: VecDeque<Message> = VecDeque::new();
-        let mut cursor = 0i64;
         let mut maybe_pending = true;
         let mut announced_backlog = false;
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
@@ -316,7 +315,7 @@ impl Monitor<'_> {
                     buffer.clear();
                 }
                 if buffer.is_empty() && maybe_pending {
-                    buffer.extend(self.store.pending(self.session_id, cursor, PAGE)?);
+                    buffer.extend(self.store.pending(self.session_id, 0, PAGE)?);
                     if buffer.is_empty() {
                         maybe_pending = false;
                     }
@@ -339,9 +338,6 @@ impl Monitor<'_> {
                         break End::Quiet;
                     }
                     self.store.mark_delivered(self.session_id, &seqs)?;
-                    if let Some(last) = seqs.last() {
-                        cursor = *last;
-                    }
                     let now = p_now(self.started);
                     if let Some(p) = self.pacer.as_mut() {
                         p.wrote(now);
@@ -389,6 +385,10 @@ impl Monitor<'_> {
             if now >= next_poll {
                 next_poll = now + poll;
                 look = true;
+                // Mail can become printable without anybody committing: a
+                // reply held for a `mail ask` that was killed is released
+                // when its hold times out. The poll looks for it.
+                maybe_pending = true;
             }
             if look && self.store.changed()? {
                 rechecks = 0;

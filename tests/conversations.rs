@@ -1,0 +1,1134 @@
+//! Conversations end to end (issue 13's "Must hold" list, SPEC §4–§5):
+//! replies and threads, `mail ask`, expiry, `queued=`, idempotent sends.
+//! Real binary, real monitors, one fresh data folder per test. Every wait is
+//! on a printed line, a process exit or a polled condition; the only fixed
+//! sleep is the one that lets a TTL run out.
+
+mod support;
+use support::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+// ---------------------------------------------------------------- helpers
+
+/// Poll `cond` every 10 ms for up to 10 s.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `list --all --json`.
+fn sessions(env: &Env) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&env.ok("probe", &["list", "--all", "--json"]))
+        .expect("list --json is JSON");
+    v.as_array().expect("list --json is an array").clone()
+}
+
+fn session(env: &Env, name: &str) -> Value {
+    sessions(env)
+        .into_iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no session {name} in list --all --json"))
+}
+
+/// Block until `name` is online with this monitor's pid: its claim is
+/// committed (online alone is visible a moment earlier).
+fn up(env: &Env, m: &Monitor, name: &str) {
+    env.wait_online(name);
+    let pid = m.child.id();
+    wait_for(&format!("{name}'s claim by pid {pid}"), || {
+        sessions(env)
+            .iter()
+            .any(|s| s["name"] == name && s["state"] == "online" && s["monitor_pid"] == pid)
+    });
+}
+
+/// A monitor for `name` (key `k<name>`) that is up before we go on.
+fn online(env: &Env, name: &str) -> Monitor {
+    let m = env.monitor(&format!("k{name}"), &["--name", name]);
+    up(env, &m, name);
+    m
+}
+
+/// Register `name` as a mailbox and leave it offline (its monitor stopped).
+fn offline(env: &Env, name: &str) {
+    let m = online(env, name);
+    m.stop();
+    wait_for(&format!("{name} to go offline"), || {
+        session(env, name)["state"] == "offline"
+    });
+}
+
+/// The next line must be message `id`; returns the line.
+fn expect_msg(m: &mut Monitor, id: &str) -> String {
+    let l = m.line();
+    assert_eq!(
+        line_id(&l),
+        Some(id),
+        "expected message {id} next, got {l:?}"
+    );
+    l
+}
+
+/// The text of a message line (after the header).
+fn line_text(line: &str) -> &str {
+    line.split_once("] ").map_or("", |(_, t)| t)
+}
+
+/// `history --json` as `from`, with extra flags.
+fn history_json(env: &Env, from: &str, flags: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--from", from, "history", "--json"];
+    all.extend(flags);
+    let v: Value = serde_json::from_str(&env.ok("probe", &all)).expect("history --json is JSON");
+    v.as_array().expect("array").clone()
+}
+
+fn ids_of(rows: &[Value]) -> Vec<&str> {
+    rows.iter().map(|r| r["id"].as_str().expect("id")).collect()
+}
+
+/// A command for the binary with `args`.
+fn cmd(env: &Env, key: &str, args: &[&str]) -> Command {
+    let mut c = env.cmd(key);
+    c.args(args);
+    c
+}
+
+/// Spawn with stdin closed and stdout/stderr piped.
+fn spawn(mut c: Command) -> Child {
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inter-session")
+}
+
+/// Wait for a spawned child (killing it and failing after `limit`); its
+/// output and how long the wait took.
+fn finish(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let status: ExitStatus = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("inter-session did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let took = start.elapsed();
+    (
+        Output {
+            status,
+            stdout: out.join().expect("stdout thread"),
+            stderr: err.join().expect("stderr thread"),
+        },
+        took,
+    )
+}
+
+/// Run to completion within 20 s.
+fn run(c: Command) -> Output {
+    finish(spawn(c), Duration::from_secs(20)).0
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout_of(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+/// Exactly one non-empty stderr line (returned).
+fn one_stderr_line(out: &Output, what: &str) -> String {
+    let err = stderr_of(out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{what}: want one stderr line, got {err:?}");
+    assert!(!lines[0].trim().is_empty(), "{what}: blank stderr line");
+    lines[0].to_string()
+}
+
+/// What must not change when a command is refused.
+fn snapshot(env: &Env) -> Vec<String> {
+    [
+        "select count(*) from messages",
+        "select count(*) from deliveries",
+        "select count(*) from sessions",
+        "select count(*) from asks",
+        "select count(*) from blobs",
+    ]
+    .iter()
+    .map(|q| env.sql(q))
+    .collect()
+}
+
+/// Run `args` as `key`: exit 2, nothing on stdout, one stderr line, and
+/// the database unchanged. Returns the stderr line.
+fn refused_usage(env: &Env, key: &str, args: &[&str]) -> String {
+    let before = snapshot(env);
+    let out = run(cmd(env, key, args));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?}: want exit 2; stderr {:?}, stdout {:?}",
+        stderr_of(&out),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?}: stdout not empty: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let line = one_stderr_line(&out, &format!("{args:?}"));
+    assert_eq!(snapshot(env), before, "{args:?}: the database changed");
+    line
+}
+
+/// The question id out of a `mail ask` timeout line (`… (question <id>)`).
+fn question_in(line: &str) -> String {
+    let i = line
+        .rfind("(question ")
+        .unwrap_or_else(|| panic!("no question id in {line:?}"));
+    line[i + "(question ".len()..]
+        .chars()
+        .take_while(char::is_ascii_alphanumeric)
+        .collect()
+}
+
+fn signal(child: &Child, sig: i32) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, sig) };
+}
+
+// ------------------------------------------------- 1. replies and threads
+
+#[test]
+fn replies_carry_re_and_history_thread_shows_the_whole_thread() {
+    let env = Env::new();
+    let mut alice = online(&env, "alice");
+    let mut bob = online(&env, "bob");
+
+    // Level 1: alice asks bob.
+    let q = sent_id(&env.ok(
+        "kalice",
+        &["mail", "send", "--to", "bob", "--text", "question: port?"],
+    ));
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={q} from=\"alice\"] question: port?")
+    );
+
+    // Level 2: bob replies with `mail reply`; it goes to alice, with re=.
+    let out = env.ok("kbob", &["mail", "reply", &q, "--text", "answer: 8080"]);
+    let r1 = sent_id(&out);
+    assert_eq!(out, format!("sent {r1} -> alice (delivered)\n"));
+    assert_eq!(
+        alice.line(),
+        format!("[inter-session msg={r1} from=\"bob\" re={q}] answer: 8080")
+    );
+
+    // Level 3, twice: `mail send --reply-to` (no --to) and `mail reply` do
+    // the same thing: to the parent's sender, re=<parent>, same thread.
+    let out = env.ok(
+        "kalice",
+        &["mail", "send", "--reply-to", &r1, "--text", "thanks (send)"],
+    );
+    let r2a = sent_id(&out);
+    assert_eq!(out, format!("sent {r2a} -> bob (delivered)\n"));
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={r2a} from=\"alice\" re={r1}] thanks (send)")
+    );
+    let out = env.ok(
+        "kalice",
+        &["mail", "reply", &r1, "--text", "thanks (reply)"],
+    );
+    let r2b = sent_id(&out);
+    assert_eq!(out, format!("sent {r2b} -> bob (delivered)\n"));
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={r2b} from=\"alice\" re={r1}] thanks (reply)")
+    );
+    let row = |id: &str| {
+        env.sql(&format!(
+            "select sender || '|' || recipient || '|' || in_reply_to || '|' || thread_id \
+             from history where id = '{id}'"
+        ))
+    };
+    assert_eq!(row(&r2a), format!("alice|bob|{r1}|{q}"));
+    assert_eq!(row(&r2b), row(&r2a).replace(&r2a, &r2b));
+
+    // Mail outside the thread, before and after, stays out of it.
+    let other1 = env.send("bob", "alice", "unrelated one");
+    expect_msg(&mut alice, &other1);
+    let other2 = env.send("alice", "bob", "unrelated two");
+    expect_msg(&mut bob, &other2);
+
+    let thread = [q.as_str(), &r1, &r2a, &r2b];
+    let parents = [None, Some(q.as_str()), Some(r1.as_str()), Some(r1.as_str())];
+    for member in thread {
+        // Any member, whoever asks (even a session outside the thread).
+        for asker in ["alice", "carol"] {
+            let text = env.ok("probe", &["--from", asker, "history", "--thread", member]);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 4, "thread via {member} as {asker}: {text}");
+            for (line, (id, parent)) in lines.iter().zip(thread.iter().zip(parents)) {
+                let fields: Vec<&str> = line.split(' ').collect();
+                assert_eq!(fields[1], *id, "order via {member}: {text}");
+                match parent {
+                    Some(p) => assert!(line.contains(&format!(" re={p}:")), "{line}"),
+                    None => assert!(!line.contains(" re="), "{line}"),
+                }
+            }
+        }
+        let rows = history_json(&env, "alice", &["--thread", member]);
+        assert_eq!(ids_of(&rows), thread, "json thread via {member}");
+        for (r, parent) in rows.iter().zip(parents) {
+            assert_eq!(r["thread_id"], q.as_str(), "{r}");
+            match parent {
+                Some(p) => assert_eq!(r["in_reply_to"], p, "{r}"),
+                None => assert!(r["in_reply_to"].is_null(), "{r}"),
+            }
+        }
+    }
+    // A message outside the thread is its own thread.
+    let rows = history_json(&env, "alice", &["--thread", &other1]);
+    assert_eq!(ids_of(&rows), [other1.as_str()]);
+    assert_eq!(rows[0]["thread_id"], other1.as_str());
+    // The history view has the columns too.
+    assert_eq!(
+        env.sql(&format!(
+            "select count(*) from history where thread_id = '{q}'"
+        )),
+        "4"
+    );
+}
+
+// ------------------------------------------------------------ 2. mail ask
+
+/// 5,000 characters, multi-line and not all ASCII, not ending in a newline.
+fn long_reply() -> String {
+    let mut s = String::new();
+    let mut i = 0;
+    while s.chars().count() < 5000 {
+        s.push_str(&format!("answer line {i:04}: é ✓ \"quoted\"\t[tab]\n"));
+        i += 1;
+    }
+    let mut s: String = s.chars().take(5000).collect();
+    if s.ends_with('\n') {
+        s.pop();
+        s.push('.');
+    }
+    assert_eq!(s.chars().count(), 5000);
+    s
+}
+
+#[test]
+fn ask_prints_the_exact_reply_and_the_askers_monitor_does_not() {
+    let env = Env::new();
+    let mut alice = online(&env, "alice");
+    let mut bob = online(&env, "bob");
+
+    // alice's own session (key) asks, while alice's monitor runs.
+    let ask = spawn(cmd(
+        &env,
+        "kalice",
+        &[
+            "mail",
+            "ask",
+            "--to",
+            "bob",
+            "--timeout",
+            "30s",
+            "--text",
+            "question: the whole report?",
+        ],
+    ));
+    let qline = bob.line();
+    let q = line_id(&qline).expect("question line").to_string();
+    assert_eq!(
+        qline,
+        format!("[inter-session msg={q} from=\"alice\"] question: the whole report?")
+    );
+
+    let text = long_reply();
+    let file = write_file(env.tmp.path(), "reply.txt", text.as_bytes());
+    let file = file.to_str().expect("utf-8 path");
+    let out = env.ok("kbob", &["mail", "reply", &q, "--text-file", file]);
+    let r1 = sent_id(&out);
+
+    let (out, _) = finish(ask, Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ask: stderr {:?}",
+        stderr_of(&out)
+    );
+    assert!(
+        out.stdout == text.as_bytes(),
+        "ask printed {} bytes, not the exact {}-byte reply",
+        out.stdout.len(),
+        text.len()
+    );
+    assert_eq!(stderr_of(&out), "", "ask stderr");
+    assert_eq!(
+        env.sql(&format!("select status from history where id = '{r1}'")),
+        "delivered"
+    );
+    assert_eq!(env.sql("select count(*) from asks"), "0");
+
+    // The monitor never prints that reply: the next line it prints is a
+    // later sentinel.
+    let sentinel = env.send("bob", "alice", "sentinel after the ask");
+    assert_eq!(
+        alice.line(),
+        format!("[inter-session msg={sentinel} from=\"bob\"] sentinel after the ask")
+    );
+
+    // A second reply to the same question is ordinary mail, with re=.
+    let r2 = sent_id(&env.ok(
+        "kbob",
+        &["mail", "reply", &q, "--text", "answer: one more thing"],
+    ));
+    assert_eq!(
+        alice.line(),
+        format!("[inter-session msg={r2} from=\"bob\" re={q}] answer: one more thing")
+    );
+    wait_for("alice's pending to reach 0", || {
+        session(&env, "alice")["pending"] == 0
+    });
+    assert!(
+        !alice.seen.iter().any(|l| l.contains(&r1)),
+        "{:?}",
+        alice.seen
+    );
+}
+
+#[test]
+fn ask_to_an_offline_peer_times_out_queued_and_a_late_reply_reaches_the_mailbox() {
+    let env = Env::new();
+    offline(&env, "bob");
+    let mut alice = online(&env, "alice");
+
+    let ask = spawn(cmd(
+        &env,
+        "kalice",
+        &[
+            "mail",
+            "ask",
+            "--to",
+            "bob",
+            "--timeout",
+            "2s",
+            "--text",
+            "question: still there?",
+        ],
+    ));
+    let (out, took) = finish(ask, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(124), "stderr {:?}", stderr_of(&out));
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(3),
+        "ask --timeout 2s took {took:?}"
+    );
+    assert!(out.stdout.is_empty(), "stdout {:?}", stdout_of(&out));
+    let line = one_stderr_line(&out, "ask timeout");
+    assert!(line.contains("queued"), "{line}");
+    let q = question_in(&line);
+    assert_eq!(env.sql("select count(*) from asks"), "0");
+    assert_eq!(
+        env.sql(&format!("select status from history where id = '{q}'")),
+        "pending"
+    );
+
+    // The question is delivered when bob's monitor starts.
+    let mut bob = env.monitor("kbob", &["--name", "bob"]);
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={q} from=\"alice\"] question: still there?")
+    );
+    // bob's late reply lands in alice's mailbox: her monitor prints it.
+    let r = sent_id(&env.ok(
+        "kbob",
+        &["mail", "reply", &q, "--text", "answer: yes, sorry"],
+    ));
+    assert_eq!(
+        alice.line(),
+        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: yes, sorry")
+    );
+
+    // A timeout with bob online (question printed, no answer) says delivered.
+    up(&env, &bob, "bob");
+    let ask = spawn(cmd(
+        &env,
+        "kalice",
+        &[
+            "mail",
+            "ask",
+            "--to",
+            "bob",
+            "--timeout",
+            "1s",
+            "--text",
+            "question: again?",
+        ],
+    ));
+    let q2 = line_id(&bob.line()).expect("question line").to_string();
+    let (out, _) = finish(ask, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(124), "stderr {:?}", stderr_of(&out));
+    let line = one_stderr_line(&out, "ask timeout, delivered");
+    assert!(
+        line.contains("delivered") && !line.contains("queued"),
+        "{line}"
+    );
+    assert_eq!(question_in(&line), q2);
+}
+
+#[test]
+fn twenty_concurrent_asks_to_four_scripted_repliers_get_their_own_answers() {
+    let env = Env::new();
+    let peers = ["p1", "p2", "p3", "p4"];
+    let monitors: Vec<Monitor> = peers.iter().map(|p| online(&env, p)).collect();
+    let questions: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                peers[i % 4].to_string(),
+                format!("question: what is {i} squared? (#{i})"),
+            )
+        })
+        .collect();
+
+    let answers: Vec<(String, Output)> = std::thread::scope(|s| {
+        // Each peer: read its monitor's lines, reply to each as that peer.
+        let repliers: Vec<_> = monitors
+            .into_iter()
+            .zip(peers)
+            .map(|(mut m, peer)| {
+                let env = &env;
+                s.spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(40);
+                    let mut handled = Vec::new();
+                    while handled.len() < 5 {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let Some(line) = m.next_line(left) else {
+                            panic!("{peer} got only {handled:?}; saw {:?}", m.seen);
+                        };
+                        let id = line_id(&line)
+                            .unwrap_or_else(|| panic!("{peer}: not a message: {line}"))
+                            .to_string();
+                        assert!(line.contains("from=\"lead\""), "{line}");
+                        let answer = format!("answer: {}", line_text(&line));
+                        env.ok(
+                            "replier",
+                            &["--from", peer, "mail", "reply", &id, "--text", &answer],
+                        );
+                        handled.push(id);
+                    }
+                    // Nothing more comes to this peer.
+                    assert_eq!(m.next_line(Duration::from_millis(200)), None, "{peer}");
+                    handled
+                })
+            })
+            .collect();
+
+        let asks: Vec<_> = questions
+            .iter()
+            .map(|(to, text)| {
+                let env = &env;
+                s.spawn(move || {
+                    let c = cmd(
+                        env,
+                        "script",
+                        &[
+                            "--from",
+                            "lead",
+                            "mail",
+                            "ask",
+                            "--to",
+                            to,
+                            "--timeout",
+                            "60s",
+                            "--text",
+                            text,
+                        ],
+                    );
+                    (text.clone(), finish(spawn(c), Duration::from_secs(60)).0)
+                })
+            })
+            .collect();
+        let answers = asks
+            .into_iter()
+            .map(|h| h.join().expect("ask thread"))
+            .collect();
+        let mut all = BTreeSet::new();
+        for h in repliers {
+            all.extend(h.join().expect("replier thread"));
+        }
+        assert_eq!(all.len(), 20, "questions seen by the repliers");
+        answers
+    });
+
+    for (text, out) in &answers {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "ask {text:?}: stderr {:?}",
+            stderr_of(out)
+        );
+        assert_eq!(stdout_of(out), format!("answer: {text}"), "crossed or lost");
+    }
+    assert_eq!(env.sql("select count(*) from messages"), "40");
+    assert_eq!(env.sql("select count(*) from asks"), "0");
+    assert_eq!(
+        env.sql("select count(*) from pending where recipient = 'lead'"),
+        "0",
+        "every reply was taken by its ask"
+    );
+    // Each question's thread is the question and its one answer.
+    assert_eq!(
+        env.sql(
+            "select count(*) from (select thread_id from messages group by thread_id \
+             having count(*) = 2)"
+        ),
+        "20"
+    );
+}
+
+#[test]
+fn sigint_to_a_waiting_ask_exits_130_and_leaves_the_question_in_its_thread() {
+    let env = Env::new();
+    let mut alice = online(&env, "alice");
+    let mut bob = online(&env, "bob");
+    let ask = spawn(cmd(
+        &env,
+        "kalice",
+        &[
+            "mail",
+            "ask",
+            "--to",
+            "bob",
+            "--timeout",
+            "5m",
+            "--text",
+            "question: interrupt me?",
+        ],
+    ));
+    let q = line_id(&bob.line()).expect("question line").to_string();
+    wait_for("the ask's hold", || {
+        env.sql("select count(*) from asks") == "1"
+    });
+    signal(&ask, libc::SIGINT);
+    let (out, _) = finish(ask, Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(130), "stderr {:?}", stderr_of(&out));
+    assert!(out.stdout.is_empty(), "stdout {:?}", stdout_of(&out));
+    one_stderr_line(&out, "interrupted ask");
+    assert_eq!(env.sql("select count(*) from asks"), "0");
+    wait_for("bob's pending to reach 0", || {
+        session(&env, "bob")["pending"] == 0
+    });
+    let rows = history_json(&env, "alice", &["--thread", &q]);
+    assert_eq!(ids_of(&rows), [q.as_str()]);
+    assert_eq!(rows[0]["text"], "question: interrupt me?");
+    assert_eq!(rows[0]["status"], "delivered");
+
+    // The question still stands: bob's reply reaches alice's monitor.
+    let r = sent_id(&env.ok("kbob", &["mail", "reply", &q, "--text", "answer: no"]));
+    assert_eq!(
+        alice.line(),
+        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: no")
+    );
+    let rows = history_json(&env, "bob", &["--thread", &r]);
+    assert_eq!(ids_of(&rows), [q.as_str(), r.as_str()]);
+}
+
+/// An `ask` killed outright (SIGKILL, e.g. by a host's hard timeout) cannot
+/// withdraw its hold; once the hold runs out (timeout + a few seconds) the
+/// reply is the asker's monitor's to print, even with other mail printed in
+/// between.
+#[test]
+fn a_reply_held_for_a_killed_ask_reaches_the_running_monitor() {
+    let env = Env::new();
+    let mut alice = online(&env, "alice");
+    let mut bob = online(&env, "bob");
+    let mut ask = spawn(cmd(
+        &env,
+        "kalice",
+        &[
+            "mail",
+            "ask",
+            "--to",
+            "bob",
+            "--timeout",
+            "1s",
+            "--text",
+            "question: killed?",
+        ],
+    ));
+    let q = line_id(&bob.line()).expect("question line").to_string();
+    let _ = ask.kill();
+    let _ = ask.wait();
+    let r = sent_id(&env.ok("kbob", &["mail", "reply", &q, "--text", "answer: late"]));
+    let later = env.send("bob", "alice", "later news");
+    expect_msg(&mut alice, &later);
+    let line = alice.until(Duration::from_secs(15), |l| line_id(l) == Some(r.as_str()));
+    assert_eq!(
+        line,
+        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: late")
+    );
+}
+
+// ---------------------------------------------------------------- 5. TTL
+
+#[test]
+fn expired_mail_is_never_printed_shown_expired_and_not_pending() {
+    let env = Env::new();
+    offline(&env, "bob");
+    let mut with_ttl = Vec::new();
+    let mut without = Vec::new();
+    for i in 0..10 {
+        if i % 2 == 0 {
+            let text = format!("short-lived {i}");
+            let out = env.ok(
+                "k",
+                &[
+                    "--from", "alice", "mail", "send", "--to", "bob", "--ttl", "1s", "--text",
+                    &text,
+                ],
+            );
+            with_ttl.push(sent_id(&out));
+        } else {
+            let text = format!("keep {i}");
+            without.push((env.send("alice", "bob", &text), text));
+        }
+    }
+    // Only here a fixed sleep: the TTL must run out.
+    std::thread::sleep(Duration::from_secs(2));
+
+    assert_eq!(session(&env, "bob")["pending"], 5);
+    assert_eq!(
+        env.sql("select count(*) from pending where recipient = 'bob'"),
+        "5"
+    );
+    let rows = history_json(&env, "alice", &[]);
+    let status: BTreeMap<&str, &str> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().expect("id"),
+                r["status"].as_str().expect("status"),
+            )
+        })
+        .collect();
+    assert_eq!(status.len(), 10, "{rows:?}");
+    for id in &with_ttl {
+        assert_eq!(status[id.as_str()], "expired", "{id}");
+    }
+    for (id, _) in &without {
+        assert_eq!(status[id.as_str()], "pending", "{id}");
+    }
+    let text = env.ok("probe", &["--from", "alice", "history"]);
+    assert_eq!(text.matches(" (expired): short-lived").count(), 5, "{text}");
+
+    // bob's monitor prints only the five without a TTL, in order, and then
+    // the next new message: nothing expired in between or after.
+    let mut bob = env.monitor("kbob", &["--name", "bob"]);
+    for (id, text) in &without {
+        assert_eq!(
+            bob.line(),
+            format!("[inter-session msg={id} from=\"alice\"] {text}")
+        );
+    }
+    up(&env, &bob, "bob");
+    let sentinel = env.send("alice", "bob", "sentinel");
+    expect_msg(&mut bob, &sentinel);
+    wait_for("bob's pending to reach 0", || {
+        session(&env, "bob")["pending"] == 0
+    });
+    assert_eq!(
+        env.sql("select count(*) from history where status = 'expired'"),
+        "5"
+    );
+    assert_eq!(
+        env.sql("select count(*) from history where status = 'delivered'"),
+        "6"
+    );
+
+    // --expires: in the past is a usage error; in the future is stored.
+    refused_usage(
+        &env,
+        "k",
+        &[
+            "--from",
+            "alice",
+            "mail",
+            "send",
+            "--to",
+            "bob",
+            "--expires",
+            "2020-01-01T00:00:00Z",
+            "--text",
+            "too late",
+        ],
+    );
+    let id = sent_id(&env.ok(
+        "k",
+        &[
+            "--from",
+            "alice",
+            "mail",
+            "send",
+            "--to",
+            "bob",
+            "--expires",
+            "2999-01-01T00:00:00Z",
+            "--text",
+            "in time",
+        ],
+    ));
+    expect_msg(&mut bob, &id);
+    assert_eq!(
+        env.sql(&format!("select expires_at from history where id = '{id}'")),
+        "2999-01-01T00:00:00.000Z"
+    );
+}
+
+// ------------------------------------------------------------- 6. queued=
+
+#[test]
+fn mail_held_over_a_minute_prints_queued_and_fresh_mail_does_not() {
+    let env = Env::new();
+    offline(&env, "bob");
+    offline(&env, "alice");
+    let p = env.send("bob", "alice", "status: started");
+    let m1 = env.send("alice", "bob", "deploy when green");
+    let m2 = sent_id(&env.ok(
+        "k",
+        &["--from", "alice", "mail", "reply", &p, "--text", "noted"],
+    ));
+
+    // The monitor's clock is 3700 s ahead: 3700 s formats as 1h1m.
+    let mut c = env.cmd("kbob");
+    c.args(["inbox", "watch", "--pace", "off", "--name", "bob"])
+        .env("INTER_SESSION_CLOCK_OFFSET_S", "3700");
+    let mut bob = Monitor::spawn(c);
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={m1} from=\"alice\" queued=1h1m] deploy when green")
+    );
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={m2} from=\"alice\" re={p} queued=1h1m] noted")
+    );
+    // Marked delivered before we stop it (a SIGTERM between the write and
+    // the mark may repeat a line, by design).
+    wait_for("bob's old mail marked delivered", || {
+        session(&env, "bob")["pending"] == 0
+    });
+    bob.stop();
+
+    // Without the offset, fresh mail carries no queued=.
+    let mut bob = online(&env, "bob");
+    let fresh = env.send("alice", "bob", "fresh order");
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={fresh} from=\"alice\"] fresh order")
+    );
+    // A fresh reply: re= and still no queued=.
+    let b = sent_id(&env.ok(
+        "kbob",
+        &["mail", "send", "--to", "alice", "--text", "status: ok"],
+    ));
+    let r = sent_id(&env.ok(
+        "k",
+        &[
+            "--from",
+            "alice",
+            "mail",
+            "reply",
+            &b,
+            "--text",
+            "fresh reply",
+        ],
+    ));
+    assert_eq!(
+        bob.line(),
+        format!("[inter-session msg={r} from=\"alice\" re={b}] fresh reply")
+    );
+}
+
+// --------------------------------------------------------- 7. idempotency
+
+fn keyed_send(env: &Env, key: &str, text: &str) -> Command {
+    cmd(
+        env,
+        "k",
+        &[
+            "--from",
+            "alice",
+            "mail",
+            "send",
+            "--to",
+            "bob",
+            "--idempotency-key",
+            key,
+            "--text",
+            text,
+        ],
+    )
+}
+
+/// Of ten outputs of the same keyed send: all exit 0, all print the same
+/// id, exactly one says queued and the others `(duplicate, not resent)`.
+fn check_keyed(outs: &[Output]) -> String {
+    let mut ids = BTreeSet::new();
+    let mut fresh = 0;
+    for out in outs {
+        assert_eq!(out.status.code(), Some(0), "stderr {:?}", stderr_of(out));
+        let text = stdout_of(out);
+        let id = sent_id(&text);
+        if text == format!("sent {id} -> bob (queued)\n") {
+            fresh += 1;
+        } else {
+            assert_eq!(text, format!("sent {id} -> bob (duplicate, not resent)\n"));
+        }
+        ids.insert(id);
+    }
+    assert_eq!(fresh, 1, "exactly one send is not a duplicate");
+    assert_eq!(ids.len(), 1, "the same id every time: {ids:?}");
+    ids.into_iter().next().expect("an id")
+}
+
+#[test]
+fn the_same_idempotency_key_sends_once_sequentially_and_concurrently() {
+    let env = Env::new();
+    offline(&env, "bob");
+
+    let outs: Vec<Output> = (0..10)
+        .map(|i| run(keyed_send(&env, "k", &format!("attempt {i}"))))
+        .collect();
+    let id = check_keyed(&outs);
+    assert!(
+        stdout_of(&outs[0]).ends_with("(queued)\n"),
+        "the first sequential send is the real one"
+    );
+
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..10)
+            .map(|i| {
+                let env = &env;
+                s.spawn(move || run(keyed_send(env, "k2", &format!("racer {i}"))))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    let id2 = check_keyed(&outs);
+    assert_ne!(id, id2);
+
+    for key in ["k", "k2"] {
+        assert_eq!(
+            env.sql(&format!(
+                "select count(*) from messages where idempotency_key = '{key}'"
+            )),
+            "1",
+            "{key}"
+        );
+    }
+    assert_eq!(env.sql("select count(*) from messages"), "2");
+    assert_eq!(env.sql("select count(*) from deliveries"), "2");
+    assert_eq!(
+        env.sql(&format!("select text from messages where id = '{id}'")),
+        "attempt 0"
+    );
+    assert_eq!(session(&env, "bob")["pending"], 2);
+
+    // The key is per sender: bob's "k" is a message of its own.
+    let out = env.ok(
+        "kbob",
+        &[
+            "mail",
+            "send",
+            "--to",
+            "alice",
+            "--idempotency-key",
+            "k",
+            "--text",
+            "bob's own",
+        ],
+    );
+    assert_ne!(sent_id(&out), id);
+    assert!(!out.contains("duplicate"), "{out}");
+    assert_eq!(
+        env.sql("select count(*) from messages where idempotency_key = 'k'"),
+        "2"
+    );
+}
+
+// ------------------------------------------------------------ 8. bad input
+
+#[test]
+fn bad_conversation_input_is_one_line_exit_2_and_writes_nothing() {
+    let env = Env::new();
+    offline(&env, "bob");
+    offline(&env, "alice");
+    let known = env.send("bob", "alice", "a real message");
+    let send = |extra: &[&str]| {
+        let mut a = vec!["--from", "alice", "mail", "send", "--to", "bob"];
+        a.extend(extra);
+        a.extend(["--text", "x"]);
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let long_key = "k".repeat(201);
+    let cases: Vec<Vec<String>> = vec![
+        // Replies to an id that does not exist (well-formed, and not).
+        [
+            "--from",
+            "alice",
+            "mail",
+            "reply",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "--text",
+            "x",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ["--from", "alice", "mail", "reply", "nope", "--text", "x"]
+            .map(String::from)
+            .to_vec(),
+        [
+            "--from",
+            "alice",
+            "mail",
+            "send",
+            "--reply-to",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "--text",
+            "x",
+        ]
+        .map(String::from)
+        .to_vec(),
+        send(&["--ttl", "0"]),
+        send(&["--ttl", "0s"]),
+        send(&["--ttl=-5m"]),
+        send(&["--ttl", "abc"]),
+        send(&["--idempotency-key", &long_key]),
+        send(&["--idempotency-key", ""]),
+        send(&["--expires", "tomorrow"]),
+        [
+            "--from", "alice", "mail", "reply", &known, "--ttl", "abc", "--text", "x",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "--from",
+            "alice",
+            "mail",
+            "reply",
+            &known,
+            "--idempotency-key",
+            &long_key,
+            "--text",
+            "x",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "--from",
+            "alice",
+            "mail",
+            "ask",
+            "--to",
+            "bob",
+            "--timeout",
+            "0",
+            "--text",
+            "x",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "--from",
+            "alice",
+            "mail",
+            "ask",
+            "--to",
+            "bob",
+            "--timeout",
+            "0s",
+            "--text",
+            "x",
+        ]
+        .map(String::from)
+        .to_vec(),
+        [
+            "--from", "alice", "mail", "ask", "--to", "bob", "--ttl", "abc", "--text", "x",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for args in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let line = refused_usage(&env, "k", &args);
+        assert!(line.starts_with("inter-session: "), "{args:?}: {line}");
+    }
+    // A key of exactly 200 bytes is fine.
+    let ok = env.ok(
+        "k",
+        &send(&["--idempotency-key", &"k".repeat(200)])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    sent_id(&ok);
+}
+
+/// `--ttl -5m` as two words (how an agent writes it) is refused like
+/// `--ttl=-5m`: one clear line naming the bad age, not clap's usage block.
+#[test]
+fn a_negative_ttl_as_a_separate_word_is_one_clear_line() {
+    let env = Env::new();
+    offline(&env, "bob");
+    offline(&env, "alice");
+    for args in [
+        &[
+            "--from", "alice", "mail", "send", "--to", "bob", "--ttl", "-5m", "--text", "x",
+        ][..],
+        &[
+            "--from",
+            "alice",
+            "mail",
+            "ask",
+            "--to",
+            "bob",
+            "--timeout",
+            "-5m",
+            "--text",
+            "x",
+        ][..],
+    ] {
+        let line = refused_usage(&env, "k", args);
+        assert!(line.contains("-5m"), "{args:?}: {line}");
+    }
+}
