@@ -784,6 +784,16 @@ fn sigterm_exits_zero_and_marks_nothing_more() {
     env.wait_online("alice");
     let id = env.send("bob", "alice", "before");
     assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    // The line is marked delivered just after it is written; a SIGTERM in
+    // between rightly leaves it pending (at-least-once), so wait for the mark.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending_count(&env) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the printed line was never marked delivered"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     mon.signal(libc::SIGTERM);
     env.send("bob", "alice", "after the signal");
     let st = mon
