@@ -84,7 +84,7 @@ impl PaceConfig {
     }
 
     /// Our refill period: the host's, plus slack.
-    fn our_refill_ms(&self) -> u64 {
+    pub fn our_refill_ms(&self) -> u64 {
         self.refill_ms + self.refill_ms * self.refill_slack_pct / 100
     }
 

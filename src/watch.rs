@@ -122,6 +122,9 @@ pub fn install_signals(tx: Sender<Wake>) -> Result<Arc<AtomicI32>> {
 
 /// Run the monitor; returns the exit code.
 pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
+    // The host's window started when it started us, not once we are set up
+    // (which can take up to 2 s when a previous monitor is still exiting).
+    let started = Instant::now();
     if opts.auto && identity::in_agent_worker() {
         // Claude Code's own worker agents are not sessions of ours.
         return Ok(0);
@@ -225,7 +228,7 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
         out,
         notices,
         pacer: paced.then(|| Pacer::new(PaceConfig::from_env(), 0)),
-        started: Instant::now(),
+        started,
         window: opts.window.map(Duration::from_secs),
         owner,
         verbose: opts.verbose,
@@ -269,7 +272,12 @@ impl Monitor<'_> {
     fn stop_at(&self) -> Option<Instant> {
         self.window.map(|w| {
             let margin = (w / 10).clamp(Duration::from_secs(1), Duration::from_secs(5));
-            self.started + w.saturating_sub(margin)
+            // Paced, the closing line may have to wait for a token: stop
+            // early enough that it still goes out `margin` before the end.
+            let reserve = self.pacer.as_ref().map_or(Duration::ZERO, |p| {
+                Duration::from_millis(p.config().our_refill_ms() + p.config().min_gap_ms)
+            });
+            self.started + w.saturating_sub(margin + reserve)
         })
     }
 
@@ -409,11 +417,13 @@ impl Monitor<'_> {
         match end {
             End::Quiet => Ok(0),
             End::Notice(code, text) => {
+                // Paced, wait for a token (at most one refill), unless a
+                // signal comes first.
                 if let Some(p) = self.pacer.as_mut() {
-                    let now = p_now(self.started);
-                    let w = p.wait_ms(now);
-                    if w > 0 && w < 2000 {
-                        std::thread::sleep(Duration::from_millis(w));
+                    let until =
+                        Instant::now() + Duration::from_millis(p.wait_ms(p_now(self.started)));
+                    while signal.load(Ordering::SeqCst) == 0 && Instant::now() < until {
+                        let _ = rx.recv_timeout(until.saturating_duration_since(Instant::now()));
                     }
                 }
                 if signal.load(Ordering::SeqCst) == 0 {
