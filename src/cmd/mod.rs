@@ -325,7 +325,12 @@ pub enum MailCmd {
         #[arg(long, value_name = "NAME")]
         to: String,
         /// How long to wait (30s, 5m, 1h)
-        #[arg(long, default_value = "5m", value_name = "AGE", allow_hyphen_values = true)]
+        #[arg(
+            long,
+            default_value = "5m",
+            value_name = "AGE",
+            allow_hyphen_values = true
+        )]
         timeout: String,
         #[command(flatten)]
         body: BodyArgs,
@@ -341,7 +346,12 @@ pub struct BodyArgs {
     #[arg(long, value_name = "FILE")]
     pub text_file: Option<PathBuf>,
     /// Expire undelivered after this long (30s, 15m, 2h): never printed after
-    #[arg(long, value_name = "AGE", conflicts_with = "expires", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "AGE",
+        conflicts_with = "expires",
+        allow_hyphen_values = true
+    )]
     pub ttl: Option<String>,
     /// Expire undelivered at this time (RFC 3339, e.g. 2026-12-01T09:00:00Z)
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
