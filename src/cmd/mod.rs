@@ -2,6 +2,7 @@
 //! and a single `match` that dispatches. Command files parse, call the
 //! store, and print; they hold no SQL.
 
+mod auto_start;
 mod history;
 mod inbox;
 mod list;
@@ -108,6 +109,27 @@ pub enum Command {
     /// Agent CLIs in tmux, each with its own mailbox
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// Start the Claude Code plugin's monitor with every session (on), or when the skill first runs (off)
+    #[command(
+        name = "auto-start",
+        after_help = "Examples:\n  inter-session auto-start on       # monitor starts with every Claude Code session\n  \
+        inter-session auto-start off      # only once /inter-session is used (the default)\n  \
+        inter-session auto-start status --json\n\n\
+        Edits the `when` field of the plugin's monitors/monitors.json (found with --plugin-dir,\n\
+        else $INTER_SESSION_PLUGIN_DIR, which the plugin's launcher sets). Takes effect after\n\
+        /reload-plugins or in the next session."
+    )]
+    AutoStart {
+        /// on, off or status
+        #[arg(value_parser = ["on", "off", "status"])]
+        action: String,
+        /// The plugin folder (the one holding monitors/monitors.json)
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one read-only SQL query over the mailbox (views: history, pending)
     #[command(
         after_help = "Example:\n  inter-session sql \"select sender, recipient, text from history order by created_at desc limit 5\""
@@ -412,6 +434,14 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Peer(PeerCmd::Status { name, json }) => peer::status(&name, json),
         Command::Peer(PeerCmd::List { all, json }) => peer::list(all, json),
         Command::Peer(PeerCmd::Kill { name }) => peer::kill(&name),
+        Command::AutoStart {
+            action,
+            plugin_dir,
+            json,
+        } => match plugin_dir {
+            Some(dir) => auto_start::run_with(&action, json, Some(&dir)),
+            None => auto_start::run(&action, json),
+        },
     }
 }
 
