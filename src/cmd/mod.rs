@@ -3,6 +3,7 @@
 //! store, and print; they hold no SQL.
 
 mod auto_start;
+mod db;
 mod history;
 mod inbox;
 mod list;
@@ -40,6 +41,16 @@ pub struct Cli {
     /// Act as this session (for scripts); it is registered if new.
     #[arg(long, global = true, value_name = "NAME")]
     pub from: Option<String>,
+
+    /// Use this PostgreSQL database instead of the data folder's SQLite file
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "INTER_SESSION_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -141,6 +152,26 @@ pub enum Command {
         #[arg(long)]
         header: bool,
         /// Print JSON (an array of objects)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move this mailbox between backends (SQLite → PostgreSQL)
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCmd {
+    /// Copy this data folder's SQLite mailbox into PostgreSQL (a second run copies nothing)
+    #[command(
+        after_help = "Example:\n  inter-session db copy --to 'postgres://me@db.example/mail?sslmode=verify-full'\n\n\
+        Then set INTER_SESSION_DATABASE_URL to that URL on every machine."
+    )]
+    Copy {
+        /// The PostgreSQL database: postgres://user[:password]@host[:port]/db[?sslmode=…]
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Print JSON
         #[arg(long)]
         json: bool,
     },
@@ -387,6 +418,10 @@ pub struct BodyArgs {
 }
 
 pub fn run(cli: Cli) -> Result<i32> {
+    if let Some(url) = cli.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        // Read by store::open(), and inherited by monitors and peers we start.
+        std::env::set_var("INTER_SESSION_DATABASE_URL", url);
+    }
     let from = cli.from.as_deref();
     match cli.command {
         Command::Inbox(InboxCmd::Watch { name, opts }) => crate::watch::run(name, opts),
@@ -434,6 +469,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Peer(PeerCmd::Status { name, json }) => peer::status(&name, json),
         Command::Peer(PeerCmd::List { all, json }) => peer::list(all, json),
         Command::Peer(PeerCmd::Kill { name }) => peer::kill(&name),
+        Command::Db(DbCmd::Copy { to, json }) => db::copy(&to, json),
         Command::AutoStart {
             action,
             plugin_dir,

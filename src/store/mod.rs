@@ -6,6 +6,7 @@
 //! behind the same trait (presence there is an advisory lock, wake-up is
 //! LISTEN/NOTIFY instead of file-change notification).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::mpsc::Sender;
@@ -309,9 +310,13 @@ pub trait Mailbox {
     fn query_readonly(&self, sql: &str) -> Result<SqlResult>;
 }
 
-/// Open the configured store (SQLite in the data folder).
+/// Open the configured store: PostgreSQL when `INTER_SESSION_DATABASE_URL`
+/// is set (and not empty), else SQLite in the data folder.
 pub fn open() -> Result<Box<dyn Mailbox>> {
-    Ok(Box::new(sqlite::SqliteStore::open_default()?))
+    match std::env::var("INTER_SESSION_DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Ok(Box::new(postgres::PostgresStore::connect(&url)?)),
+        _ => Ok(Box::new(sqlite::SqliteStore::open_default()?)),
+    }
 }
 
 /// Current time in the stored text format.
