@@ -232,10 +232,24 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     };
     let conn = Connection::open_with_flags(path, flags)
         .with_context(|| format!("could not open mailbox at {}", path.display()))?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    // SQLite's default busy handler backs off up to 100 ms a try, which
+    // leaves a monitor asleep long after a burst of short transactions;
+    // ours retries every fraction of a millisecond, for up to ~10 s.
+    conn.busy_handler(Some(busy_retry))?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
         .with_context(|| not_a_mailbox(path))?;
     Ok(conn)
+}
+
+fn busy_retry(attempt: i32) -> bool {
+    if attempt > 20_000 {
+        return false;
+    }
+    let jitter = u64::try_from(attempt % 7).unwrap_or(0) * 60;
+    std::thread::sleep(Duration::from_micros(
+        200 + jitter + u64::try_from(attempt / 100).unwrap_or(0).min(800),
+    ));
+    true
 }
 
 fn schema_version(conn: &Connection) -> Result<usize> {
@@ -691,7 +705,7 @@ impl Mailbox for SqliteStore {
 
     fn pending(&self, session_id: i64, after_seq: i64, limit: usize) -> Result<Vec<Message>> {
         let sql = format!(
-            "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, substr(b.body, 1, ?4)) \
+            "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, substr(b.body, 1, ?3)) \
              FROM deliveries d \
              JOIN messages m ON m.seq = d.message_seq \
              LEFT JOIN blobs b ON b.id = m.blob_id \
@@ -699,16 +713,13 @@ impl Mailbox for SqliteStore {
                AND (m.expires_at IS NULL OR m.expires_at > {SQL_NOW}) \
                AND (m.in_reply_to IS NULL OR NOT EXISTS (SELECT 1 FROM asks a \
                     WHERE a.question_id = m.in_reply_to AND a.asker_id = d.recipient_id AND a.until > {SQL_NOW})) \
-             ORDER BY d.message_seq LIMIT ?3"
+             ORDER BY d.message_seq LIMIT {limit}"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
-            params![
-                session_id,
-                after_seq,
-                limit as i64,
-                LINE_PREFIX_CHARS as i64
-            ],
+            // The limit is part of the SQL text: a bound LIMIT makes SQLite
+            // re-prepare the statement on every call.
+            params![session_id, after_seq, LINE_PREFIX_CHARS as i64],
             message_from_row,
         )?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -836,18 +847,25 @@ impl Mailbox for SqliteStore {
 
     fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>> {
         use notify::{EventKind, RecursiveMode, Watcher};
+        // Only the sentinel that writers touch after each commit, and the
+        // database file itself going away, are changes: WAL writes (our own
+        // delivery marks among them) would wake every monitor for nothing.
+        let sentinel = datadir::sentinel(&self.dir);
+        let db_path = self.db_path.clone();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res {
-                // Reads (open, close-without-write) by other commands are not changes.
-                if matches!(
-                    event.kind,
-                    EventKind::Access(notify::event::AccessKind::Close(
-                        notify::event::AccessMode::Write
-                    )) | EventKind::Create(_)
-                        | EventKind::Modify(_)
-                        | EventKind::Remove(_)
-                        | EventKind::Any
-                ) {
+                let relevant = event.paths.iter().any(|p| *p == sentinel || *p == db_path);
+                if relevant
+                    && matches!(
+                        event.kind,
+                        EventKind::Access(notify::event::AccessKind::Close(
+                            notify::event::AccessMode::Write
+                        )) | EventKind::Create(_)
+                            | EventKind::Modify(_)
+                            | EventKind::Remove(_)
+                            | EventKind::Any
+                    )
+                {
                     let _ = tx.send(Wake::Change);
                 }
             }
