@@ -288,39 +288,6 @@ fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Levenshtein distance, for "did you mean" hints on short names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
-/// The next candidate name after `name` is held live: `a` → `a-2`, `a-2` → `a-3`.
-fn next_candidate(requested: &str, attempt: u32) -> String {
-    let (base, start) = match requested.rsplit_once('-') {
-        Some((base, n))
-            if !base.is_empty() && n.len() <= 2 && n.parse::<u32>().is_ok_and(|n| n >= 2) =>
-        {
-            (base, n.parse::<u32>().unwrap_or(2))
-        }
-        _ => (requested, 1),
-    };
-    let suffix = format!("-{}", start + attempt);
-    let keep = crate::identity::MAX_NAME_LEN
-        .saturating_sub(suffix.len())
-        .min(base.len());
-    format!("{}{suffix}", base[..keep].trim_end_matches('-'))
-}
-
 impl Mailbox for SqliteStore {
     fn location(&self) -> String {
         self.db_path.display().to_string()
