@@ -465,7 +465,17 @@ fn direct_mail_between_two_monitors_and_offline_replay() {
         format!("[inter-session msg={rid} from=\"alice\" re={id}] hi bob")
     );
 
-    // Offline: queued, then replayed in send order, exactly once.
+    // Offline: queued, then replayed in send order, exactly once. The line
+    // printed last is marked delivered just after it is written; a SIGTERM
+    // in between rightly leaves it pending (at-least-once), so wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pg.session("bob")["pending"] != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's last line never marked delivered"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(bob.stop(), Some(0));
     pg.wait_state("bob", "offline");
     let mut ids = Vec::new();
