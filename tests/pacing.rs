@@ -992,16 +992,19 @@ mod scenarios {
             })
             .collect();
         lat.sort();
+        // Unpaced means never held for a pacing gap: every line comes sooner
+        // than the pacer would let a second batch out. (How fast it is, is
+        // the benchmark's business; a timed bound tighter than this only
+        // measures how busy the test machine is.)
+        let paced_gap =
+            Duration::from_millis(inter_session::pace::PaceConfig::default().min_gap_ms);
         let worst = *lat.last().expect("latencies");
         assert!(
-            worst < Duration::from_millis(200),
+            worst < paced_gap,
             "a line came {worst:?} after its send returned"
         );
         let gap = times[&b].saturating_sub(times[&a]);
-        assert!(
-            gap < Duration::from_millis(250),
-            "back-to-back messages {gap:?} apart"
-        );
+        assert!(gap < paced_gap, "back-to-back messages {gap:?} apart");
         let mut all: Vec<String> = sends.iter().map(|(id, _)| id.clone()).collect();
         all.extend([a, b]);
         assert_each_once("pace off: stdout", &header_ids(&raw_lines(&r)), &all);
