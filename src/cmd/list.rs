@@ -21,22 +21,36 @@ pub fn run(all: bool, project: bool, json: bool) -> Result<i32> {
         println!("no sessions yet; start one with: inter-session inbox watch --name NAME");
         return Ok(0);
     }
+    // A PostgreSQL mailbox (not a file path) serves several machines: say
+    // where each session runs.
+    let several_hosts = !store.location().starts_with('/');
     let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|s| {
-            vec![
+            let mut row = vec![
                 s.name.clone(),
                 s.label.clone(),
                 s.state.as_str().to_string(),
                 s.pending.to_string(),
                 s.cwd.clone(),
                 s.since.clone(),
-            ]
+            ];
+            if several_hosts {
+                row.insert(4, s.host.clone());
+            }
+            row
         })
         .collect();
-    print_table(
-        &["NAME", "LABEL", "STATE", "PENDING", "CWD", "SINCE"],
-        &rows,
-    );
+    if several_hosts {
+        print_table(
+            &["NAME", "LABEL", "STATE", "PENDING", "HOST", "CWD", "SINCE"],
+            &rows,
+        );
+    } else {
+        print_table(
+            &["NAME", "LABEL", "STATE", "PENDING", "CWD", "SINCE"],
+            &rows,
+        );
+    }
     Ok(0)
 }

@@ -517,6 +517,7 @@ pub fn sender(store: &dyn Mailbox, from: Option<&str>) -> Result<Session> {
                 created_at: String::new(),
                 since: String::new(),
                 pending: 0,
+                host: String::new(),
             }))
         }
         None => me(store, None),

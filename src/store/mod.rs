@@ -9,6 +9,8 @@
 pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::this_host;
+
 use std::sync::mpsc::Sender;
 
 use anyhow::Result;
@@ -59,6 +61,8 @@ pub struct Session {
     pub created_at: String,
     pub since: String,
     pub pending: i64,
+    /// The machine the session runs on (`INTER_SESSION_HOSTNAME` overrides).
+    pub host: String,
 }
 
 /// One message as a recipient's monitor needs it.

@@ -116,6 +116,11 @@ const TCP_USER_TIMEOUT_S: u64 = 40;
 /// This machine's name as sessions record it: `INTER_SESSION_HOSTNAME`, else
 /// the system's host name.
 pub fn this_host() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(host_name).clone()
+}
+
+fn host_name() -> String {
     if let Ok(h) = std::env::var("INTER_SESSION_HOSTNAME") {
         if !h.trim().is_empty() {
             return h.trim().to_string();
@@ -1020,6 +1025,7 @@ fn session_from_row(r: &Row) -> Result<Session> {
         created_at: r.try_get(8)?,
         since: r.try_get(9)?,
         pending: r.try_get(10)?,
+        host: r.try_get(11)?,
     })
 }
 

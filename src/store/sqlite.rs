@@ -157,6 +157,8 @@ impl SqliteStore {
             created_at: r.get(8)?,
             since: r.get(9)?,
             pending: r.get(10)?,
+            // One SQLite file serves one machine.
+            host: super::this_host(),
         })
     }
 
