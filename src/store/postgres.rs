@@ -708,6 +708,8 @@ struct Notice {
     query_down: AtomicBool,
     /// When the notice was last printed.
     last: Mutex<Option<Instant>>,
+    /// The outage under way (some connection still down) was announced.
+    announced: AtomicBool,
 }
 
 impl Notice {
@@ -721,17 +723,25 @@ impl Notice {
         } else {
             (&self.query_down, &self.listen_down)
         };
-        if mine.swap(true, Ordering::SeqCst) || other.load(Ordering::SeqCst) {
+        if mine.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        // The other connection is down too and that outage was announced.
+        if other.load(Ordering::SeqCst) && self.announced.load(Ordering::SeqCst) {
             return;
         }
         if !self.enabled.load(Ordering::SeqCst) {
             return;
         }
         let mut last = lock(&self.last);
+        // The query connection only finds out at its next query: soon after
+        // a notice, this is most likely the same outage found late. If it is
+        // a new one, the notification connection announces it.
         if !listen && last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
             return;
         }
         *last = Some(Instant::now());
+        self.announced.store(true, Ordering::SeqCst);
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(LOST_NOTICE.as_bytes());
         let _ = out.flush();
@@ -742,6 +752,9 @@ impl Notice {
             self.listen_down.store(false, Ordering::SeqCst);
         } else {
             self.query_down.store(false, Ordering::SeqCst);
+        }
+        if !self.listen_down.load(Ordering::SeqCst) && !self.query_down.load(Ordering::SeqCst) {
+            self.announced.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -1226,6 +1239,7 @@ impl PostgresStore {
                 listen_down: AtomicBool::new(false),
                 query_down: AtomicBool::new(false),
                 last: Mutex::new(None),
+                announced: AtomicBool::new(false),
             }),
         };
         let masked = store.target.masked.clone();
