@@ -1113,8 +1113,8 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut rivals = 0;
     let mut overlaps = 0;
-    // (first line read, last line read) of each run.
-    let mut spans: Vec<(Instant, Instant)> = Vec::new();
+    // The ids each run printed, to check their delivery marks' order below.
+    let mut run_ids: Vec<Vec<String>> = Vec::new();
 
     std::thread::scope(|s| {
         let sender = s.spawn(|| {
@@ -1187,8 +1187,12 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
             .finish();
             assert_eq!(code, Some(0), "cycle {cycle}: SIGTERM exit code");
             run.extend(rest);
+            run_ids.push(
+                run.iter()
+                    .filter_map(|l| line_id(&l.1).map(String::from))
+                    .collect(),
+            );
             take(&mut run, &mut counts);
-            spans.push((run[0].0, run[run.len() - 1].0));
         }
         stop.store(true, Ordering::SeqCst);
         sender.join().expect("sender thread");
@@ -1210,8 +1214,12 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
         assert_eq!(code, Some(0));
         run.extend(rest);
         if !run.is_empty() {
+            run_ids.push(
+                run.iter()
+                    .filter_map(|l| line_id(&l.1).map(String::from))
+                    .collect(),
+            );
             take(&mut run, &mut counts);
-            spans.push((run[0].0, run[run.len() - 1].0));
         }
     });
 
@@ -1223,13 +1231,54 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
         dups <= cycles,
         "{dups} duplicate lines over {cycles} stops (at most one per stop)"
     );
-    // No two runs printed at the same time: each run's first line came after
-    // the previous run's last line.
-    for (i, w) in spans.windows(2).enumerate() {
+    // No two runs printed at the same time. Pipe read times of two processes
+    // can be reordered by the scheduler, so the evidence is the monitors' own
+    // delivery marks (written right after each flush, on one clock): the ids
+    // a run printed that no later run printed again were marked by that run,
+    // and each run's marks must all come after the previous run's.
+    let marks: HashMap<String, String> = {
+        let store = open_store(&env);
+        let rows = store
+            .query_readonly("select id, delivered_at from history where recipient = 'alice' and delivered_at is not null")
+            .expect("delivery marks");
+        rows.rows
+            .into_iter()
+            .filter_map(|r| {
+                Some((
+                    r.first()?.as_str()?.to_string(),
+                    r.get(1)?.as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    };
+    let mut last_run_of: HashMap<&str, usize> = HashMap::new();
+    for (k, ids) in run_ids.iter().enumerate() {
+        for id in ids {
+            last_run_of.insert(id.as_str(), k);
+        }
+    }
+    let mut mark_spans: Vec<Option<(String, String)>> = vec![None; run_ids.len()];
+    for (id, k) in &last_run_of {
+        if let Some(at) = marks.get(*id) {
+            let span = mark_spans[*k].get_or_insert_with(|| (at.clone(), at.clone()));
+            if *at < span.0 {
+                span.0 = at.clone();
+            }
+            if *at > span.1 {
+                span.1 = at.clone();
+            }
+        }
+    }
+    let mark_spans: Vec<(usize, (String, String))> = mark_spans
+        .into_iter()
+        .enumerate()
+        .filter_map(|(k, s)| Some((k, s?)))
+        .collect();
+    for w in mark_spans.windows(2) {
+        let ((a, (_, a_last)), (b, (b_first, _))) = (&w[0], &w[1]);
         assert!(
-            w[1].0 >= w[0].1,
-            "run {} printed before run {i} had finished printing",
-            i + 1
+            b_first >= a_last,
+            "run {b} marked mail delivered at {b_first}, before run {a} had finished ({a_last})"
         );
     }
     record(
