@@ -30,7 +30,11 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Messages fetched per query.
 const PAGE: usize = 256;
 /// How long to wait for a previous monitor of this session to exit.
-const KEY_LOCK_PATIENCE: Duration = Duration::from_secs(2);
+/// (Claude Code sends SIGKILL 1.5 s after SIGTERM; a busy machine is late.)
+const KEY_LOCK_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a written batch may sit unread before we trust a live reader
+/// to take it later.
+const TAKE_PATIENCE: Duration = Duration::from_secs(10);
 
 /// The line(s) a message prints as, with `queued=` when it waited over a minute.
 pub fn message_lines(m: &Message) -> Vec<String> {
@@ -83,6 +87,56 @@ impl Out {
         self.file.flush()
     }
 
+    /// Bytes we wrote that the reader has not taken yet, where the kernel
+    /// can tell: a pipe's content (`FIONREAD`), or a socket's send queue
+    /// (`TIOCOUTQ`: Claude Code gives its monitors one end of a socket pair).
+    /// `None` for files and terminals. The flag says whether the count still
+    /// holds once the reader is gone (a pipe keeps its content; a socket's
+    /// unread data is thrown away with its reader).
+    fn unread(&self) -> Option<(usize, bool)> {
+        // SAFETY: fstat into a zeroed stat on fd 1.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(1, &mut st) } != 0 {
+            return None;
+        }
+        let (request, kept) = match st.st_mode & libc::S_IFMT {
+            libc::S_IFIFO => (libc::FIONREAD, true),
+            libc::S_IFSOCK => (libc::TIOCOUTQ, false),
+            _ => return None,
+        };
+        let mut n: libc::c_int = 0;
+        // SAFETY: both requests write one int.
+        let rc = unsafe { libc::ioctl(1, request, &mut n) };
+        (rc == 0).then(|| (usize::try_from(n).unwrap_or(0), kept))
+    }
+
+    /// After a write: wait until the reader has taken every byte of it.
+    /// Claude Code passes on what it has read when it kills a monitor, and
+    /// drops what still sits unread in the socket; a batch it has not read
+    /// is not delivered. `false` when a signal came first, or the reader
+    /// went away without taking it: the lines stay pending, to be replayed
+    /// (when in doubt, a repeat rather than a loss). A reader that is alive
+    /// but takes longer than `TAKE_PATIENCE` is trusted to read them later.
+    fn taken(&self, signal: &AtomicI32) -> bool {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if signal.load(Ordering::SeqCst) != 0 {
+                return false;
+            }
+            match self.unread() {
+                None => return !self.closed(),
+                Some((0, true)) => return true,
+                Some((0, false)) => return !self.closed(),
+                Some(_) if self.closed() => return false,
+                Some(_) if start.elapsed() >= TAKE_PATIENCE => return true,
+                Some(_) => {}
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+    }
+
     /// True when the reader of our stdout is gone (pipe closed, tty hung up).
     fn closed(&self) -> bool {
         let mut fds = libc::pollfd {
@@ -123,7 +177,7 @@ pub fn install_signals(tx: Sender<Wake>) -> Result<Arc<AtomicI32>> {
 /// Run the monitor; returns the exit code.
 pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
     // The host's window started when it started us, not once we are set up
-    // (which can take up to 2 s when a previous monitor is still exiting).
+    // (which can take seconds when a previous monitor is still exiting).
     let started = Instant::now();
     if opts.auto && identity::in_agent_worker() {
         // Claude Code's own worker agents are not sessions of ours.
@@ -340,9 +394,9 @@ impl Monitor<'_> {
                     if self.out.write_lines(&lines).is_err() {
                         break End::Quiet;
                     }
-                    // A signal that came while we wrote: the host may not have
-                    // passed the lines on, so they stay pending.
-                    if signal.load(Ordering::SeqCst) != 0 {
+                    // A signal that came before the reader took the lines:
+                    // the host may not pass them on, so they stay pending.
+                    if !self.out.taken(&signal) {
                         break End::Quiet;
                     }
                     self.store.mark_delivered(self.session_id, &seqs)?;

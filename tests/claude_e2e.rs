@@ -792,10 +792,26 @@ fn rearm_after_expiry_is_lossless() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    let all = expect_request(&model, &claude, Duration::from_secs(90), "every one", |r| {
+    let Some(all) = model.wait_for(Duration::from_secs(90), |r| {
         let seen = event_ids(r);
         ids.iter().all(|id| seen.contains_key(id))
-    });
+    }) else {
+        // Say first what is missing: the dump that follows is long.
+        let seen = model.last_main().map(|r| event_ids(&r)).unwrap_or_default();
+        let missing: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| !seen.contains_key(*id))
+            .map(|(i, id)| format!("flow {i:03} ({id})"))
+            .collect();
+        panic!(
+            "not every message reached the model within 90 s; missing {missing:?}; \
+             re-armed on {:?}\n{}\n{}",
+            ends.lock().expect("ends").clone(),
+            model.dump(),
+            claude.output()
+        );
+    };
     let counts = event_ids(&all);
     for id in &ids {
         assert_eq!(counts.get(id), Some(&1), "{id} not shown exactly once");

@@ -16,15 +16,6 @@ use serde_json::Value;
 
 // ---------------------------------------------------------------- helpers
 
-/// Poll `cond` every 10 ms for up to 10 s.
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// `list --all --json`.
 fn sessions(env: &Env) -> Vec<Value> {
     let v: Value = serde_json::from_str(&env.ok("probe", &["list", "--all", "--json"]))

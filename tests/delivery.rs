@@ -742,7 +742,10 @@ fn closed_stdout_stops_the_monitor_without_marking_mail_delivered() {
         .expect("first line");
     assert_eq!(line_id(first.trim_end()), Some(id.as_str()));
     reader.join().expect("reader");
-    assert_eq!(pending_count(&env), 0);
+    // Marked once the reader has taken the line.
+    wait_for("the line read to be marked delivered", || {
+        pending_count(&env) == 0
+    });
 
     for i in 0..3 {
         send_as(&env, "bob", "alice", &format!("unread {i}"));
@@ -808,6 +811,63 @@ fn sigterm_exits_zero_and_marks_nothing_more() {
         "a message after SIGTERM was marked delivered"
     );
     assert_eq!(state_of(&env, "alice"), "offline");
+}
+
+/// Claude Code gives a monitor one end of a socket pair for stdout, and when
+/// it kills the monitor it drops whatever still sits unread in the socket.
+/// So a line counts as delivered only once the reader has taken it: lines
+/// still unread at SIGTERM stay pending and are replayed by the next monitor.
+#[test]
+fn lines_unread_at_sigterm_stay_pending_and_are_replayed() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+
+    let env = Env::new();
+    register(&env, "bob");
+    let (ours, theirs) = UnixStream::pair().expect("socket pair");
+    let mut c = env.cmd("ka");
+    c.args(["inbox", "watch", "--pace", "off", "--name", "alice"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(OwnedFd::from(theirs)))
+        .stderr(Stdio::inherit());
+    let mut child = c.spawn().expect("spawn monitor");
+    env.wait_online("alice");
+
+    // One message, read: marked delivered once taken.
+    let first = send_as(&env, "bob", "alice", "read by the host");
+    let mut reader = BufReader::new(ours.try_clone().expect("clone"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("first line");
+    assert_eq!(line_id(line.trim_end()), Some(first.as_str()));
+    wait_for("the line taken to be marked delivered", || {
+        pending_count(&env) == 0
+    });
+
+    // One message written but never read: it waits in the socket.
+    let second = send_as(&env, "bob", "alice", "never read");
+    let mut fds = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&ours),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut fds, 1, 10_000) };
+    assert_eq!(ready, 1, "the monitor never wrote the second line");
+    assert_eq!(pending_count(&env), 1, "marked delivered while unread");
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().expect("wait");
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(
+        pending_count(&env),
+        1,
+        "a line unread when the monitor was killed was marked delivered"
+    );
+    drop((reader, ours));
+
+    let mut mon = env.monitor("ka", &["--name", "alice"]);
+    assert_eq!(line_id(&mon.line()), Some(second.as_str()), "replayed");
 }
 
 #[test]

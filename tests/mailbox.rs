@@ -136,15 +136,6 @@ fn session(env: &Env, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no session {name} in list --all --json"))
 }
 
-/// Poll `cond` every 10 ms for up to 10 s.
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// A monitor (`--pace off`) run in `dir` with extra environment.
 fn monitor_in(env: &Env, key: &str, dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Monitor {
     let mut c = env.cmd(key);

@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{sent_id, Env, Monitor};
+use support::{sent_id, wait_until, Env, Monitor};
 
 const INSTALL_HINT: &str = "PostgreSQL is needed for these tests: install it (Debian/Ubuntu: \
      `apt-get install -y postgresql`; its binaries go to /usr/lib/postgresql/<version>/bin), \
@@ -425,14 +425,6 @@ fn line_for(id: &str, from: &str, text: &str) -> String {
     format!("[inter-session msg={id} from=\"{from}\"] {text}")
 }
 
-fn wait_for(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// No further line within `quiet`.
 fn silent(m: &mut Monitor, quiet: Duration) {
     if let Some(l) = m.next_line(quiet) {
@@ -542,7 +534,7 @@ fn direct_mail_between_two_monitors_and_offline_replay() {
         l,
         format!("[inter-session msg={nul_id} from=\"bob\" \"the builder\"] nulhere \\0 and↵more")
     );
-    wait_for("bob's pending to reach 0", Duration::from_secs(10), || {
+    wait_until("bob's pending to reach 0", Duration::from_secs(10), || {
         pg.session("bob")["pending"] == 0
     });
     assert_eq!(pg.sql("select count(*) from pending"), "0");

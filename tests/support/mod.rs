@@ -241,3 +241,17 @@ pub fn line_id(line: &str) -> Option<&str> {
     let end = rest.find([' ', ']'])?;
     Some(&rest[..end])
 }
+
+/// Poll `cond` every 10 ms until it holds; fail after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Poll `cond` every 10 ms for up to 10 s.
+pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    wait_until(what, Duration::from_secs(10), cond);
+}
