@@ -4,9 +4,12 @@
 //! Complements tests/delivery.rs and tests/mailbox.rs (which cover scaled-down
 //! monitor and sender kills, environment faults, bad input, permissions,
 //! symlinks and the read-only `sql`): here are the 20-kill run over 5,000
-//! messages, 16 senders to 8 monitors, a 100,000-message offline replay with
-//! its memory measured, ownership by another user and listening sockets, a
-//! hostile text corpus through the real monitor, and monitor re-arm cycling.
+//! messages, 200 `mail send` processes killed mid-flight, 16 senders × 500
+//! messages to 8 monitors, a 100,000-message offline replay with its memory
+//! measured, a full disk (a file size limit always; a full ext4 loop mount
+//! as root), ownership by another user and listening sockets, a hostile text
+//! corpus through the real monitor, a `proptest` property of the line
+//! formatter, and monitor re-arm cycling.
 //!
 //! Everything runs the real binary as real processes; big queues are filled
 //! in-process through the public store API. Synchronisation waits on printed
@@ -14,7 +17,8 @@
 //! kill delays, send pacing (load shaping) and the RSS sampling interval.
 //!
 //! Seeds: `RELIABILITY_SEED=<n>` reruns a failure; sizes can be raised with
-//! `RELIABILITY_OFFLINE_N`, `RELIABILITY_LOAD_PER` and `RELIABILITY_CYCLES`.
+//! `RELIABILITY_OFFLINE_N`, `RELIABILITY_LOAD_PER`, `RELIABILITY_CYCLES`,
+//! `RELIABILITY_SENDER_KILLS` and `RELIABILITY_PROP_CASES`.
 
 mod support;
 use support::*;
@@ -72,7 +76,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 /// The figures of each test; the last one to finish prints the summary.
 static FIGURES: Mutex<BTreeMap<&'static str, String>> = Mutex::new(BTreeMap::new());
-const FIGURE_TESTS: usize = 6;
+const FIGURE_TESTS: usize = 10;
 
 fn record(test: &'static str, figure: String) {
     eprintln!("RELIABILITY {test}: {figure}");
@@ -377,6 +381,399 @@ fn monitor_sigkilled_20_times_while_5000_messages_stream_in() {
     );
 }
 
+// ---------------------------------------------------------------- 2. senders killed
+
+/// The sizes (in code points) of the bodies senders are killed with: all
+/// over the 400-char inline cap, so every body goes to the blob table.
+/// Broadcasts stay under their 256 KiB limit; direct mail goes to 3 MiB.
+const KILL_SIZES: [usize; 9] = [
+    401, 512, 1_000, 4_000, 20_000, 100_000, 180_000, 1_000_000, 3_000_000,
+];
+/// The first size index too big for a broadcast.
+const KILL_BROADCAST_SIZES: usize = 7;
+
+/// The body for (size class, target): a header naming both, then a filler
+/// with multi-byte characters, exactly `KILL_SIZES[class]` code points long.
+fn kill_body(class: usize, to: &str) -> String {
+    let want = KILL_SIZES[class];
+    let head = format!("body={class} to={to}\n");
+    let filler = "0123456789 abcdefghij é 中文 😀 ⟨x⟩\n";
+    let mut s = head.clone();
+    s.extend(filler.chars().cycle().take(want - head.chars().count()));
+    s
+}
+
+/// Whether `pid` has the database (or its WAL) open right now.
+fn has_db_open(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_link(e.path()).is_ok_and(|t| {
+                    let t = t.to_string_lossy();
+                    t.ends_with("/mailbox.db") || t.ends_with("/mailbox.db-wal")
+                })
+            })
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn sender_processes_sigkilled_200_times_leave_only_whole_messages() {
+    let want_kills = env_usize("RELIABILITY_SENDER_KILLS", 200);
+    const SENDERS: usize = 8; // broadcasts are limited to 60 a minute per sender
+    const WORKERS: usize = 3;
+    let started = Instant::now();
+    let mut rng = Rng::new("sender_kills");
+    let env = Env::new();
+    let senders: Vec<String> = (0..SENDERS).map(|i| format!("s{i}")).collect();
+    for n in senders.iter().map(String::as_str).chain(["r1", "r2", "r3"]) {
+        env.ok(n, &["--from", n, "status"]);
+    }
+    let sessions = SENDERS + 3;
+    // r1 watches live through the kills; r2 stays offline and replays at the end.
+    let mut r1 = env.monitor("kr1", &["--name", "r1"]);
+    env.wait_online("r1");
+
+    // One file per (size, target); the body says which.
+    let targets = ["r1", "r2", "all"];
+    let mut files: HashMap<(usize, &str), String> = HashMap::new();
+    let mut bodies: HashMap<String, String> = HashMap::new(); // header line → body
+    for class in 0..KILL_SIZES.len() {
+        for to in targets {
+            if to == "all" && class >= KILL_BROADCAST_SIZES {
+                continue;
+            }
+            let body = kill_body(class, to);
+            let f = write_file(
+                env.tmp.path(),
+                &format!("k{class}-{to}.txt"),
+                body.as_bytes(),
+            );
+            files.insert((class, to), f.to_str().expect("path").to_string());
+            bodies.insert(body.lines().next().expect("head").to_string(), body);
+        }
+    }
+    let spawn_send = |sender: &str, class: usize, to: &str| -> Child {
+        let mut c = env.cmd(sender);
+        c.args(["--from", sender, "mail"]);
+        if to == "all" {
+            c.arg("broadcast");
+        } else {
+            c.args(["send", "--to", to]);
+        }
+        c.args(["--text-file", &files[&(class, to)]])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sender")
+    };
+
+    // Calibrate: how long a whole send of each size takes here, so the kill
+    // delays spread over the process's whole life (start, open, insert,
+    // commit), whatever the machine's speed.
+    let mut life_us = Vec::new();
+    let mut calibration_ids = Vec::new();
+    for class in 0..KILL_SIZES.len() {
+        let mut t: Vec<u64> = (0..3)
+            .map(|_| {
+                let at = Instant::now();
+                let out = spawn_send("s0", class, "r2")
+                    .wait_with_output()
+                    .expect("calibration send");
+                assert!(out.status.success(), "calibration send failed");
+                calibration_ids.push((sent_id(&String::from_utf8_lossy(&out.stdout)), class, "r2"));
+                at.elapsed().as_micros() as u64
+            })
+            .collect();
+        t.sort_unstable();
+        life_us.push(t[1]);
+    }
+    eprintln!("sender_kills: median send life per size (µs): {life_us:?}");
+
+    // Jobs: (sender, size, target, kill delay in µs), planned up front.
+    let jobs: Vec<(usize, usize, &str, u64)> = (0..want_kills * 4)
+        .map(|j| {
+            let broadcast = j % 3 == 0;
+            let class = if broadcast {
+                rng.below(KILL_BROADCAST_SIZES as u64) as usize
+            } else {
+                rng.below(KILL_SIZES.len() as u64) as usize
+            };
+            let to = if broadcast {
+                "all"
+            } else {
+                ["r1", "r2"][j % 2]
+            };
+            // From a quarter into its life (past most of the process start)
+            // to a little after its usual end.
+            let life = life_us[class];
+            let delay = life / 4 + rng.below(life * 19 / 20 + 1);
+            (j % SENDERS, class, to, delay)
+        })
+        .collect();
+    let next_job = AtomicU64::new(0);
+    let kills = AtomicU64::new(0);
+    let kills_db_open = AtomicU64::new(0);
+    // (id, size, target) of every send that said `sent <id>`.
+    let done: Mutex<Vec<(String, usize, &str)>> = Mutex::new(calibration_ids);
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            s.spawn(|| loop {
+                if kills.load(Ordering::SeqCst) >= want_kills as u64 {
+                    break;
+                }
+                let j = next_job.fetch_add(1, Ordering::SeqCst) as usize;
+                let Some(&(si, class, to, delay)) = jobs.get(j) else {
+                    break;
+                };
+                let child = spawn_send(&senders[si], class, to);
+                // A random moment in the sender's life (not a readiness wait).
+                std::thread::sleep(Duration::from_micros(delay));
+                let open = has_db_open(child.id());
+                // SAFETY: plain kill(2) on our own child, not yet reaped.
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                let out = child.wait_with_output().expect("wait sender");
+                match out.status.code() {
+                    None => {
+                        kills.fetch_add(1, Ordering::SeqCst);
+                        if open {
+                            kills_db_open.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    Some(0) => {
+                        let id = sent_id(&String::from_utf8_lossy(&out.stdout));
+                        done.lock().unwrap().push((id, class, to));
+                    }
+                    Some(code) => failures.lock().unwrap().push(format!(
+                        "job {j} ({} to {to}, {} chars) exit {code}: {}",
+                        senders[si],
+                        KILL_SIZES[class],
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )),
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "senders failed by themselves: {failures:?}"
+    );
+    let kills = kills.into_inner() as usize;
+    let kills_db_open = kills_db_open.into_inner() as usize;
+    let done = done.into_inner().unwrap();
+    let jobs_run = next_job.into_inner() as usize;
+    assert!(
+        kills >= want_kills,
+        "only {kills} of {want_kills} planned kills landed in {jobs_run} jobs"
+    );
+    // Most kills must hit a process that had the database open, or the
+    // test only kills processes that are starting up.
+    assert!(
+        kills_db_open * 4 >= kills,
+        "only {kills_db_open} of {kills} kills landed while the database was open"
+    );
+
+    // Every row, read straight from the file.
+    let db =
+        rusqlite::Connection::open_with_flags(env.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database read-only");
+    let q = |sql: &str| -> i64 {
+        db.query_row(sql, [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    };
+    assert_eq!(
+        q("select count(*) from messages where blob_id is null or text is not null"),
+        0,
+        "a message over the inline cap is not in the blob table"
+    );
+    assert_eq!(
+        q("select count(*) from messages m where not exists (select 1 from blobs b where b.id = m.blob_id)"),
+        0,
+        "a message points at a missing blob"
+    );
+    assert_eq!(
+        q("select count(*) from blobs b where not exists (select 1 from messages m where m.blob_id = b.id)"),
+        0,
+        "a blob without its message (a half-written send)"
+    );
+    assert_eq!(
+        q("select count(*) from deliveries d where not exists (select 1 from messages m where m.seq = d.message_seq)"),
+        0,
+        "a delivery without its message"
+    );
+    assert_eq!(
+        q("select count(*) from messages m where m.kind = 'direct' \
+           and (select count(*) from deliveries d where d.message_seq = m.seq) != 1"),
+        0,
+        "a direct message without exactly one delivery row"
+    );
+    assert_eq!(
+        q(&format!(
+            "select count(*) from messages m where m.kind = 'broadcast' and \
+             ((select count(*) from deliveries d where d.message_seq = m.seq) != {} \
+              or exists (select 1 from deliveries d where d.message_seq = m.seq and d.recipient_id = m.sender_id))",
+            sessions - 1
+        )),
+        0,
+        "a broadcast without one delivery row for each of the other {} sessions",
+        sessions - 1
+    );
+    let fk: Vec<String> = db
+        .prepare("pragma foreign_key_check")
+        .expect("fk check")
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("fk rows")
+        .collect::<Result<_, _>>()
+        .expect("fk rows");
+    assert!(fk.is_empty(), "foreign key violations in {fk:?}");
+    // Each body is exactly one of the files, whole, and went where it says.
+    let mut stmt = db
+        .prepare(
+            "select m.id, m.kind, m.chars, b.body, \
+             (select group_concat(s.name) from deliveries d join sessions s on s.id = d.recipient_id \
+              where d.message_seq = m.seq) \
+             from messages m join blobs b on b.id = m.blob_id",
+        )
+        .expect("rows");
+    let mut stored: HashMap<String, String> = HashMap::new(); // id → header line
+    let mut broadcasts = 0;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .expect("query");
+    for row in rows {
+        let (id, kind, chars, body, to) = row.expect("row");
+        let head = body.lines().next().unwrap_or_default().to_string();
+        let want = bodies
+            .get(&head)
+            .unwrap_or_else(|| panic!("{id}: a body that no sender sent (starts {head:?})"));
+        assert!(
+            body == *want,
+            "{id}: body of {} chars stored, {} sent ({head})",
+            body.chars().count(),
+            want.chars().count()
+        );
+        assert_eq!(chars as usize, want.chars().count(), "{id}: chars column");
+        let to = to.unwrap_or_default();
+        if head.ends_with("to=all") {
+            assert_eq!(kind, "broadcast", "{id}");
+            broadcasts += 1;
+        } else {
+            assert_eq!(kind, "direct", "{id}");
+            assert!(
+                head.ends_with(&format!("to={to}")),
+                "{id}: {head} delivered to {to}"
+            );
+        }
+        stored.insert(id, head);
+    }
+    // Every send that said `sent <id>` is there with its own body.
+    for (id, class, to) in &done {
+        let head = stored
+            .get(id)
+            .unwrap_or_else(|| panic!("reported send {id} is missing"));
+        assert_eq!(*head, format!("body={class} to={to}"), "reported send {id}");
+    }
+    assert_eq!(env.sql("pragma integrity_check"), "ok");
+    let mut stock_checked = false;
+    if let Ok(out) = std::process::Command::new("sqlite3")
+        .arg(env.db())
+        .arg("pragma integrity_check;")
+        .output()
+    {
+        if out.status.success() {
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "ok",
+                "stock sqlite3 integrity_check"
+            );
+            stock_checked = true;
+        }
+    }
+    drop(stmt);
+    drop(db);
+
+    // The monitors print exactly the stored mail: r1 live through the
+    // kills, r2 replaying it all now; nothing half-sent, nothing twice.
+    let expected = |name: &str| -> HashSet<String> {
+        env.sql(&format!(
+            "select id from history where recipient = '{name}'"
+        ))
+        .lines()
+        .map(str::to_string)
+        .collect()
+    };
+    let mut r2 = env.monitor("kr2", &["--name", "r2"]);
+    let mut printed = 0;
+    for (name, mon) in [("r1", &mut r1), ("r2", &mut r2)] {
+        let want = expected(name);
+        let closer = env.send("s1", name, "closer");
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        loop {
+            let l = mon
+                .next_line(Duration::from_secs(30))
+                .unwrap_or_else(|| panic!("{name}: stalled after {} messages", seen.len()));
+            let id = line_id(&l).unwrap_or_else(|| panic!("{name}: odd line {l:?}"));
+            if id == closer {
+                break;
+            }
+            if !l.contains(" cont] ") {
+                *seen.entry(id.to_string()).or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(twice.is_empty(), "{name}: printed twice: {twice:?}");
+        let got: HashSet<String> = seen.into_keys().collect();
+        assert_eq!(
+            got.difference(&want).count(),
+            0,
+            "{name}: printed messages that are not stored"
+        );
+        assert_eq!(
+            want.difference(&got).count(),
+            0,
+            "{name}: stored messages never printed"
+        );
+        printed += got.len();
+    }
+    r1.stop();
+    r2.stop();
+    assert_eq!(env.sql("pragma integrity_check"), "ok");
+
+    let n = stored.len();
+    record(
+        "2 sender killed",
+        format!(
+            "{kills} `mail send` processes were SIGKILLed mid-flight ({kills_db_open} of them with \
+             the database open; bodies of 401 chars to 3 MB, all in the blob table; a third \
+             broadcasts to {} sessions), among {jobs_run} sends: every one of the {n} stored \
+             messages whole (body byte-identical, one delivery row per recipient, no orphan blob \
+             or delivery), all {} reported sends present, a live and a replaying monitor printed \
+             exactly the {printed} stored deliveries once each, `PRAGMA integrity_check` ok{} \
+             ({:.1} s).",
+            sessions - 1,
+            done.len(),
+            if stock_checked {
+                " (also in the stock sqlite3)"
+            } else {
+                ""
+            },
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    let _ = broadcasts;
+}
+
 // ---------------------------------------------------------------- 3. load
 
 #[test]
@@ -384,7 +781,7 @@ fn sixteen_sender_processes_to_eight_monitors_lose_and_duplicate_nothing() {
     const SENDERS: usize = 16;
     const MONITORS: usize = 8;
     const BROADCASTS_EACH: usize = 6; // well under the 60-a-minute limit
-    let per = env_usize("RELIABILITY_LOAD_PER", 250);
+    let per = env_usize("RELIABILITY_LOAD_PER", 500);
     let started = Instant::now();
     let mut rng = Rng::new("load");
     let env = Env::new();
@@ -619,6 +1016,475 @@ fn hundred_thousand_offline_messages_replay_in_order_with_bounded_memory() {
             replay.elapsed().as_secs_f64(),
             peak as f64 / 1024.0,
             RSS_LIMIT_KB / 1024
+        ),
+    );
+}
+
+// ---------------------------------------------------------------- 5. disk full
+
+/// `mail send --text-file` as bob, optionally with the file size capped at
+/// `cap` bytes (RLIMIT_FSIZE, with SIGXFSZ ignored so a write past the cap
+/// fails with EFBIG instead of killing the process).
+fn send_file_capped(
+    env: &Env,
+    to: &str,
+    file: &std::path::Path,
+    cap: Option<u64>,
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut c = env.cmd("kb");
+    c.args(["--from", "bob", "mail", "send", "--to", to, "--text-file"])
+        .arg(file)
+        .stdin(Stdio::null());
+    if let Some(cap) = cap {
+        // SAFETY: signal(2) and setrlimit(2) are async-signal-safe; the
+        // closure touches nothing but its own copy of `cap`.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::signal(libc::SIGXFSZ, libc::SIG_IGN) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let lim = libc::rlimit {
+                    rlim_cur: cap,
+                    rlim_max: cap,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    c.output().expect("run mail send")
+}
+
+/// A send that failed for lack of space: exit 1, nothing on stdout, one
+/// stderr line that says why. Returns that line.
+fn assert_clear_space_failure(out: &std::process::Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: exit {:?}, stderr {err:?}",
+        out.status
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: printed {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{what}: not one stderr line: {err:?}"
+    );
+    let line = err.trim_end().to_string();
+    assert!(line.starts_with("inter-session: "), "{what}: {line:?}");
+    assert!(
+        line.contains("disk is full") || line.contains("disk may be full"),
+        "{what}: the error does not say the disk is full: {line:?}"
+    );
+    line
+}
+
+/// The database is whole and still has exactly `msgs` (id, text) as its
+/// messages, each readable with `inbox read`.
+fn assert_mailbox_intact(env: &Env, msgs: &[(String, String)], what: &str) {
+    assert_eq!(env.sql("pragma integrity_check"), "ok", "{what}");
+    assert_eq!(
+        count(env, "select count(*) from messages"),
+        msgs.len(),
+        "{what}: message count"
+    );
+    assert_eq!(
+        count(
+            env,
+            "select count(*) from blobs b where not exists (select 1 from messages m where m.blob_id = b.id)"
+        ),
+        0,
+        "{what}: an orphan blob (a half-written send)"
+    );
+    for (id, text) in msgs {
+        let out = env.run("x", &["inbox", "read", id]);
+        assert!(out.status.success(), "{what}: inbox read {id} failed");
+        assert!(
+            out.stdout == text.as_bytes(),
+            "{what}: inbox read {id} gave {} bytes, sent {}",
+            out.stdout.len(),
+            text.len()
+        );
+    }
+}
+
+/// A body of `n` bytes (ASCII) that starts with `tag`.
+fn filler_text(tag: &str, n: usize) -> String {
+    let mut s = format!("{tag} ");
+    s.extend(
+        "lorem ipsum dolor sit amet 0123456789\n"
+            .chars()
+            .cycle()
+            .take(n - s.len()),
+    );
+    s
+}
+
+/// The next message lines of `mon` up to and including the one for `id`;
+/// returns the ids printed before it (cont lines skipped).
+fn ids_until(mon: &mut Monitor, id: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let l = mon
+            .next_line(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{id} never printed; saw {:?}", mon.seen));
+        let got = line_id(&l).unwrap_or_else(|| panic!("odd line {l:?}"));
+        if got == id {
+            return ids;
+        }
+        if !l.contains(" cont] ") {
+            ids.push(got.to_string());
+        }
+    }
+}
+
+#[test]
+fn disk_full_by_file_size_limit_fails_clearly_and_keeps_the_mailbox_whole() {
+    let started = Instant::now();
+    let env = Env::new();
+    env.ok("kb", &["--from", "bob", "status"]);
+    let mut mon = env.monitor("ka", &["--name", "alice"]);
+    env.wait_online("alice");
+
+    // Earlier mail: inline, a blob, a large blob.
+    let mut msgs: Vec<(String, String)> = Vec::new();
+    for (i, n) in [20usize, 1_000, 60_000].into_iter().enumerate() {
+        let text = filler_text(&format!("earlier {i}"), n);
+        let f = write_file(env.tmp.path(), &format!("e{i}.txt"), text.as_bytes());
+        let out = send_file_capped(&env, "alice", &f, None);
+        assert!(out.status.success());
+        msgs.push((sent_id(&String::from_utf8_lossy(&out.stdout)), text));
+    }
+    let last = msgs.last().map(|m| m.0.clone()).unwrap_or_default();
+    assert_eq!(ids_until(&mut mon, &last).len(), 2);
+
+    // A file size cap just above every file in the data folder: opening
+    // and reading still work, writing a 2 MB message does not.
+    let biggest = std::fs::read_dir(&env.data)
+        .expect("data dir")
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0);
+    let cap = biggest + 64 * 1024;
+    let big = filler_text("too big", 2 << 20);
+    let big_file = write_file(env.tmp.path(), "big.txt", big.as_bytes());
+    let mut lines = Vec::new();
+    for attempt in 0..3 {
+        let out = send_file_capped(&env, "alice", &big_file, Some(cap));
+        lines.push(assert_clear_space_failure(
+            &out,
+            &format!("capped send {attempt}"),
+        ));
+        assert_mailbox_intact(&env, &msgs, &format!("after capped send {attempt}"));
+    }
+    eprintln!("disk full (file size limit {cap} bytes): {}", lines[0]);
+
+    // Space is back: the same message goes through whole, and the monitor
+    // prints nothing of the failed attempts, only the later mail.
+    let small_file = write_file(env.tmp.path(), "small.txt", b"after the fault");
+    let out = send_file_capped(&env, "alice", &small_file, None);
+    assert!(out.status.success());
+    msgs.push((
+        sent_id(&String::from_utf8_lossy(&out.stdout)),
+        "after the fault".into(),
+    ));
+    let out = send_file_capped(&env, "alice", &big_file, None);
+    assert!(
+        out.status.success(),
+        "send after the cap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let big_id = sent_id(&String::from_utf8_lossy(&out.stdout));
+    msgs.push((big_id.clone(), big));
+    let between = ids_until(&mut mon, &big_id);
+    assert_eq!(
+        between,
+        vec![msgs[3].0.clone()],
+        "the monitor printed something of the failed sends"
+    );
+    assert_mailbox_intact(&env, &msgs, "after space came back");
+    mon.stop();
+    record(
+        "5a disk full (ulimit)",
+        format!(
+            "Disk full by a file size limit (RLIMIT_FSIZE {} KiB, SIGXFSZ ignored): 3 sends of a \
+             2 MiB message failed with exit 1 and one line (`{}`), the database stayed whole \
+             (`integrity_check` ok, the earlier messages byte-identical, no orphan blob, nothing \
+             printed), and the same send went through once the limit was gone ({:.1} s).",
+            cap / 1024,
+            lines[0],
+            started.elapsed().as_secs_f64()
+        ),
+    );
+}
+
+/// A small ext4 file system on a loop device, unmounted on drop.
+struct LoopMount {
+    /// Holds the image and the mount point; removed after the unmount.
+    _dir: tempfile::TempDir,
+    mnt: std::path::PathBuf,
+}
+
+impl LoopMount {
+    /// Only as root, and only where loop devices and mkfs.ext4 exist.
+    fn new(bytes: u64) -> Result<LoopMount, String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root".into());
+        }
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+        std::fs::File::create(&img)
+            .and_then(|f| f.set_len(bytes))
+            .map_err(|e| e.to_string())?;
+        let run = |prog: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+            let out = ["", "/usr/sbin/", "/sbin/"]
+                .iter()
+                .find_map(|dir| {
+                    std::process::Command::new(format!("{dir}{prog}"))
+                        .args(args)
+                        .stdin(Stdio::null())
+                        .output()
+                        .ok()
+                })
+                .ok_or_else(|| format!("{prog} not found"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{prog}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        };
+        // No blocks reserved for root (root must hit the real end of the
+        // disk), and 4 KiB blocks as on any real disk: on a file system
+        // whose blocks are smaller than a memory page, SQLite's shared-memory
+        // file can be left with holes that SIGBUS when the disk is full.
+        run(
+            "mkfs.ext4",
+            &[
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-m".as_ref(),
+                "0".as_ref(),
+                "-b".as_ref(),
+                "4096".as_ref(),
+                img.as_os_str(),
+            ],
+        )?;
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                img.as_os_str(),
+                mnt.as_os_str(),
+            ],
+        )?;
+        Ok(LoopMount { _dir: dir, mnt })
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let c = std::ffi::CString::new(self.mnt.as_os_str().as_bytes()).expect("path");
+        // SAFETY: statvfs writes into a zeroed struct we own.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg(&self.mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mnt)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn disk_full_on_a_real_file_system_fails_clearly_and_keeps_the_mailbox_whole() {
+    let started = Instant::now();
+    let fs = match LoopMount::new(12 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!(
+                "\n*** NO LOOP MOUNT ({why}): the full-file-system case is SKIPPED; the file size \
+                 limit case covers disk full ***\n"
+            );
+            record(
+                "5b disk full (file system)",
+                format!("A full file system could not be set up here ({why}); skipped."),
+            );
+            return;
+        }
+    };
+    let mut env = Env::new();
+    env.data = fs.mnt.join("data");
+    let env = env;
+    env.ok("kb", &["--from", "bob", "status"]);
+    let mut mon = env.monitor("ka", &["--name", "alice"]);
+    env.wait_online("alice");
+    let mut msgs: Vec<(String, String)> = Vec::new();
+    for (i, n) in [20usize, 1_000, 200_000].into_iter().enumerate() {
+        let text = filler_text(&format!("earlier {i}"), n);
+        let f = write_file(env.tmp.path(), &format!("e{i}.txt"), text.as_bytes());
+        let out = send_file_capped(&env, "alice", &f, None);
+        assert!(out.status.success());
+        msgs.push((sent_id(&String::from_utf8_lossy(&out.stdout)), text));
+    }
+    let last = msgs.last().map(|m| m.0.clone()).unwrap_or_default();
+    assert_eq!(ids_until(&mut mon, &last).len(), 2);
+    wait_for("the monitor's delivery marks", || {
+        count(&env, "select count(*) from pending") == 0
+    });
+    assert_eq!(mon.stop(), Some(0));
+
+    // 1. The disk filled to the last block by something else while no
+    // process has the mailbox open: every command fails with exit 1 and
+    // one clear line, none calls the database corrupt, nothing is written.
+    let fill = |path: &std::path::Path, limit: Option<u64>| {
+        let mut f = std::fs::File::create(path).expect("filler");
+        let mut written = 0u64;
+        for chunk in [64 * 1024, 4096, 512] {
+            let block = vec![0u8; chunk];
+            while limit.is_none_or(|l| written + chunk as u64 <= l) {
+                match f.write(&block) {
+                    Ok(n) if n > 0 => written += n as u64,
+                    Ok(_) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                    Err(e) => panic!("filling the disk: {e}"),
+                }
+            }
+        }
+        f.sync_all().expect("sync filler");
+    };
+    let filler = fs.mnt.join("filler");
+    fill(&filler, None);
+    let mut full_lines: BTreeMap<String, usize> = BTreeMap::new();
+    let mut full_tries = 0;
+    for (i, n) in [30usize, 5_000, 100_000].into_iter().enumerate() {
+        let text = filler_text(&format!("while full {i}"), n);
+        let f = write_file(env.tmp.path(), &format!("f{i}.txt"), text.as_bytes());
+        let out = send_file_capped(&env, "alice", &f, None);
+        let line = assert_clear_space_failure(&out, &format!("send {i} on a full disk"));
+        *full_lines.entry(line).or_default() += 1;
+        full_tries += 1;
+    }
+    for args in [
+        &["inbox", "read", msgs[0].0.as_str()][..],
+        &["list"],
+        &["inbox", "watch", "--pace", "off", "--name", "alice"],
+    ] {
+        let out = env.run("ka", args);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} on a full disk: {err:?}"
+        );
+        assert_eq!(err.lines().count(), 1, "{args:?} on a full disk: {err:?}");
+        assert!(
+            err.contains("disk may be full") || err.contains("disk is full"),
+            "{args:?} on a full disk: {err:?}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("[inter-session msg="),
+            "{args:?} printed mail on a full disk"
+        );
+        *full_lines.entry(err.trim_end().to_string()).or_default() += 1;
+        full_tries += 1;
+    }
+    for l in full_lines.keys() {
+        assert!(
+            !l.contains("corrupt") && !l.contains("move it aside"),
+            "a full disk is reported as a corrupt database: {l:?}"
+        );
+    }
+    std::fs::remove_file(&filler).expect("remove filler");
+    assert_mailbox_intact(&env, &msgs, "after the full disk");
+
+    // 2. A message bigger than the space left, with a monitor running.
+    // 1 MiB of ballast stands for the user's other files: removing it is
+    // "space is back" (the failed send's WAL keeps the space it took).
+    let ballast = fs.mnt.join("ballast");
+    fill(&ballast, Some(1 << 20));
+    let mut mon = env.monitor("ka", &["--name", "alice"]);
+    env.wait_online("alice");
+    let free = fs.free_bytes();
+    let too_big = usize::try_from(free).expect("size") + (1 << 20);
+    assert!(
+        too_big <= 10 << 20,
+        "file system too big for the test ({free} free)"
+    );
+    let big_file = write_file(
+        env.tmp.path(),
+        "big.txt",
+        filler_text("too big", too_big).as_bytes(),
+    );
+    let out = send_file_capped(&env, "alice", &big_file, None);
+    let line = assert_clear_space_failure(&out, "send bigger than the free space");
+    eprintln!("disk full ({} KiB free): {line}", free / 1024);
+    assert_mailbox_intact(&env, &msgs, "after the too-big send");
+
+    // 3. Space is back: sends work again, and the monitor prints exactly
+    // the later mail, nothing of the failed sends.
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    let mut later = Vec::new();
+    for (i, n) in [40usize, 2_000, 512 << 10].into_iter().enumerate() {
+        let text = filler_text(&format!("later {i}"), n);
+        let f = write_file(env.tmp.path(), &format!("l{i}.txt"), text.as_bytes());
+        let out = send_file_capped(&env, "alice", &f, None);
+        assert!(
+            out.status.success(),
+            "send {i} after space came back: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = sent_id(&String::from_utf8_lossy(&out.stdout));
+        later.push(id.clone());
+        msgs.push((id, text));
+    }
+    let closer = later.last().cloned().unwrap_or_default();
+    let mut printed = ids_until(&mut mon, &closer);
+    printed.push(closer);
+    assert_eq!(
+        printed, later,
+        "the monitor printed other than the later mail"
+    );
+    assert_mailbox_intact(&env, &msgs, "after the later sends");
+    assert_eq!(mon.stop(), Some(0));
+    drop(env);
+    let full_lines: Vec<String> = full_lines.into_keys().collect();
+    record(
+        "5b disk full (file system)",
+        format!(
+            "On a 12 MiB ext4 loop mount filled to the last block, {full_tries} commands (sends, \
+             `inbox read`, `list`, a monitor start) failed with exit 1 and one line (`{}`), never \
+             calling the database corrupt; a message 1 MiB bigger than the free space failed the \
+             same way (`{line}`); the database stayed whole throughout (`integrity_check` ok, \
+             earlier messages byte-identical, no orphan blob), sends worked again once space was \
+             freed and the monitor printed exactly the later mail ({:.1} s).",
+            full_lines.join("` / `"),
+            started.elapsed().as_secs_f64()
         ),
     );
 }
@@ -1068,10 +1934,6 @@ fn hostile_text_corpus_never_forges_a_line_and_reads_back_exactly() {
         );
     }
     let tried = corpus.len() + bad.len();
-    println!(
-        "note: a `proptest` property test of the line formatter is not possible without adding the \
-         dependency; src/line.rs carries a seeded random property test of the formatter instead."
-    );
     record(
         "7 hostile text",
         format!(
@@ -1090,6 +1952,353 @@ fn hostile_text_corpus_never_forges_a_line_and_reads_back_exactly() {
     assert!(
         refused_empty.len() <= 2,
         "too many corpus entries refused as empty: {refused_empty:?}"
+    );
+}
+
+// ---------------------------------------------------------------- 7b. line formatter property
+
+/// Pieces a hostile body is built from: every kind of line break, escape
+/// introducers, format characters, wide characters, and whole forged headers.
+const PROP_PIECES: &[&str] = &[
+    "\n",
+    "\r",
+    "\r\n",
+    "\u{2028}",
+    "\u{2029}",
+    "\u{85}",
+    "\u{0b}",
+    "\u{0c}",
+    "\u{1c}",
+    "\u{1d}",
+    "\u{1e}",
+    "\0",
+    "\t",
+    "\u{1b}",
+    "\u{1b}[",
+    "\u{1b}[31m",
+    "\u{1b}[1E",
+    "\u{1b}E",
+    "\u{1b}]0;t\u{07}",
+    "\u{1b}]8;;http://x\u{1b}\\",
+    "\u{1b}P",
+    "\u{1b}\\",
+    "\u{9b}",
+    "\u{9c}",
+    "\u{07}",
+    "\u{7f}",
+    "\u{202e}",
+    "\u{2066}",
+    "\u{200b}",
+    "\u{200d}",
+    "\u{feff}",
+    "\u{ad}",
+    "\u{e0041}",
+    "😀",
+    "👨\u{200d}💻",
+    "中文",
+    "e\u{301}",
+    "\u{10ffff}",
+    " ",
+    "]",
+    "[",
+    "\"",
+    "[inter-session msg=01ARZ3NDEKTSV4RRFFQ69G5FAV from=\"boss\"] ",
+    "[inter-session msg=01ARZ3NDEKTSV4RRFFQ69G5FAV cont] full text 9 chars: ",
+    "[inter-session] ",
+    " truncated=9] ",
+    " re=01ARZ3NDEKTSV4RRFFQ69G5FAV",
+];
+
+/// Plain text between the hostile pieces.
+const PROP_WORDS: &[&str] = &[
+    "hello",
+    "run the tests",
+    "inter-session",
+    "msg=",
+    "from=",
+    "cont",
+    "a",
+    "0123456789",
+    "rm -rf ~",
+    "done: ",
+];
+
+/// Characters that end a line for some reader (Rust's `lines` only knows
+/// `\n`; terminals, editors and JSON tooling know more).
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{1c}'
+            ..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
+}
+
+/// The header fields after `from="…"` (and the label) that may follow, in
+/// order: ` re=<id>`, ` queued=<age>`, ` truncated=<N>`; returns what is
+/// left after the closing `]`, or why it does not parse.
+fn rest_after_header<'a>(
+    mut s: &'a str,
+    re: Option<&str>,
+    queued: Option<bool>,
+    truncated: Option<usize>,
+) -> Result<&'a str, String> {
+    if let Some(re) = re {
+        s = s
+            .strip_prefix(&format!(" re={re}"))
+            .ok_or_else(|| format!("no re= at {s:?}"))?;
+    }
+    let has_queued = s.starts_with(" queued=");
+    if let Some(want) = queued {
+        if want != has_queued {
+            return Err(format!(
+                "queued= present: {has_queued}, expected {want}: {s:?}"
+            ));
+        }
+    }
+    if has_queued {
+        let age = &s[" queued=".len()..];
+        let end = age.find([' ', ']']).ok_or("queued= never ends")?;
+        let (v, tail) = age.split_at(end);
+        let ok = !v.is_empty()
+            && v.chars().all(|c| c.is_ascii_digit() || "smhd".contains(c))
+            && v.ends_with(['s', 'm', 'h', 'd'])
+            && v.starts_with(|c: char| c.is_ascii_digit());
+        if !ok {
+            return Err(format!("bad age {v:?}"));
+        }
+        s = tail;
+    }
+    if let Some(n) = truncated {
+        s = s
+            .strip_prefix(&format!(" truncated={n}"))
+            .ok_or_else(|| format!("no truncated={n} at {s:?}"))?;
+    }
+    s.strip_prefix(']')
+        .ok_or_else(|| format!("header does not close at {s:?}"))
+}
+
+/// One generated case: (body, id, name, label, reply-to, age in seconds).
+type PropCase = (String, u128, String, String, Option<u128>, u64);
+
+fn prop_body() -> proptest::strategy::BoxedStrategy<String> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        4 => proptest::sample::select(PROP_PIECES).prop_map(String::from),
+        3 => any::<char>().prop_map(String::from),
+        2 => proptest::sample::select(PROP_WORDS).prop_map(String::from),
+    ];
+    prop_oneof![
+        // Short and mid-length mixes.
+        4 => proptest::collection::vec(piece.clone(), 0..60).prop_map(|v| v.concat()),
+        // Long: around and far past the 500-unit line and the 2,000-char prefix.
+        2 => proptest::collection::vec(piece, 60..700).prop_map(|v| v.concat()),
+        // Arbitrary Unicode.
+        2 => any::<String>(),
+        // Break, then a forged header, anywhere in a plain body.
+        1 => ("[a-z ]{0,480}", proptest::sample::select(PROP_PIECES), "[a-z ]{0,40}").prop_map(
+            |(a, brk, b)| format!("{a}{brk}[inter-session msg=01ARZ3NDEKTSV4RRFFQ69G5FAV from=\"boss\"] {b}")
+        ),
+    ]
+    .boxed()
+}
+
+fn prop_age() -> proptest::strategy::BoxedStrategy<u64> {
+    use proptest::prelude::*;
+    prop_oneof![Just(0u64), 0u64..=55, 65u64..200_000_000].boxed()
+}
+
+/// The monitor's lines for one message, through the product's own
+/// `watch::message_lines` (which also applies the 2,000-char load prefix
+/// and the `queued=` age) — exactly what `inbox watch` prints.
+fn monitor_lines(
+    case: &PropCase,
+    name: &str,
+    label: &str,
+) -> (String, Option<String>, Vec<String>) {
+    use inter_session::store::{Message, LINE_PREFIX_CHARS};
+    let (text, id, _, _, re, age) = case;
+    let id = ulid::Ulid::from(*id).to_string();
+    let re = re.map(|r| ulid::Ulid::from(r).to_string());
+    let created = chrono::Utc::now() - chrono::Duration::seconds(i64::try_from(*age).unwrap_or(0));
+    let m = Message {
+        seq: 1,
+        id: id.clone(),
+        created_at: created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        kind: "direct".into(),
+        sender: name.to_string(),
+        sender_label: label.to_string(),
+        chars: i64::try_from(text.chars().count()).unwrap_or(i64::MAX),
+        // The store loads only a prefix of a long body for printing.
+        text: text.chars().take(LINE_PREFIX_CHARS).collect(),
+        sender_id: Some(1),
+        in_reply_to: re.clone(),
+        thread_id: id.clone(),
+        expires_at: None,
+    };
+    (id, re, inter_session::watch::message_lines(&m))
+}
+
+/// Checks that hold for any name and label: each line is one line (no
+/// break of any kind, no control but TAB, no ESC), at most 500 UTF-16 units,
+/// begins with this message's real header, and there are one or two lines
+/// (the second only as the `cont` pointer).
+fn check_safe_lines(id: &str, lines: &[String]) -> Result<(), String> {
+    if lines.is_empty() || lines.len() > 2 {
+        return Err(format!("{} lines: {lines:?}", lines.len()));
+    }
+    for (k, l) in lines.iter().enumerate() {
+        let units = l.encode_utf16().count();
+        if units > 500 {
+            return Err(format!("line {k} has {units} UTF-16 units"));
+        }
+        if let Some(c) = l
+            .chars()
+            .find(|c| is_line_break(*c) || (c.is_control() && *c != '\t'))
+        {
+            return Err(format!("line {k} holds {c:?}: {l:?}"));
+        }
+        let head = format!("[inter-session msg={id} ");
+        if !l.starts_with(&head) {
+            return Err(format!(
+                "line {k} does not start with the real header: {l:?}"
+            ));
+        }
+    }
+    if let Some(cont) = lines.get(1) {
+        if !cont.starts_with(&format!("[inter-session msg={id} cont] full text ")) {
+            return Err(format!("second line is not the cont line: {cont:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn line_formatter_property_any_text_name_and_label() {
+    use inter_session::line::sanitize;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let cases = env_usize("RELIABILITY_PROP_CASES", 3000);
+    let started = Instant::now();
+    let config = || Config {
+        cases: u32::try_from(cases).unwrap_or(u32::MAX),
+        failure_persistence: None,
+        // ChaCha (the default) is most of the run time in a debug build.
+        rng_algorithm: proptest::test_runner::RngAlgorithm::XorShift,
+        ..Config::default()
+    };
+    let tried = AtomicU64::new(0);
+    let truncated = AtomicU64::new(0);
+    let forged = AtomicU64::new(0);
+
+    // Names and labels as the product admits them (§3): the header must be
+    // exactly the real one, field by field, whatever the body holds.
+    let valid = (
+        prop_body(),
+        any::<u128>(),
+        "[a-z0-9][a-z0-9-]{0,39}",
+        prop_oneof![
+            Just(String::new()),
+            "[a-zA-Z0-9 ._:/@#!?-]{1,60}",
+            "[^\\p{C}\\p{Z}\"\\[\\]]{1,60}"
+        ],
+        proptest::option::of(any::<u128>()),
+        prop_age(),
+    );
+    let mut runner = TestRunner::new(config());
+    runner
+        .run(&valid, |case: PropCase| {
+            tried.fetch_add(1, Ordering::Relaxed);
+            let (text, _, name, label, _, age) = &case;
+            if text.contains("[inter-session msg=01ARZ3NDEKTSV4RRFFQ69G5FAV") {
+                forged.fetch_add(1, Ordering::Relaxed);
+            }
+            let (id, re, lines) = monitor_lines(&case, name, label);
+            check_safe_lines(&id, &lines).map_err(TestCaseError::fail)?;
+            let n = text.chars().count();
+            let cut = lines.len() == 2;
+            if cut {
+                truncated.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut head = format!("[inter-session msg={id} from=\"{name}\"");
+            if !label.is_empty() {
+                head.push_str(&format!(" \"{label}\""));
+            }
+            let rest = lines[0]
+                .strip_prefix(&head)
+                .ok_or_else(|| TestCaseError::fail(format!("not the real header: {:?}", lines[0])))?;
+            let queued = if *age <= 55 { Some(false) } else { Some(true) };
+            let rest = rest_after_header(rest, re.as_deref(), queued, cut.then_some(n))
+                .map_err(|e| TestCaseError::fail(format!("{e} in {:?}", lines[0])))?;
+            // The body part: all of the safe body, or a prefix of it when cut.
+            let body = sanitize(text);
+            let shown = if rest.is_empty() {
+                ""
+            } else {
+                rest.strip_prefix(' ').ok_or_else(|| {
+                    TestCaseError::fail(format!("no space after the header: {:?}", lines[0]))
+                })?
+            };
+            if cut {
+                prop_assert!(body.starts_with(shown), "shown text is not a prefix of the body");
+                prop_assert_eq!(
+                    &lines[1],
+                    &format!("[inter-session msg={id} cont] full text {n} chars: inter-session inbox read {id}")
+                );
+            } else {
+                prop_assert_eq!(shown, body.as_str());
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("valid names and labels: {e}"));
+
+    // Any name and label at all (the formatter sanitises header fields too):
+    // still one or two safe lines under this message's own header.
+    let any_field = || {
+        prop_oneof![
+            3 => any::<String>(),
+            2 => proptest::collection::vec(proptest::sample::select(PROP_PIECES), 0..12)
+                .prop_map(|v| v.concat()),
+            1 => proptest::collection::vec(any::<char>(), 400..700)
+                .prop_map(|v| v.into_iter().collect::<String>()),
+        ]
+    };
+    let wild = (
+        prop_body(),
+        any::<u128>(),
+        any_field(),
+        any_field(),
+        proptest::option::of(any::<u128>()),
+        prop_age(),
+    );
+    let mut runner = TestRunner::new(config());
+    runner
+        .run(&wild, |case: PropCase| {
+            tried.fetch_add(1, Ordering::Relaxed);
+            let (id, _, lines) = monitor_lines(&case, &case.2, &case.3);
+            check_safe_lines(&id, &lines).map_err(TestCaseError::fail)?;
+            let head = format!("[inter-session msg={id} from=\"");
+            prop_assert!(
+                lines[0].starts_with(&head),
+                "not the real header: {:?}",
+                lines[0]
+            );
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("any names and labels: {e}"));
+
+    let tried = tried.into_inner();
+    record(
+        "7b formatter property",
+        format!(
+            "A `proptest` property test of the line formatter (through the monitor's own \
+             `message_lines`) tried {tried} generated inputs — arbitrary Unicode and hostile mixes \
+             of every line break, escape, format character and forged header, {} of them long \
+             enough to be cut, {} carrying a forged header, half with any name and label at all: \
+             every line one line, ≤ 500 UTF-16 units, under the message's real header ({:.1} s).",
+            truncated.into_inner(),
+            forged.into_inner(),
+            started.elapsed().as_secs_f64()
+        ),
     );
 }
 
