@@ -338,7 +338,7 @@ impl Monitor<'_> {
     fn run(mut self, rx: Receiver<Wake>) -> Result<i32> {
         let signal = Arc::clone(&self.signal);
         let tx = self.tx.clone();
-        let _subscription = self.store.subscribe(tx)?;
+        let mut subscription = self.store.subscribe(tx)?;
         let poll = Duration::from_millis(
             env_ms("INTER_SESSION_POLL_MS")
                 .filter(|ms| *ms > 0)
@@ -464,6 +464,11 @@ impl Monitor<'_> {
                 next_housekeeping = now + HOUSEKEEPING;
                 if let Some(end) = self.housekeeping()? {
                     break end;
+                }
+                // A wake-up source that cannot be restored leaves the
+                // fallback poll; a vanished database is caught above.
+                if subscription.refresh().unwrap_or(false) {
+                    maybe_pending = true;
                 }
             }
         };

@@ -510,6 +510,33 @@ fn notification_alone_wakes_the_monitor() {
     }
 }
 
+/// Monitors watch the sentinel file writers touch after each commit; if it
+/// is deleted (a clean-up script, a user), the next writer makes a new one
+/// and the monitor, seeing a different file within a second, watches that
+/// one and looks for what it missed. Still without the fallback poll.
+#[test]
+fn deleted_sentinel_is_watched_again() {
+    let env = Env::new();
+    register(&env, "bob");
+    let mut mon = Watch::start(&env, "ka", "alice", &[("INTER_SESSION_POLL_MS", "3600000")]);
+    env.wait_online("alice");
+    let sentinel = env.data.join("mailbox.db.notify");
+    for round in 0..3 {
+        std::fs::remove_file(&sentinel).expect("remove the sentinel");
+        let id = send_as(&env, "bob", "alice", &format!("after removal {round}"));
+        let l = mon
+            .next_line(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("round {round}: not printed once the sentinel was gone"));
+        assert_eq!(line_id(&l), Some(id.as_str()));
+        // And the new file wakes it as the old one did.
+        let id = send_as(&env, "bob", "alice", &format!("then {round}"));
+        let l = mon
+            .next_line(Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("round {round}: the new sentinel does not wake it"));
+        assert_eq!(line_id(&l), Some(id.as_str()));
+    }
+}
+
 #[test]
 fn idle_monitor_uses_almost_no_cpu() {
     let env = Env::new();

@@ -198,7 +198,14 @@ pub enum Wake {
 }
 
 /// Keeps a monitor's wake-up source alive; dropping it stops the wake-ups.
-pub trait Subscription {}
+pub trait Subscription {
+    /// Called about once a second: re-establish a wake-up source that went
+    /// away (until then the fallback poll stands in for it). `true` when it
+    /// was re-established: changes meanwhile may have gone unannounced.
+    fn refresh(&mut self) -> Result<bool> {
+        Ok(false)
+    }
+}
 
 /// A tmux-hosted agent session started with `peer spawn`.
 #[derive(Debug, Clone, Serialize)]

@@ -9,7 +9,9 @@
 use std::cell::Cell;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -815,36 +817,9 @@ impl Mailbox for SqliteStore {
     }
 
     fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>> {
-        use notify::{EventKind, RecursiveMode, Watcher};
-        // Only the sentinel that writers touch after each commit, and the
-        // database file itself going away, are changes: WAL writes (our own
-        // delivery marks among them) would wake every monitor for nothing.
-        let sentinel = datadir::sentinel(&self.dir);
-        let db_path = self.db_path.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res {
-                let relevant = event.paths.iter().any(|p| *p == sentinel || *p == db_path);
-                if relevant
-                    && matches!(
-                        event.kind,
-                        EventKind::Access(notify::event::AccessKind::Close(
-                            notify::event::AccessMode::Write
-                        )) | EventKind::Create(_)
-                            | EventKind::Modify(_)
-                            | EventKind::Remove(_)
-                            | EventKind::Any
-                    )
-                {
-                    let _ = tx.send(Wake::Change);
-                }
-            }
-        })
-        .context("could not start file-change notification")?;
-        watcher
-            .watch(&self.dir, RecursiveMode::NonRecursive)
-            .with_context(|| format!("could not watch {}", self.dir.display()))?;
+        let guard = WatcherGuard::start(datadir::sentinel(&self.dir), tx)?;
         self.seen_version.set(data_version(&self.conn)?);
-        Ok(Box::new(WatcherGuard(watcher)))
+        Ok(Box::new(guard))
     }
 
     fn changed(&self) -> Result<bool> {
@@ -980,5 +955,77 @@ fn data_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
-struct WatcherGuard(#[allow(dead_code)] notify::RecommendedWatcher);
-impl Subscription for WatcherGuard {}
+/// Watches the sentinel file that writers touch after each commit, and only
+/// it: a watch on the whole folder would also wake on every WAL page a
+/// writer appends (eight or so per send), taking the CPU from the very
+/// sender whose mail we wait for.
+struct WatcherGuard {
+    _watcher: notify::RecommendedWatcher,
+    sentinel: PathBuf,
+    /// The sentinel file being watched; a new file needs a new watch.
+    watched: Option<(u64, u64)>,
+    /// Set when the watched file was removed or renamed (its inode number
+    /// may come back at once for the next file, so identity is not enough).
+    lost: Arc<AtomicBool>,
+    tx: Sender<Wake>,
+}
+
+impl WatcherGuard {
+    fn start(sentinel: PathBuf, tx: Sender<Wake>) -> Result<Self> {
+        use notify::{EventKind, RecursiveMode, Watcher};
+        // Writers create it on their first commit; make sure it is there.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&sentinel)
+            .with_context(|| format!("could not create {}", sentinel.display()))?;
+        let watched = file_identity(&sentinel);
+        let wake = tx.clone();
+        let lost = Arc::new(AtomicBool::new(false));
+        let gone = Arc::clone(&lost);
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(event) = res {
+                if matches!(
+                    event.kind,
+                    EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+                ) {
+                    gone.store(true, Ordering::SeqCst);
+                }
+                if matches!(
+                    event.kind,
+                    EventKind::Access(notify::event::AccessKind::Close(
+                        notify::event::AccessMode::Write
+                    )) | EventKind::Create(_)
+                        | EventKind::Modify(_)
+                        | EventKind::Remove(_)
+                        | EventKind::Any
+                ) {
+                    let _ = wake.send(Wake::Change);
+                }
+            }
+        })
+        .context("could not start file-change notification")?;
+        watcher
+            .watch(&sentinel, RecursiveMode::NonRecursive)
+            .with_context(|| format!("could not watch {}", sentinel.display()))?;
+        Ok(WatcherGuard {
+            _watcher: watcher,
+            sentinel,
+            watched,
+            lost,
+            tx,
+        })
+    }
+}
+
+impl Subscription for WatcherGuard {
+    fn refresh(&mut self) -> Result<bool> {
+        if !self.lost.load(Ordering::SeqCst) && file_identity(&self.sentinel) == self.watched {
+            return Ok(false);
+        }
+        // Removed or replaced: watch the file that is there now.
+        *self = WatcherGuard::start(self.sentinel.clone(), self.tx.clone())?;
+        Ok(true)
+    }
+}
