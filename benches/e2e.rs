@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use inter_session::store::postgres::PostgresStore;
 use inter_session::store::sqlite::SqliteStore;
 use inter_session::store::{Mailbox, NewMessage, Recipients, State};
 
@@ -46,6 +47,12 @@ const ROW_KEYS: &[(&str, &str)] = &[
     ("footprint", "monitor footprint (idle)"),
     ("history", "history growth (1M rows)"),
     ("replay", "offline replay of 10k"),
+    ("pg-send", "PostgreSQL: CLI `mail send` wall time"),
+    ("pg-latency", "PostgreSQL: send → monitor line printed"),
+    (
+        "pg-throughput",
+        "PostgreSQL: sustained throughput (4 senders)",
+    ),
 ];
 
 struct Opts {
@@ -338,10 +345,163 @@ fn scrubbed_vars() -> &'static [OsString] {
     })
 }
 
-/// One temp data folder.
+// -------------------------------------------------------------- backends --
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The row key of `base` ("send" → "pg-send").
+    fn key(self, base: &'static str) -> &'static str {
+        match (self, base) {
+            (Backend::Sqlite, _) => base,
+            (Backend::Postgres, "send") => "pg-send",
+            (Backend::Postgres, "latency") => "pg-latency",
+            (Backend::Postgres, "throughput") => "pg-throughput",
+            (Backend::Postgres, _) => base,
+        }
+    }
+
+    /// A temp folder tag (and database name part).
+    fn tag(self, base: &'static str) -> &'static str {
+        self.key(base)
+    }
+}
+
+fn row_title(key: &str) -> &'static str {
+    ROW_KEYS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or("?", |(_, t)| t)
+}
+
+/// The PostgreSQL server the `pg-*` rows use: `INTER_SESSION_BENCH_PG_URL`
+/// (a URL whose role may create databases), else a throwaway cluster started
+/// with `.ci/pg-throwaway` (PostgreSQL installed, as CI does) and stopped at
+/// the end. Each row gets a new empty database on it.
+struct PgServer {
+    admin_url: String,
+    /// Set when we started the cluster (and so stop it).
+    root: Option<String>,
+    made: std::sync::atomic::AtomicUsize,
+}
+
+static PG: OnceLock<std::result::Result<PgServer, String>> = OnceLock::new();
+
+fn pg_server() -> std::result::Result<&'static PgServer, String> {
+    PG.get_or_init(PgServer::find)
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The throwaway-cluster script, when this checkout has it.
+fn pg_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/pg-throwaway")
+}
+
+impl PgServer {
+    fn find() -> std::result::Result<PgServer, String> {
+        if let Some(url) = std::env::var("INTER_SESSION_BENCH_PG_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        {
+            return Ok(PgServer {
+                admin_url: url,
+                root: None,
+                made: Default::default(),
+            });
+        }
+        let script = pg_script();
+        if !script.exists() {
+            return Err(format!(
+                "no PostgreSQL: set INTER_SESSION_BENCH_PG_URL ({} is missing)",
+                script.display()
+            ));
+        }
+        progress("postgres: starting a throwaway cluster (.ci/pg-throwaway start) …");
+        let out = Command::new(&script)
+            .arg("start")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("could not run {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "no PostgreSQL: set INTER_SESSION_BENCH_PG_URL, or install PostgreSQL so that {} can start a cluster ({})",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        // Lines of `export NAME='value'`.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let var = |name: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(&format!("export {name}="))
+                    .map(|v| v.trim_matches('\'').to_string())
+            })
+        };
+        match (
+            var("INTER_SESSION_TEST_PG_URL"),
+            var("INTER_SESSION_TEST_PG_ROOT"),
+        ) {
+            (Some(url), Some(root)) => Ok(PgServer {
+                admin_url: url,
+                root: Some(root),
+                made: Default::default(),
+            }),
+            _ => Err(format!(
+                "unexpected output from {}: {text}",
+                script.display()
+            )),
+        }
+    }
+
+    /// CREATE DATABASE and return its URL.
+    fn fresh_database(&self, tag: &str) -> Result<String> {
+        let n = self.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("bench_{}_{}_{n}", tag.replace('-', "_"), std::process::id());
+        let mut admin = postgres::Client::connect(&self.admin_url, postgres::NoTls)
+            .context("could not connect to the benchmark's PostgreSQL server")?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .with_context(|| format!("could not create database {name}"))?;
+        with_database(&self.admin_url, &name)
+    }
+
+    fn stop(&self) {
+        if let Some(root) = &self.root {
+            let _ = Command::new(pg_script())
+                .arg("stop")
+                .env("INTER_SESSION_TEST_PG_ROOT", root)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> Result<String> {
+    let scheme_end = url.find("://").context("not a URL")? + 3;
+    let (head, query) = match url.find('?') {
+        Some(q) => (&url[..q], &url[q..]),
+        None => (url, ""),
+    };
+    let path_start = head[scheme_end..]
+        .find('/')
+        .map_or(head.len(), |i| scheme_end + i);
+    Ok(format!("{}/{name}{query}", &head[..path_start]))
+}
+
+/// One temp data folder, and the mailbox its commands use: SQLite in the
+/// folder, or a fresh PostgreSQL database.
 struct Folder {
     tmp: tempfile::TempDir,
     data: PathBuf,
+    /// `INTER_SESSION_DATABASE_URL` for every command (PostgreSQL rows).
+    url: Option<String>,
 }
 
 impl Folder {
@@ -351,12 +511,36 @@ impl Folder {
             .tempdir()
             .context("tempdir")?;
         let data = tmp.path().join("data");
-        Ok(Folder { tmp, data })
+        Ok(Folder {
+            tmp,
+            data,
+            url: None,
+        })
+    }
+
+    /// A folder whose mailbox lives on `backend` (a new empty database for
+    /// PostgreSQL).
+    fn on(tag: &str, backend: Backend) -> Result<Folder> {
+        let mut f = Folder::new(tag)?;
+        if backend == Backend::Postgres {
+            let server = pg_server().map_err(|e| anyhow::anyhow!("{e}"))?;
+            f.url = Some(server.fresh_database(tag)?);
+        }
+        Ok(f)
     }
 
     /// Create the database (schema) before any process races to do it.
     fn store(&self) -> Result<SqliteStore> {
         SqliteStore::open_in(&self.data)
+    }
+
+    /// The mailbox through the library, on whichever backend the folder uses
+    /// (creating the schema).
+    fn mailbox(&self) -> Result<Box<dyn Mailbox>> {
+        match &self.url {
+            Some(url) => Ok(Box::new(PostgresStore::connect(url)?)),
+            None => Ok(Box::new(self.store()?)),
+        }
     }
 
     fn cmd(&self, key: &str) -> Command {
@@ -368,6 +552,9 @@ impl Folder {
             .env("INTER_SESSION_KEY", key)
             .current_dir(self.tmp.path())
             .stdin(Stdio::null());
+        if let Some(url) = &self.url {
+            c.env("INTER_SESSION_DATABASE_URL", url);
+        }
         c
     }
 
@@ -593,7 +780,7 @@ impl Tracker {
 
 /// Block until every one of `names` is online (its monitor holds the lock).
 fn wait_online(f: &Folder, names: &[&str]) -> Result<()> {
-    let store = f.store()?;
+    let store = f.mailbox()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let online = store
@@ -642,8 +829,16 @@ fn lost_check(sent: usize, printed: usize, dups: usize, failed: usize) -> (Strin
 
 /// 1. `mail send` wall time, one process per send, to an online monitor.
 fn row_send(plan: &Plan) -> Result<Row> {
-    let f = Folder::new("send")?;
-    f.store()?;
+    send_row(plan, Backend::Sqlite)
+}
+
+fn row_pg_send(plan: &Plan) -> Result<Row> {
+    send_row(plan, Backend::Postgres)
+}
+
+fn send_row(plan: &Plan, backend: Backend) -> Result<Row> {
+    let f = Folder::on(backend.tag("send"), backend)?;
+    f.mailbox()?;
     let (_mon, mut tracker) = warm_monitor(&f, "alice")?;
     let mut walls = Vec::with_capacity(plan.sends);
     let mut ids = Vec::with_capacity(plan.sends);
@@ -684,14 +879,17 @@ fn row_send(plan: &Plan) -> Result<Row> {
         floor.push(ms(t.elapsed()));
     }
 
-    let mut r = Row::new("send", "CLI `mail send` wall time");
+    let key = backend.key("send");
+    let mut r = Row::new(key, row_title(key));
     r.set_samples("ms", walls);
     let p50 = r.dist.map_or(f64::NAN, |d| d.p50);
     r.result = p50;
     r.result_unit = "ms";
     r.result_text = format!("p50 {} ms", fmt_num(p50));
-    r.target = "p50 ≤ 2 ms".into();
-    r.met = p50 <= 2.0;
+    (r.target, r.met) = match backend {
+        Backend::Sqlite => ("p50 ≤ 2 ms".into(), p50 <= 2.0),
+        Backend::Postgres => ("none set".into(), true),
+    };
     r.check = check;
     r.ok = ok && queued == 0;
     let floor_cpu = (children_cpu() - floor_cpu0) / floor.len().max(1) as f64;
@@ -710,19 +908,33 @@ fn row_send(plan: &Plan) -> Result<Row> {
 /// 2. Timestamp before spawning the sender → the line read on the monitor's
 ///    stdout pipe; sequential.
 fn row_latency(plan: &Plan) -> Result<Row> {
-    let f = Folder::new("latency")?;
-    f.store()?;
+    latency_row(plan, Backend::Sqlite)
+}
+
+fn row_pg_latency(plan: &Plan) -> Result<Row> {
+    latency_row(plan, Backend::Postgres)
+}
+
+fn latency_row(plan: &Plan, backend: Backend) -> Result<Row> {
+    let f = Folder::on(backend.tag("latency"), backend)?;
+    f.mailbox()?;
     let (_mon, mut tracker) = warm_monitor(&f, "alice")?;
     let (lat, sent, printed, failed) = latency_samples(&f, &mut tracker, plan.latency, "latency")?;
     let (check, ok) = lost_check(sent, printed, tracker.dups, failed);
-    let mut r = Row::new("latency", "send → monitor line printed");
+    let key = backend.key("latency");
+    let mut r = Row::new(key, row_title(key));
     r.set_samples("ms", lat);
     let (p50, p99) = r.dist.map_or((f64::NAN, f64::NAN), |d| (d.p50, d.p99));
     r.result = p50;
     r.result_unit = "ms";
     r.result_text = format!("p50 {} / p99 {} ms", fmt_num(p50), fmt_num(p99));
-    r.target = "p50 ≤ 2 ms, p99 ≤ 5 ms".into();
-    r.met = p50 <= 2.0 && p99 <= 5.0;
+    (r.target, r.met) = match backend {
+        Backend::Sqlite => ("p50 ≤ 2 ms, p99 ≤ 5 ms".into(), p50 <= 2.0 && p99 <= 5.0),
+        Backend::Postgres => (
+            "p50 ≤ 10 ms, p99 ≤ 25 ms".into(),
+            p50 <= 10.0 && p99 <= 25.0,
+        ),
+    };
     r.check = check;
     r.ok = ok;
     Ok(r)
@@ -754,9 +966,17 @@ fn latency_samples(
 
 /// 3. Four threads, each spawning `mail send` processes in a loop.
 fn row_throughput(plan: &Plan) -> Result<Row> {
+    throughput_row(plan, Backend::Sqlite)
+}
+
+fn row_pg_throughput(plan: &Plan) -> Result<Row> {
+    throughput_row(plan, Backend::Postgres)
+}
+
+fn throughput_row(plan: &Plan, backend: Backend) -> Result<Row> {
     const SENDERS: usize = 4;
-    let f = Folder::new("throughput")?;
-    f.store()?;
+    let f = Folder::on(backend.tag("throughput"), backend)?;
+    f.mailbox()?;
     let (mon, mut tracker) = warm_monitor(&f, "alice")?;
     // Register the senders first, so the window measures sends only.
     for s in 0..SENDERS {
@@ -815,13 +1035,16 @@ fn row_throughput(plan: &Plan) -> Result<Row> {
     let rate = ids.len() as f64 / elapsed.as_secs_f64();
     let (check, ok) = lost_check(ids.len(), printed, tracker.dups, errors.len());
 
-    let mut r = Row::new("throughput", "sustained throughput (4 senders)");
+    let key = backend.key("throughput");
+    let mut r = Row::new(key, row_title(key));
     r.set_samples("ms", walls);
     r.result = rate;
     r.result_unit = "sends/s";
     r.result_text = format!("{} sends/s", fmt_thousands(rate));
-    r.target = "≥ 1,000 sends/s, 0 lost".into();
-    r.met = rate >= 1000.0 && ok;
+    (r.target, r.met) = match backend {
+        Backend::Sqlite => ("≥ 1,000 sends/s, 0 lost".into(), rate >= 1000.0 && ok),
+        Backend::Postgres => ("0 lost".into(), ok),
+    };
     r.check = check;
     r.ok = ok;
     r.notes.push(format!(
@@ -1374,6 +1597,18 @@ fn run_row(key: &'static str, f: impl FnOnce() -> Result<Row>) -> Row {
         .map_or(key, |(_, t)| t);
     progress(&format!("{key}: {title} …"));
     let t = Instant::now();
+    if key.starts_with("pg-") {
+        if let Err(why) = pg_server() {
+            // Loud, but not a failure: PostgreSQL is optional.
+            progress(&format!("{key}: SKIPPED: {why}"));
+            let mut r = Row::new(key, title);
+            r.result_text = "skipped".into();
+            r.target = "—".into();
+            r.check = format!("skipped: {why}");
+            r.ok = true;
+            return r;
+        }
+    }
     let row = f().unwrap_or_else(|e| Row::failed(key, title, &e));
     progress(&format!(
         "{key}: {} (target {}; {}) in {:.1} s",
@@ -1430,6 +1665,9 @@ fn main() {
         ("fanout", row_fanout),
         ("history", row_history),
         ("replay", row_replay),
+        ("pg-send", row_pg_send),
+        ("pg-latency", row_pg_latency),
+        ("pg-throughput", row_pg_throughput),
     ];
     for (key, f) in steps {
         if opts.wants(key) {
@@ -1457,6 +1695,9 @@ fn main() {
             .position(|r| r.key == "history" || r.key == "replay")
             .unwrap_or(rows.len());
         rows.splice(at..at, fp);
+    }
+    if let Some(Ok(server)) = PG.get() {
+        server.stop();
     }
     let total = run_start.elapsed();
     let load_end = loadavg();

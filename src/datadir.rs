@@ -90,6 +90,10 @@ pub fn check_private(path: &Path, what: &str, must_exist: bool) -> Result<()> {
 
 /// Make a file we created private, whatever the umask was.
 pub fn make_private(path: &Path) -> Result<()> {
+    // Only when needed: a chmod dirties the inode on every open otherwise.
+    if fs::symlink_metadata(path).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o600) {
+        return Ok(());
+    }
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
         .with_context(|| format!("could not chmod 600 {}", path.display()))
 }
