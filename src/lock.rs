@@ -13,8 +13,30 @@ use anyhow::{Context, Result};
 /// An exclusive lock, released on drop (or when the process dies).
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    file: File,
     pub path: PathBuf,
+    /// Remove the file when the lock is released (see `acquire_removable`).
+    remove: bool,
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        if self.remove {
+            // Still ours while we hold it: whoever waits on this file sees it
+            // gone once they lock it, and starts over with a new one.
+            let _ = std::fs::remove_file(&self.path);
+        }
+        // The lock itself goes with `file`, right after this.
+    }
+}
+
+/// Whether `path` still names the file open as `file`.
+fn still_named(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn open(path: &Path) -> Result<File> {
@@ -53,8 +75,9 @@ impl FileLock {
             .with_context(|| format!("could not lock {}", path.display()))?
         {
             return Ok(Some(FileLock {
-                _file: file,
+                file,
                 path: path.to_path_buf(),
+                remove: false,
             }));
         }
         Ok(None)
@@ -74,14 +97,37 @@ impl FileLock {
         }
     }
 
+    /// Like `acquire_within`, for a lock file that is removed when released
+    /// (one per session key would otherwise pile up for ever). Every user
+    /// of such a path must take it this way: a lock won on a file that was
+    /// removed meanwhile is dropped and taken again on the current file.
+    pub fn acquire_removable_within(path: &Path, patience: Duration) -> Result<Option<FileLock>> {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(mut lock) = Self::try_acquire(path)? {
+                if still_named(&lock.file, path) {
+                    lock.remove = true;
+                    return Ok(Some(lock));
+                }
+                // Removed by the previous holder: try the new file at once.
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Block until the lock is ours.
     pub fn acquire(path: &Path) -> Result<FileLock> {
         let file = open(path)?;
         flock(&file, libc::LOCK_EX)
             .with_context(|| format!("could not lock {}", path.display()))?;
         Ok(FileLock {
-            _file: file,
+            file,
             path: path.to_path_buf(),
+            remove: false,
         })
     }
 }

@@ -220,7 +220,8 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
     let dir = crate::datadir::path()?;
     let key_lock_path =
         crate::datadir::locks_dir(&dir).join(format!("key-{:016x}.lock", lock::fnv1a(&key)));
-    let Some(_key_lock) = FileLock::acquire_within(&key_lock_path, KEY_LOCK_PATIENCE)? else {
+    let Some(_key_lock) = FileLock::acquire_removable_within(&key_lock_path, KEY_LOCK_PATIENCE)?
+    else {
         let (held, pid) = match store.session_by_key(&key)? {
             Some(s) => (
                 s.name,

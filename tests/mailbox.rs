@@ -340,7 +340,10 @@ fn offline_mail_is_replayed_in_send_order_exactly_once() {
         alice.line(),
         format!("[inter-session msg={after} from=\"bob\"] after restart")
     );
-    assert_eq!(env.sql("select count(*) from pending"), "0");
+    // Marked delivered once the reader has taken the line.
+    wait_for("nothing pending", || {
+        env.sql("select count(*) from pending") == "0"
+    });
 }
 
 // ------------------------------------------------------------- 3. names
@@ -553,6 +556,43 @@ fn second_monitor_for_the_same_key_exits_zero_with_notice() {
     let id = env.send("bob", "alice", "still yours");
     expect_msg(&mut alice, &id);
     assert!(!sessions(&env, true).iter().any(|s| s["name"] == "alice-2"));
+}
+
+/// The per-key lock file goes with the monitor that held it, so a data
+/// folder used by thousands of sessions does not keep a file for each; a
+/// monitor waiting on the old file takes the lock on the new one.
+#[test]
+fn key_lock_files_are_removed_and_handover_stays_exclusive() {
+    let env = Env::new();
+    let key_locks = || -> Vec<String> {
+        std::fs::read_dir(env.data.join("locks"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("key-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for name in ["k1", "k2", "k3"] {
+        let m = env.monitor(name, &["--name", name]);
+        up(&env, &m, name);
+        assert_eq!(key_locks().len(), 1, "one key lock while {name} watches");
+        assert_eq!(m.stop(), Some(0));
+        assert!(key_locks().is_empty(), "left behind: {:?}", key_locks());
+    }
+    // A second monitor started while the first still holds the key waits;
+    // when the first ends (and removes its file), the second takes over.
+    let first = env.monitor("kx", &["--name", "alice"]);
+    up(&env, &first, "alice");
+    let mut second = env.monitor("kx", &["--name", "alice"]);
+    first.signal(libc::SIGTERM);
+    env.wait_online("alice");
+    let id = env.send("bob", "alice", "to the second");
+    expect_msg(&mut second, &id);
+    assert_eq!(key_locks().len(), 1, "the second's key lock");
+    assert_eq!(second.stop(), Some(0));
+    assert!(key_locks().is_empty());
 }
 
 #[test]
