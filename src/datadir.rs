@@ -109,7 +109,7 @@ const NETWORK_FS: &[(i64, &str)] = &[
     (0x564C, "NCP"),
     (0x0BD0_0BD0, "Lustre"),
     (0x00C3_6400, "CephFS"),
-    (0x0102_1994, "GFS2"),
+    (0x0116_1970, "GFS2"),
 ];
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 
@@ -191,4 +191,21 @@ pub fn sentinel(dir: &Path) -> PathBuf {
 /// wake every monitor watching the data folder.
 pub fn locks_dir(dir: &Path) -> PathBuf {
     dir.join("locks")
+}
+
+#[cfg(test)]
+mod fs_kind_tests {
+    use super::*;
+
+    /// tmpfs (`/tmp` on many distributions, `/dev/shm`, `/run/user`) is a
+    /// local file system: its magic must not be in the network list.
+    #[test]
+    fn tmpfs_is_local() {
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        assert!(!NETWORK_FS.iter().any(|(m, _)| *m == TMPFS_MAGIC));
+        let shm = Path::new("/dev/shm");
+        if shm.is_dir() {
+            assert_eq!(network_fs_name(shm), None);
+        }
+    }
 }

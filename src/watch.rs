@@ -120,6 +120,7 @@ impl Out {
     fn taken(&self, signal: &AtomicI32) -> bool {
         let start = Instant::now();
         let mut pause = Duration::from_micros(50);
+        let mut spins = 0u32;
         loop {
             if signal.load(Ordering::SeqCst) != 0 {
                 return false;
@@ -131,6 +132,13 @@ impl Out {
                 Some(_) if self.closed() => return false,
                 Some(_) if start.elapsed() >= TAKE_PATIENCE => return true,
                 Some(_) => {}
+            }
+            // A reader that is running takes the bytes within microseconds:
+            // yield to it a few times before sleeping.
+            if spins < 64 {
+                spins += 1;
+                std::thread::yield_now();
+                continue;
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(5));

@@ -89,7 +89,7 @@ impl SqliteStore {
         datadir::check_private(&locks, "lock folder", true)?;
 
         let conn = open_connection(&db_path, false)?;
-        let version = schema_version(&conn).with_context(|| not_a_mailbox(&db_path))?;
+        let version = schema_version(&conn).map_err(|e| open_failed(&db_path, e))?;
         if version < MIGRATIONS.len() {
             // First-time set-up is serialised: two processes starting on a
             // fresh folder would otherwise race on the WAL switch and the
@@ -216,6 +216,28 @@ impl SqliteStore {
     }
 }
 
+/// Context for a failure while opening: "corrupt, move it aside" only when
+/// SQLite says so (not a database, corrupt), never for a full disk or a
+/// failed write, where that advice would throw good mail away.
+fn open_failed(path: &Path, e: impl Into<anyhow::Error>) -> anyhow::Error {
+    let e: anyhow::Error = e.into();
+    let corrupt = e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            .is_some_and(|code| {
+                matches!(
+                    code,
+                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                )
+            })
+    });
+    if corrupt {
+        e.context(not_a_mailbox(path))
+    } else {
+        e.context(format!("could not open the mailbox at {}", path.display()))
+    }
+}
+
 fn not_a_mailbox(path: &Path) -> String {
     format!(
         "{} is not a readable inter-session mailbox (corrupt, or not an SQLite database); move it aside to start fresh",
@@ -240,8 +262,13 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     // leaves a monitor asleep long after a burst of short transactions;
     // ours retries every fraction of a millisecond, for up to ~10 s.
     conn.busy_handler(Some(busy_retry))?;
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-        .with_context(|| not_a_mailbox(path))?;
+    // journal_size_limit: after a checkpoint the WAL shrinks back to 4 MiB
+    // (a huge or failed transaction would otherwise keep its disk space for
+    // as long as any monitor holds the database open).
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 4194304;",
+    )
+    .map_err(|e| open_failed(path, e))?;
     Ok(conn)
 }
 
@@ -264,7 +291,7 @@ fn schema_version(conn: &Connection) -> Result<usize> {
 fn migrate(conn: &Connection, path: &Path) -> Result<()> {
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .with_context(|| not_a_mailbox(path))?;
+        .map_err(|e| open_failed(path, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         bail!(
             "could not switch {} to WAL mode (got {mode})",
