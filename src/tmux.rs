@@ -33,9 +33,14 @@ fn checked(sock: &str, args: &[&str]) -> Result<String> {
     let out = tmux(sock, args)?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
+        // The last of several `;`-separated commands is the one that matters.
+        let what = match args.iter().rposition(|a| *a == ";") {
+            Some(i) => args.get(i + 1),
+            None => args.first(),
+        };
         bail!(
             "tmux {} failed: {}",
-            args.first().copied().unwrap_or(""),
+            what.copied().unwrap_or(""),
             err.trim()
         );
     }
@@ -63,28 +68,48 @@ fn pane(session: &str) -> String {
     format!("={session}:")
 }
 
-/// Start a detached session running `shell_command` (run by tmux's shell).
+/// Start a detached session running `shell_command` (run by tmux's shell),
+/// with `env` set in it, and each variable named in `pass_through` copied
+/// from our own environment — or removed from the session's when we do not
+/// have it. Those go through tmux's `update-environment` and the client's
+/// environment rather than its command line, where other local users could
+/// read them (a database URL may hold a password); without it a pane would
+/// get whatever the tmux server was started with.
 pub fn new_session(
     sock: &str,
     session: &str,
     cwd: &str,
     env: &[(&str, String)],
+    pass_through: &[&str],
     shell_command: &str,
 ) -> Result<()> {
-    let mut args: Vec<String> = [
-        "new-session",
-        "-d",
-        "-s",
-        session,
-        "-c",
-        cwd,
-        "-x",
-        "200",
-        "-y",
-        "50",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = Vec::new();
+    for (i, var) in pass_through.iter().enumerate() {
+        // Fixed slots after tmux's defaults, so repeated spawns do not
+        // grow the list; `;` ends a command within one tmux invocation.
+        args.extend([
+            "set-option".to_string(),
+            "-g".to_string(),
+            format!("update-environment[{}]", 100 + i),
+            var.to_string(),
+            ";".to_string(),
+        ]);
+    }
+    args.extend(
+        [
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-c",
+            cwd,
+            "-x",
+            "200",
+            "-y",
+            "50",
+        ]
+        .map(String::from),
+    );
     for (k, v) in env {
         args.push("-e".into());
         args.push(format!("{k}={v}"));

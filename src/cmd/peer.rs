@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{me_if_any, open, print_table};
 use crate::identity;
-use crate::store::{Mailbox, Peer, State};
+use crate::store::{this_host, Mailbox, Peer, State};
 use crate::tmux;
 
 /// Variables of the spawner's Claude Code session that must not leak into
@@ -35,6 +35,31 @@ fn known_peer(store: &dyn Mailbox, name: &str) -> Result<Peer> {
     }
 }
 
+/// The host a peer runs on: the host its mailbox was registered on when it
+/// was spawned (its pane's monitor runs there under the same host name).
+/// With SQLite every session is on this host.
+fn host_of(store: &dyn Mailbox, p: &Peer) -> Result<String> {
+    let session = match p.session_id {
+        Some(id) => store.session_by_id(id)?,
+        None => store.session_by_name(&p.name)?,
+    };
+    Ok(session.map_or_else(this_host, |s| s.host))
+}
+
+/// A peer whose tmux session lives on this host: tmux can only reach those.
+fn local_peer(store: &dyn Mailbox, name: &str) -> Result<Peer> {
+    let p = known_peer(store, name)?;
+    let host = host_of(store, &p)?;
+    let here = this_host();
+    if host != here {
+        bail!(
+            "peer '{name}' runs on host '{host}', not on this one ('{here}'); \
+             run this command on {host}"
+        );
+    }
+    Ok(p)
+}
+
 pub fn spawn(
     from: Option<&str>,
     name: &str,
@@ -47,9 +72,19 @@ pub fn spawn(
     tmux::require()?;
     let sock = tmux::socket();
     let store = open()?;
+    let host = this_host();
     if let Some(p) = store.peer(name)? {
-        if p.killed_at.is_none() && tmux::alive(&p.tmux_socket, &p.tmux_session)? {
-            bail!("peer '{name}' is already running; talk to it with: inter-session peer send {name} TEXT");
+        if p.killed_at.is_none() {
+            let theirs = host_of(store.as_ref(), &p)?;
+            if theirs != host {
+                bail!(
+                    "peer '{name}' belongs to host '{theirs}'; end it there \
+                     (inter-session peer kill {name}) or pick another name"
+                );
+            }
+            if tmux::alive(&p.tmux_socket, &p.tmux_session)? {
+                bail!("peer '{name}' is already running; talk to it with: inter-session peer send {name} TEXT");
+            }
         }
     }
     if let Some(s) = store.session_by_name(name)? {
@@ -72,12 +107,19 @@ pub fn spawn(
     let key = format!("peer:{name}:{}", ulid::Ulid::new());
     let data_dir = crate::datadir::path()?;
 
+    // The pane acts as `name` on this host, in this mailbox: the host name
+    // its sessions record is pinned (its monitor must claim the mailbox on
+    // the host the peer belongs to), and the database URL is passed through
+    // tmux's environment rather than its command line (it may hold a
+    // password); when we use SQLite it is removed from the pane's.
     let env = [
         ("INTER_SESSION_NAME", name.to_string()),
         ("INTER_SESSION_KEY", key.clone()),
         ("INTER_SESSION_PARENT", parent.clone()),
         ("INTER_SESSION_DATA_DIR", data_dir.display().to_string()),
+        ("INTER_SESSION_HOSTNAME", host.clone()),
     ];
+    let pass_through = ["INTER_SESSION_DATABASE_URL"];
     // The pane finds this very binary first on its PATH. tmux takes PATH
     // from its client rather than from `-e`, so it is set in the command.
     let bin_dir = std::env::current_exe()
@@ -103,7 +145,7 @@ pub fn spawn(
     let project = identity::project_of(&cwd).display().to_string();
     store.add_peer(&peer, &key, &project)?;
     tmux::kill(&sock, name)?; // a dead leftover session of the same name
-    tmux::new_session(&sock, name, &cwd_text, &env, &shell)?;
+    tmux::new_session(&sock, name, &cwd_text, &env, &pass_through, &shell)?;
 
     if let Some(text) = prompt {
         wait_ready(&sock, name)?;
@@ -112,7 +154,7 @@ pub fn spawn(
     if json {
         println!(
             "{}",
-            json!({ "name": name, "tmux_socket": peer.tmux_socket, "tmux_session": name, "cwd": cwd_text, "command": cmd })
+            json!({ "name": name, "host": host, "tmux_socket": peer.tmux_socket, "tmux_session": name, "cwd": cwd_text, "command": cmd })
         );
     } else {
         println!(
@@ -147,7 +189,7 @@ fn wait_ready(sock: &str, name: &str) -> Result<()> {
 
 pub fn send(name: &str, text: &str) -> Result<i32> {
     let store = open()?;
-    let p = known_peer(store.as_ref(), name)?;
+    let p = local_peer(store.as_ref(), name)?;
     if !tmux::alive(&p.tmux_socket, &p.tmux_session)? {
         bail!("peer '{name}' is not running (its tmux session is gone)");
     }
@@ -157,7 +199,7 @@ pub fn send(name: &str, text: &str) -> Result<i32> {
 
 pub fn read(name: &str, lines: usize) -> Result<i32> {
     let store = open()?;
-    let p = known_peer(store.as_ref(), name)?;
+    let p = local_peer(store.as_ref(), name)?;
     if !tmux::alive(&p.tmux_socket, &p.tmux_session)? {
         bail!("peer '{name}' is not running (its tmux session is gone)");
     }
@@ -166,9 +208,13 @@ pub fn read(name: &str, lines: usize) -> Result<i32> {
     Ok(0)
 }
 
-fn liveness(p: &Peer) -> Result<&'static str> {
+/// killed, alive or dead; `remote` for a peer of another host (its tmux
+/// server is not reachable from here).
+fn liveness(p: &Peer, local: bool) -> Result<&'static str> {
     Ok(if p.killed_at.is_some() {
         "killed"
+    } else if !local {
+        "remote"
     } else if tmux::alive(&p.tmux_socket, &p.tmux_session)? {
         "alive"
     } else {
@@ -178,8 +224,9 @@ fn liveness(p: &Peer) -> Result<&'static str> {
 
 pub fn status(name: &str, json: bool) -> Result<i32> {
     let store = open()?;
-    let p = known_peer(store.as_ref(), name)?;
-    let alive = liveness(&p)?;
+    let p = local_peer(store.as_ref(), name)?;
+    let host = this_host();
+    let alive = liveness(&p, true)?;
     let info = if alive == "alive" {
         Some(tmux::pane_info(&p.tmux_socket, &p.tmux_session)?)
     } else {
@@ -193,7 +240,7 @@ pub fn status(name: &str, json: bool) -> Result<i32> {
         println!(
             "{}",
             json!({
-                "name": p.name, "status": alive,
+                "name": p.name, "host": host, "status": alive,
                 "command": info.as_ref().map(|i| i.command.clone()),
                 "pid": info.as_ref().and_then(|i| i.pid),
                 "mailbox": state, "pending": pending, "cwd": p.cwd,
@@ -210,6 +257,7 @@ pub fn status(name: &str, json: bool) -> Result<i32> {
             }
         }
         println!("mailbox: {state}, {pending} pending");
+        println!("host: {host}");
         println!("cwd: {}", p.cwd);
     }
     Ok(0)
@@ -218,31 +266,46 @@ pub fn status(name: &str, json: bool) -> Result<i32> {
 pub fn list(all: bool, json: bool) -> Result<i32> {
     let store = open()?;
     let peers = store.peers(all)?;
+    // As in `list`: a HOST column when the mailbox is shared between machines.
+    let several_hosts = !store.location().starts_with('/');
+    let here = this_host();
     let mut rows = Vec::new();
     let mut out = Vec::new();
     for p in &peers {
-        let alive = liveness(p)?;
+        let host = host_of(store.as_ref(), p)?;
+        let alive = liveness(p, host == here)?;
         let s = store.session_by_name(&p.name)?;
         let (state, pending) = s
             .as_ref()
             .map_or(("none", 0), |s| (s.state.as_str(), s.pending));
         out.push(json!({
-            "name": p.name, "status": alive, "mailbox": state, "pending": pending,
+            "name": p.name, "host": host, "status": alive, "mailbox": state, "pending": pending,
             "command": p.command, "cwd": p.cwd, "created_at": p.created_at,
         }));
-        rows.push(vec![
+        let mut row = vec![
             p.name.clone(),
             alive.to_string(),
             state.to_string(),
             pending.to_string(),
             p.command.clone(),
             p.cwd.clone(),
-        ]);
+        ];
+        if several_hosts {
+            row.insert(4, host);
+        }
+        rows.push(row);
     }
     if json {
         println!("{}", serde_json::Value::Array(out));
     } else if rows.is_empty() {
         println!("no peers; start one with: inter-session peer spawn NAME --cmd 'claude'");
+    } else if several_hosts {
+        print_table(
+            &[
+                "NAME", "STATUS", "MAILBOX", "PENDING", "HOST", "COMMAND", "CWD",
+            ],
+            &rows,
+        );
     } else {
         print_table(
             &["NAME", "STATUS", "MAILBOX", "PENDING", "COMMAND", "CWD"],
@@ -254,7 +317,7 @@ pub fn list(all: bool, json: bool) -> Result<i32> {
 
 pub fn kill(name: &str) -> Result<i32> {
     let store = open()?;
-    let p = known_peer(store.as_ref(), name)?;
+    let p = local_peer(store.as_ref(), name)?;
     tmux::kill(&p.tmux_socket, &p.tmux_session)?;
     store.peer_killed(name)?;
     if let Some(s) = store.session_by_name(name)? {

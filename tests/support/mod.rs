@@ -15,13 +15,39 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_inter-session");
 pub struct Env {
     pub tmp: tempfile::TempDir,
     pub data: PathBuf,
+    /// Set for every command after the clean-up (empty for `new`).
+    pub vars: Vec<(String, String)>,
 }
 
 impl Env {
     pub fn new() -> Env {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
-        Env { tmp, data }
+        Env {
+            tmp,
+            data,
+            vars: Vec::new(),
+        }
+    }
+
+    /// Like `new`, with `vars` set for every command it runs (after the
+    /// clean-up of inherited `INTER_SESSION*` variables), e.g.
+    /// `INTER_SESSION_DATABASE_URL` for a PostgreSQL mailbox.
+    pub fn with_vars(vars: &[(&str, &str)]) -> Env {
+        let mut env = Env::new();
+        env.vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env
+    }
+
+    /// The value `with_vars` gave `name`, if any.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A command for the binary with a clean environment: no Claude Code
@@ -36,6 +62,9 @@ impl Env {
         }
         c.env("INTER_SESSION_DATA_DIR", &self.data)
             .env("INTER_SESSION_KEY", key);
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
         c.current_dir(self.tmp.path());
         c
     }
