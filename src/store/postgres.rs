@@ -1145,14 +1145,15 @@ fn prepare_local_dir() -> Result<PathBuf> {
 }
 
 fn schema_version(c: &mut Client) -> Result<usize> {
+    // Typed (no parameters): one round trip each, on every connection.
     let exists: Option<String> = c
-        .query_one("SELECT to_regclass('schema_migrations')::text", &[])?
+        .query_typed_one("SELECT to_regclass('schema_migrations')::text", &[])?
         .try_get(0)?;
     if exists.is_none() {
         return Ok(0);
     }
     let v: i32 = c
-        .query_one(
+        .query_typed_one(
             "SELECT COALESCE(max(version), 0) FROM schema_migrations",
             &[],
         )?
@@ -1297,28 +1298,21 @@ impl PostgresStore {
         }
     }
 
-    fn query_sessions(
-        &self,
-        where_sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Session>> {
+    fn query_sessions(&self, where_sql: &str, params: &[&dyn Typed]) -> Result<Vec<Session>> {
         let sql = format!(
             "SELECT {} FROM sessions s WHERE {where_sql}",
             session_columns()
         );
+        let params = typed(params);
         self.run(|c| {
-            c.query(sql.as_str(), params)?
+            c.query_typed(sql.as_str(), &params)?
                 .iter()
                 .map(session_from_row)
                 .collect()
         })
     }
 
-    fn one_session(
-        &self,
-        where_sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Session>> {
+    fn one_session(&self, where_sql: &str, params: &[&dyn Typed]) -> Result<Option<Session>> {
         Ok(self.query_sessions(where_sql, params)?.into_iter().next())
     }
 
@@ -1361,7 +1355,7 @@ impl PostgresStore {
             lock_held_sql()
         );
         self.run(|c| {
-            c.query(sql.as_str(), &[&ids])?
+            c.query_typed(sql.as_str(), &typed(&[&ids]))?
                 .iter()
                 .map(|r| r.try_get(0).map_err(anyhow::Error::from))
                 .collect()
@@ -1381,17 +1375,19 @@ impl PostgresStore {
         let chars = msg.text.chars().count();
         let mut tx = c.transaction()?;
         // Held until commit: seq order is commit order (see the module doc).
-        tx.execute(
+        tx.execute_typed(
             "SELECT pg_advisory_xact_lock($1, $2)",
-            &[&LOCK_NS, &SEND_KEY],
+            &typed(&[&LOCK_NS, &SEND_KEY]),
         )?;
         if retry {
-            if let Some(row) = tx.query_opt("SELECT seq FROM messages WHERE id = $1", &[&id])? {
+            if let Some(row) =
+                tx.query_typed_opt("SELECT seq FROM messages WHERE id = $1", &typed(&[&id]))?
+            {
                 let seq: i64 = row.try_get(0)?;
-                let rows = tx.query(
+                let rows = tx.query_typed(
                     "SELECT r.id, r.name FROM deliveries d JOIN sessions r ON r.id = d.recipient_id \
                      WHERE d.message_seq = $1 ORDER BY r.name",
-                    &[&seq],
+                    &typed(&[&seq]),
                 )?;
                 let recipients = rows
                     .iter()
@@ -1404,14 +1400,14 @@ impl PostgresStore {
         // A new `--from` sender (id 0) is registered here, inside the
         // transaction, so a refused send leaves no trace.
         let sender_id: i64 = if msg.sender.id == 0 {
-            tx.execute(
+            tx.execute_typed(
                 "INSERT INTO sessions (name, state, created_at, since, host) VALUES ($1, 'offline', $2, $2, $3) \
                  ON CONFLICT (name) DO NOTHING",
-                &[&msg.sender.name, &now, &self.host],
+                &typed(&[&msg.sender.name, &now, &self.host]),
             )?;
-            tx.query_one(
+            tx.query_typed_one(
                 "SELECT id FROM sessions WHERE name = $1",
-                &[&msg.sender.name],
+                &typed(&[&msg.sender.name]),
             )?
             .try_get(0)?
         } else {
@@ -1419,17 +1415,17 @@ impl PostgresStore {
         };
         if let Some(key) = msg.idempotency_key {
             let since = time_text(chrono::Utc::now() - chrono::Duration::hours(24));
-            let earlier = tx.query_opt(
+            let earlier = tx.query_typed_opt(
                 "SELECT seq FROM messages WHERE sender_id = $1 AND idempotency_key = $2 \
                  AND created_at >= $3 ORDER BY seq LIMIT 1",
-                &[&sender_id, &key, &since],
+                &typed(&[&sender_id, &key, &since]),
             )?;
             if let Some(row) = earlier {
                 let seq: i64 = row.try_get(0)?;
-                let rows = tx.query(
+                let rows = tx.query_typed(
                     "SELECT m.id, r.name FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
                      JOIN sessions r ON r.id = d.recipient_id WHERE m.seq = $1 ORDER BY r.name",
-                    &[&seq],
+                    &typed(&[&seq]),
                 )?;
                 let mut first_id = String::new();
                 let mut recipients = Vec::new();
@@ -1448,7 +1444,10 @@ impl PostgresStore {
                 if *rid == sender_id {
                     return Err(SendError::SelfSend(msg.sender.name.clone()).into());
                 }
-                let row = tx.query_opt("SELECT name, state FROM sessions WHERE id = $1", &[rid])?;
+                let row = tx.query_typed_opt(
+                    "SELECT name, state FROM sessions WHERE id = $1",
+                    &typed(&[rid]),
+                )?;
                 match row {
                     None => bail!("the recipient's mailbox vanished; try again"),
                     Some(r) => {
@@ -1464,18 +1463,18 @@ impl PostgresStore {
             Recipients::All { project } => {
                 let since = time_text(chrono::Utc::now() - chrono::Duration::seconds(60));
                 let recent: i64 = tx
-                    .query_one(
+                    .query_typed_one(
                         "SELECT count(*) FROM messages WHERE sender_id = $1 AND kind = 'broadcast' AND created_at >= $2",
-                        &[&sender_id, &since],
+                        &typed(&[&sender_id, &since]),
                     )?
                     .try_get(0)?;
                 if recent >= BROADCASTS_PER_MINUTE {
                     return Err(SendError::RateLimited.into());
                 }
-                let rows = tx.query(
+                let rows = tx.query_typed(
                     "SELECT id, name FROM sessions WHERE state <> 'left' AND id <> $1 \
                      AND ($2::text IS NULL OR project = $2) ORDER BY name",
-                    &[&sender_id, project],
+                    &typed(&[&sender_id, project]),
                 )?;
                 if rows.is_empty() {
                     return Err(SendError::NoRecipients.into());
@@ -1491,9 +1490,9 @@ impl PostgresStore {
             (Some(&stored), None)
         } else {
             let bid: i64 = tx
-                .query_one(
+                .query_typed_one(
                     "INSERT INTO blobs (body) VALUES ($1) RETURNING id",
-                    &[&stored.as_ref()],
+                    &typed(&[&stored.as_ref()]),
                 )?
                 .try_get(0)?;
             (None, Some(bid))
@@ -1508,11 +1507,11 @@ impl PostgresStore {
         };
         let chars = i64::try_from(chars)?;
         let seq: i64 = tx
-            .query_one(
+            .query_typed_one(
                 "INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, text, blob_id, \
                                        in_reply_to, thread_id, expires_at, idempotency_key, text_escaped) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
-                &[
+                &typed(&[
                     &id,
                     &now,
                     &kind,
@@ -1527,25 +1526,25 @@ impl PostgresStore {
                     &msg.expires_at,
                     &msg.idempotency_key,
                     &escaped,
-                ],
+                ]),
             )?
             .try_get(0)?;
         let rids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
-        tx.execute(
+        tx.execute_typed(
             "INSERT INTO deliveries (message_seq, recipient_id) SELECT $1, r FROM unnest($2::bigint[]) AS r",
-            &[&seq, &rids],
+            &typed(&[&seq, &rids]),
         )?;
         if let Some(until) = &msg.ask_until {
-            tx.execute(
+            tx.execute_typed(
                 "INSERT INTO asks (question_id, asker_id, \"until\") VALUES ($1, $2, $3) \
                  ON CONFLICT (question_id) DO UPDATE SET asker_id = excluded.asker_id, \"until\" = excluded.\"until\"",
-                &[&id, &sender_id, until],
+                &typed(&[&id, &sender_id, until]),
             )?;
         }
         // Wake the recipients' monitors when (and only if) this commits.
-        tx.execute(
+        tx.execute_typed(
             "SELECT pg_notify('inter_session_' || r, $1) FROM unnest($2::bigint[]) AS r",
-            &[&seq.to_string(), &rids],
+            &typed(&[&seq.to_string(), &rids]),
         )?;
         tx.commit().context("could not commit the message")?;
         if msg.ask_until.is_some() {
@@ -1553,6 +1552,59 @@ impl PostgresStore {
         }
         Ok((recipients, false, id.to_string()))
     }
+}
+
+/// A statement parameter with its PostgreSQL type, so that the statement
+/// goes out in one round trip (`query_typed`: parse, bind and execute sent
+/// together) instead of three (prepare, execute, close). A `mail send` makes
+/// about a dozen statements on a fresh connection; on loopback each saved
+/// round trip is a wake-up of the server process.
+trait PgType {
+    const TYPE: Type;
+}
+
+impl PgType for i64 {
+    const TYPE: Type = Type::INT8;
+}
+impl PgType for i32 {
+    const TYPE: Type = Type::INT4;
+}
+impl PgType for bool {
+    const TYPE: Type = Type::BOOL;
+}
+impl PgType for String {
+    const TYPE: Type = Type::TEXT;
+}
+impl PgType for &str {
+    const TYPE: Type = Type::TEXT;
+}
+impl PgType for Vec<i64> {
+    const TYPE: Type = Type::INT8_ARRAY;
+}
+impl PgType for &[i64] {
+    const TYPE: Type = Type::INT8_ARRAY;
+}
+impl<T: PgType> PgType for Option<T> {
+    const TYPE: Type = T::TYPE;
+}
+
+trait Typed: ToSql + Sync {
+    fn value(&self) -> &(dyn ToSql + Sync);
+    fn pg_type(&self) -> Type;
+}
+
+impl<T: PgType + ToSql + Sync> Typed for T {
+    fn value(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+    fn pg_type(&self) -> Type {
+        T::TYPE
+    }
+}
+
+/// `params` as `query_typed` takes them.
+fn typed<'a>(params: &[&'a dyn Typed]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().map(|p| (p.value(), p.pg_type())).collect()
 }
 
 /// What the send transaction did: the recipients (id, name), whether an
