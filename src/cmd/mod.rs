@@ -244,7 +244,8 @@ pub enum PeerCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Every recorded peer with its liveness (alive, dead)
+    /// Every recorded peer with its status: alive, dead (its tmux session ended
+    /// without `peer kill`), killed (with --all), or remote (another host's peer)
     #[command(after_help = "Example:\n  inter-session peer list --json")]
     List {
         /// Include killed peers

@@ -35,21 +35,10 @@ fn known_peer(store: &dyn Mailbox, name: &str) -> Result<Peer> {
     }
 }
 
-/// The host a peer runs on: the host its mailbox was registered on when it
-/// was spawned (its pane's monitor runs there under the same host name).
-/// With SQLite every session is on this host.
-fn host_of(store: &dyn Mailbox, p: &Peer) -> Result<String> {
-    let session = match p.session_id {
-        Some(id) => store.session_by_id(id)?,
-        None => store.session_by_name(&p.name)?,
-    };
-    Ok(session.map_or_else(this_host, |s| s.host))
-}
-
 /// A peer whose tmux session lives on this host: tmux can only reach those.
 fn local_peer(store: &dyn Mailbox, name: &str) -> Result<Peer> {
     let p = known_peer(store, name)?;
-    let host = host_of(store, &p)?;
+    let host = p.host.clone();
     let here = this_host();
     if host != here {
         bail!(
@@ -75,7 +64,7 @@ pub fn spawn(
     let host = this_host();
     if let Some(p) = store.peer(name)? {
         if p.killed_at.is_none() {
-            let theirs = host_of(store.as_ref(), &p)?;
+            let theirs = p.host.clone();
             if theirs != host {
                 bail!(
                     "peer '{name}' belongs to host '{theirs}'; end it there \
@@ -140,6 +129,7 @@ pub fn spawn(
         spawned_by: parent,
         created_at: String::new(),
         killed_at: None,
+        host: this_host(),
     };
     // Register first: mail sent right after spawn is queued, not refused.
     let project = identity::project_of(&cwd).display().to_string();
@@ -272,7 +262,7 @@ pub fn list(all: bool, json: bool) -> Result<i32> {
     let mut rows = Vec::new();
     let mut out = Vec::new();
     for p in &peers {
-        let host = host_of(store.as_ref(), p)?;
+        let host = p.host.clone();
         let alive = liveness(p, host == here)?;
         let s = store.session_by_name(&p.name)?;
         let (state, pending) = s

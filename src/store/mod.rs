@@ -219,6 +219,8 @@ pub struct Peer {
     pub spawned_by: String,
     pub created_at: String,
     pub killed_at: Option<String>,
+    /// The machine whose tmux runs it (tmux is local; only it can reach it).
+    pub host: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

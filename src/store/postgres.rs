@@ -1110,6 +1110,7 @@ fn peer_from_row(r: &Row) -> Result<Peer> {
         spawned_by: r.try_get(6)?,
         created_at: r.try_get(7)?,
         killed_at: r.try_get(8)?,
+        host: r.try_get(9)?,
     })
 }
 
@@ -1337,7 +1338,7 @@ impl PostgresStore {
 
     fn query_peers(&self, where_sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Peer>> {
         let sql = format!(
-            "SELECT name, session_id, tmux_socket, tmux_session, command, cwd, spawned_by, created_at, killed_at \
+            "SELECT name, session_id, tmux_socket, tmux_session, command, cwd, spawned_by, created_at, killed_at, host \
              FROM peers WHERE {where_sql}"
         );
         self.run(|c| {

@@ -210,6 +210,8 @@ impl SqliteStore {
                 spawned_by: r.get(6)?,
                 created_at: r.get(7)?,
                 killed_at: r.get(8)?,
+                // One machine per SQLite mailbox.
+                host: this_host(),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
