@@ -1146,19 +1146,16 @@ fn prepare_local_dir() -> Result<PathBuf> {
 }
 
 fn schema_version(c: &mut Client) -> Result<usize> {
-    // Typed (no parameters): one round trip each, on every connection.
-    let exists: Option<String> = c
-        .query_typed_one("SELECT to_regclass('schema_migrations')::text", &[])?
-        .try_get(0)?;
-    if exists.is_none() {
-        return Ok(0);
-    }
-    let v: i32 = c
-        .query_typed_one(
-            "SELECT COALESCE(max(version), 0) FROM schema_migrations",
-            &[],
-        )?
-        .try_get(0)?;
+    // One round trip on every connection: a database without our table
+    // answers "undefined table" (outside any transaction, so harmless).
+    let v: i32 = match c.query_typed_one(
+        "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+        &[],
+    ) {
+        Ok(row) => row.try_get(0)?,
+        Err(e) if e.code() == Some(&::postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+        Err(e) => return Err(e.into()),
+    };
     Ok(usize::try_from(v).unwrap_or(0))
 }
 
@@ -1531,10 +1528,6 @@ impl PostgresStore {
             )?
             .try_get(0)?;
         let rids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
-        tx.execute_typed(
-            "INSERT INTO deliveries (message_seq, recipient_id) SELECT $1, r FROM unnest($2::bigint[]) AS r",
-            &typed(&[&seq, &rids]),
-        )?;
         if let Some(until) = &msg.ask_until {
             tx.execute_typed(
                 "INSERT INTO asks (question_id, asker_id, \"until\") VALUES ($1, $2, $3) \
@@ -1542,10 +1535,13 @@ impl PostgresStore {
                 &typed(&[&id, &sender_id, until]),
             )?;
         }
-        // Wake the recipients' monitors when (and only if) this commits.
+        // The deliveries, and the wake-up of the recipients' monitors when
+        // (and only if) this commits, in one statement.
         tx.execute_typed(
-            "SELECT pg_notify('inter_session_' || r, $1) FROM unnest($2::bigint[]) AS r",
-            &typed(&[&seq.to_string(), &rids]),
+            "WITH d AS (INSERT INTO deliveries (message_seq, recipient_id) \
+                        SELECT $1, r FROM unnest($2::bigint[]) AS r RETURNING recipient_id) \
+             SELECT pg_notify('inter_session_' || d.recipient_id, $1::text) FROM d",
+            &typed(&[&seq, &rids]),
         )?;
         tx.commit().context("could not commit the message")?;
         if msg.ask_until.is_some() {
