@@ -1391,7 +1391,7 @@ impl PostgresStore {
                     .iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                     .collect::<Result<Vec<_>>>()?;
-                return Ok((recipients, false, id.to_string()));
+                return Ok((recipients, false, id.to_string(), None));
             }
         }
 
@@ -1434,16 +1434,20 @@ impl PostgresStore {
                     }
                     recipients.push((0, r.try_get(1)?));
                 }
-                return Ok((recipients, true, first_id));
+                return Ok((recipients, true, first_id, None));
             }
         }
+        // Whether each recipient's monitor is live comes along with it (no
+        // query after the commit; the answer is the same a moment later).
+        let live = format!("(s.state = 'online' AND {})", lock_held_sql());
+        let mut online = HashSet::new();
         let recipients: Vec<(i64, String)> = match &msg.to {
             Recipients::One(rid) => {
                 if *rid == sender_id {
                     return Err(SendError::SelfSend(msg.sender.name.clone()).into());
                 }
                 let row = tx.query_typed_opt(
-                    "SELECT name, state FROM sessions WHERE id = $1",
+                    &format!("SELECT s.name, s.state, {live} FROM sessions s WHERE s.id = $1"),
                     &typed(&[rid]),
                 )?;
                 match row {
@@ -1453,6 +1457,9 @@ impl PostgresStore {
                         let state: String = r.try_get(1)?;
                         if state == "left" {
                             return Err(LookupError::Left(name).into());
+                        }
+                        if r.try_get::<_, bool>(2)? {
+                            online.insert(*rid);
                         }
                         vec![(*rid, name)]
                     }
@@ -1470,15 +1477,23 @@ impl PostgresStore {
                     return Err(SendError::RateLimited.into());
                 }
                 let rows = tx.query_typed(
-                    "SELECT id, name FROM sessions WHERE state <> 'left' AND id <> $1 \
-                     AND ($2::text IS NULL OR project = $2) ORDER BY name",
+                    &format!(
+                        "SELECT s.id, s.name, {live} FROM sessions s WHERE s.state <> 'left' AND s.id <> $1 \
+                         AND ($2::text IS NULL OR s.project = $2) ORDER BY s.name"
+                    ),
                     &typed(&[&sender_id, project]),
                 )?;
                 if rows.is_empty() {
                     return Err(SendError::NoRecipients.into());
                 }
                 rows.iter()
-                    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                    .map(|r| {
+                        let rid: i64 = r.try_get(0)?;
+                        if r.try_get::<_, bool>(2)? {
+                            online.insert(rid);
+                        }
+                        Ok((rid, r.try_get(1)?))
+                    })
                     .collect::<Result<Vec<_>>>()?
             }
         };
@@ -1547,7 +1562,7 @@ impl PostgresStore {
         if msg.ask_until.is_some() {
             self.interest.borrow_mut().insert(sender_id);
         }
-        Ok((recipients, false, id.to_string()))
+        Ok((recipients, false, id.to_string(), Some(online)))
     }
 }
 
@@ -1607,7 +1622,9 @@ fn typed<'a>(params: &[&'a dyn Typed]) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
 /// What the send transaction did: the recipients (id, name), whether an
 /// earlier send with the same idempotency key made it a duplicate, and the
 /// message id.
-type SendOutcome = (Vec<(i64, String)>, bool, String);
+/// Also which recipients had a live monitor, when the transaction could
+/// tell (`None`: look it up after the commit).
+type SendOutcome = (Vec<(i64, String)>, bool, String, Option<HashSet<i64>>);
 
 /// Announce session changes (to every monitor) and wake these mailboxes.
 fn notify(c: &mut Client, ids: &[i64], global: bool) -> std::result::Result<(), ::postgres::Error> {
@@ -1917,7 +1934,7 @@ impl Mailbox for PostgresStore {
     fn send(&self, msg: &NewMessage) -> Result<Sent> {
         let id = ulid::Ulid::new().to_string();
         let attempts = Cell::new(0u32);
-        let (recipients, duplicate, sent_id) = self.run(|c| {
+        let (recipients, duplicate, sent_id, online) = self.run(|c| {
             attempts.set(attempts.get() + 1);
             self.send_once(c, msg, &id, attempts.get() > 1)
         })?;
@@ -1934,8 +1951,13 @@ impl Mailbox for PostgresStore {
                 duplicate: true,
             });
         }
-        let ids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
-        let online = self.online_ids(&ids).unwrap_or_default();
+        let online = match online {
+            Some(known) => known,
+            None => {
+                let ids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
+                self.online_ids(&ids).unwrap_or_default()
+            }
+        };
         Ok(Sent {
             id: sent_id,
             recipients: recipients
