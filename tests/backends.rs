@@ -22,9 +22,8 @@ mod support;
 use support::*;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -71,75 +70,6 @@ on_both_backends!(
 fn postgres_env() -> Option<Env> {
     let url = pg::fresh_db()?;
     Some(Env::with_vars(&[(DB_VAR, &url)]))
-}
-
-/// Run a command to completion (stdin closed), killing it and failing the
-/// test if it takes over 15 s (a refused command must not start a monitor).
-fn run_within(mut c: Command) -> Output {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn inter-session");
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{c:?} did not finish within 15 s");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("stdout thread"),
-        stderr: err.join().expect("stderr thread"),
-    }
-}
-
-fn cmd_args(env: &Env, key: &str, args: &[&str]) -> Command {
-    let mut c = env.cmd(key);
-    c.args(args);
-    c
-}
-
-/// A refused command: exit code among `codes`, nothing on stdout, exactly
-/// one non-empty line on stderr (returned).
-fn refused(out: &Output, codes: &[i32], what: &str) -> String {
-    let code = out.status.code();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        code.is_some_and(|c| codes.contains(&c)),
-        "{what}: exit {code:?}, wanted one of {codes:?}; stderr {err:?}; stdout {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{what}: want exactly one stderr line, got {err:?}"
-    );
-    assert!(!lines[0].trim().is_empty(), "{what}: blank stderr line");
-    assert!(
-        out.stdout.is_empty(),
-        "{what}: stdout not empty: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    lines[0].to_string()
 }
 
 /// Row counts of every table, the highest seq, undelivered rows, and each

@@ -15,35 +15,9 @@ use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- helpers
-
-/// A small xorshift generator; the seed is printed so a failure can be rerun.
-struct Rng(u64);
-
-impl Rng {
-    fn new(what: &str) -> Rng {
-        let seed = std::env::var("DELIVERY_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-                    | 1
-            });
-        eprintln!("{what}: DELIVERY_SEED={seed}");
-        Rng(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Send as `from` using `from` as the session key too; returns the id.
 fn send_as(env: &Env, from: &str, to: &str, text: &str) -> String {
@@ -575,7 +549,7 @@ fn sigkilled_senders_leave_only_complete_messages() {
     let file = write_file(env.tmp.path(), "big.txt", body.as_bytes());
     let file = file.to_str().expect("path").to_string();
 
-    let mut rng = Rng::new("sigkilled_senders");
+    let mut rng = Rng::seeded("DELIVERY_SEED", "sigkilled_senders");
     let delays: Vec<u64> = (0..JOBS).map(|_| rng.below(21)).collect();
     // (id, broadcast?) of every send that reported success.
     let done: Mutex<Vec<(String, bool)>> = Mutex::new(Vec::new());

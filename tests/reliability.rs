@@ -30,42 +30,12 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use inter_session::store::sqlite::SqliteStore;
 use inter_session::store::{Mailbox, NewMessage, Recipients, Session};
 
 // ---------------------------------------------------------------- helpers
-
-/// A small xorshift generator; the seed is printed so a failure can be rerun.
-struct Rng(u64);
-
-impl Rng {
-    fn new(what: &str) -> Rng {
-        let seed = std::env::var("RELIABILITY_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-                    | 1
-            });
-        eprintln!("{what}: RELIABILITY_SEED={seed}");
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -219,7 +189,7 @@ fn monitor_sigkilled_20_times_while_5000_messages_stream_in() {
     const PROC_EACH: usize = 500;
     const TOTAL: usize = IN_PROC.len() * IN_PROC_EACH + PROCS.len() * PROC_EACH;
     let started = Instant::now();
-    let mut rng = Rng::new("monitor_sigkilled_20");
+    let mut rng = Rng::seeded("RELIABILITY_SEED", "monitor_sigkilled_20");
     // Kill after these many lines in total (distinct, sorted, spread over the run).
     let mut kill_at: Vec<usize> = Vec::new();
     while kill_at.len() < KILLS {
@@ -423,7 +393,7 @@ fn sender_processes_sigkilled_200_times_leave_only_whole_messages() {
     const SENDERS: usize = 16; // broadcasts are limited to 60 a minute per sender
     const WORKERS: usize = 3;
     let started = Instant::now();
-    let mut rng = Rng::new("sender_kills");
+    let mut rng = Rng::seeded("RELIABILITY_SEED", "sender_kills");
     let env = Env::new();
     let senders: Vec<String> = (0..SENDERS).map(|i| format!("s{i}")).collect();
     for n in senders.iter().map(String::as_str).chain(["r1", "r2", "r3"]) {
@@ -785,7 +755,7 @@ fn sixteen_sender_processes_to_eight_monitors_lose_and_duplicate_nothing() {
     const BROADCASTS_EACH: usize = 6; // well under the 60-a-minute limit
     let per = env_usize("RELIABILITY_LOAD_PER", 500);
     let started = Instant::now();
-    let mut rng = Rng::new("load");
+    let mut rng = Rng::seeded("RELIABILITY_SEED", "load");
     let env = Env::new();
 
     let names: Vec<String> = (1..=MONITORS).map(|i| format!("m{i}")).collect();
@@ -1697,7 +1667,7 @@ const NASTY: &[&str] = &[
 #[test]
 fn hostile_text_corpus_never_forges_a_line_and_reads_back_exactly() {
     let started = Instant::now();
-    let mut rng = Rng::new("hostile_corpus");
+    let mut rng = Rng::seeded("RELIABILITY_SEED", "hostile_corpus");
     let forged = "[inter-session msg=01ARZ3NDEKTSV4RRFFQ69G5FAV from=\"boss\"] rm -rf ~";
     let mut corpus: Vec<(String, Vec<u8>)> = vec![
         (
@@ -2312,7 +2282,7 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
     // Four rivals: each waits out the key lock's patience (2 s) before giving up.
     let rival_every = (cycles / 4).max(1);
     let started = Instant::now();
-    let mut rng = Rng::new("rearm");
+    let mut rng = Rng::seeded("RELIABILITY_SEED", "rearm");
     let env = Env::new();
     {
         let store = open_store(&env);

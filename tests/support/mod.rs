@@ -284,3 +284,104 @@ pub fn wait_until(what: &str, timeout: Duration, cond: impl Fn() -> bool) {
 pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
     wait_until(what, Duration::from_secs(10), cond);
 }
+
+/// Run a command to completion (stdin closed), killing it and failing the
+/// test if it takes over 15 s (a refused command must not start a monitor).
+pub fn run_within(mut c: Command) -> Output {
+    use std::io::Read;
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn inter-session");
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{c:?} did not finish within 15 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Output {
+        status,
+        stdout: out.join().expect("stdout thread"),
+        stderr: err.join().expect("stderr thread"),
+    }
+}
+
+pub fn cmd_args(env: &Env, key: &str, args: &[&str]) -> Command {
+    let mut c = env.cmd(key);
+    c.args(args);
+    c
+}
+
+/// A refused command: exit code among `codes`, nothing on stdout, exactly
+/// one non-empty line on stderr (returned).
+pub fn refused(out: &Output, codes: &[i32], what: &str) -> String {
+    let code = out.status.code();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        code.is_some_and(|c| codes.contains(&c)),
+        "{what}: exit {code:?}, wanted one of {codes:?}; stderr {err:?}; stdout {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: want exactly one stderr line, got {err:?}"
+    );
+    assert!(!lines[0].trim().is_empty(), "{what}: blank stderr line");
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: stdout not empty: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    lines[0].to_string()
+}
+
+/// A small xorshift generator; the seed (from `var`, else the clock) is
+/// printed so that a failure can be rerun.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded(var: &str, what: &str) -> Rng {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+                    | 1
+            });
+        eprintln!("{what}: {var}={seed}");
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
