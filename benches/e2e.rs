@@ -17,6 +17,9 @@
 //! the 1M-row database so machine drift hits both alike. Temp folders live in
 //! the system temp dir and are removed when each row ends.
 
+#[path = "../tests/support/pg.rs"]
+mod pg;
+
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -467,7 +470,7 @@ impl PgServer {
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .with_context(|| format!("could not create database {name}"))?;
-        with_database(&self.admin_url, &name)
+        Ok(pg::with_db(&self.admin_url, &name))
     }
 
     fn stop(&self) {
@@ -480,19 +483,6 @@ impl PgServer {
                 .status();
         }
     }
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> Result<String> {
-    let scheme_end = url.find("://").context("not a URL")? + 3;
-    let (head, query) = match url.find('?') {
-        Some(q) => (&url[..q], &url[q..]),
-        None => (url, ""),
-    };
-    let path_start = head[scheme_end..]
-        .find('/')
-        .map_or(head.len(), |i| scheme_end + i);
-    Ok(format!("{}/{name}{query}", &head[..path_start]))
 }
 
 /// One temp data folder, and the mailbox its commands use: SQLite in the

@@ -66,15 +66,29 @@ fn notice(text: &str) -> String {
 /// Stdout as a raw fd: each batch goes out in exactly one write(2).
 struct Out {
     file: ManuallyDrop<std::fs::File>,
+    /// How to ask the kernel what the reader has not taken yet, and whether
+    /// that count outlives the reader (see `unread`); `None`: it cannot tell.
+    queue: Option<(libc::Ioctl, bool)>,
 }
 
 impl Out {
     fn new() -> Self {
         // SAFETY: fd 1 is open for the life of the process; ManuallyDrop keeps
         // us from closing it.
-        Out {
-            file: ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) }),
-        }
+        let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) });
+        // What stdout is does not change while we run: look once.
+        let queue = file.metadata().ok().and_then(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            let t = m.file_type();
+            if t.is_fifo() {
+                Some((libc::FIONREAD, true))
+            } else if t.is_socket() {
+                Some((libc::TIOCOUTQ, false))
+            } else {
+                None
+            }
+        });
+        Out { file, queue }
     }
 
     fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
@@ -94,16 +108,7 @@ impl Out {
     /// holds once the reader is gone (a pipe keeps its content; a socket's
     /// unread data is thrown away with its reader).
     fn unread(&self) -> Option<(usize, bool)> {
-        // SAFETY: fstat into a zeroed stat on fd 1.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(1, &mut st) } != 0 {
-            return None;
-        }
-        let (request, kept) = match st.st_mode & libc::S_IFMT {
-            libc::S_IFIFO => (libc::FIONREAD, true),
-            libc::S_IFSOCK => (libc::TIOCOUTQ, false),
-            _ => return None,
-        };
+        let (request, kept) = self.queue?;
         let mut n: libc::c_int = 0;
         // SAFETY: both requests write one int.
         let rc = unsafe { libc::ioctl(1, request, &mut n) };

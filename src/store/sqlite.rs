@@ -61,6 +61,17 @@ pub struct SqliteStore {
 struct LockPresence(#[allow(dead_code)] FileLock);
 impl Presence for LockPresence {}
 
+/// Open (creating) and close the sentinel file: the close after a write-open
+/// is what wakes the monitors watching it.
+fn touch_sentinel(path: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map(drop)
+}
+
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
@@ -120,13 +131,8 @@ impl SqliteStore {
 
     /// Wake monitors: called after every commit that a monitor may care about.
     fn touch(&self) {
-        let path = datadir::sentinel(&self.dir);
         // Failing to touch only delays a monitor to its fallback poll.
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path);
+        let _ = touch_sentinel(&datadir::sentinel(&self.dir));
     }
 
     fn live_state(&self, stored: &str, id: i64) -> State {
@@ -1003,11 +1009,7 @@ impl WatcherGuard {
     fn start(sentinel: PathBuf, tx: Sender<Wake>) -> Result<Self> {
         use notify::{EventKind, RecursiveMode, Watcher};
         // Writers create it on their first commit; make sure it is there.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&sentinel)
+        touch_sentinel(&sentinel)
             .with_context(|| format!("could not create {}", sentinel.display()))?;
         let watched = file_identity(&sentinel);
         let wake = tx.clone();
