@@ -1072,7 +1072,11 @@ fn row_inproc(plan: &Plan) -> Result<Row> {
     for i in 0..n {
         let t = Instant::now();
         let text = format!("in-process {i}");
-        let sent = sender.send(&NewMessage::new(&bob, Recipients::One(alice.id), &text))?;
+        let sent = sender.send(&NewMessage::new(
+            &bob.address(),
+            Recipients::One(alice.id),
+            &text,
+        ))?;
         let msgs = monitor.pending(alice.id, cursor, 256)?;
         let seqs: Vec<i64> = msgs.iter().map(|m| m.seq).collect();
         monitor.mark_delivered(alice.id, &seqs)?;
@@ -1505,7 +1509,11 @@ fn row_replay(plan: &Plan) -> Result<Row> {
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
             let text = format!("queued message {i}");
-            let sent = store.send(&NewMessage::new(&bob, Recipients::One(alice.id), &text))?;
+            let sent = store.send(&NewMessage::new(
+                &bob.address(),
+                Recipients::One(alice.id),
+                &text,
+            ))?;
             ids.push(sent.id);
         }
         let (mut tracker, tx) = Tracker::new();

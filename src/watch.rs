@@ -470,8 +470,10 @@ impl Monitor<'_> {
                 rechecks = 0;
                 maybe_pending = true;
                 buffer.clear();
-                if let Some(end) = self.check_session(&mut peers)? {
-                    break end;
+                if self.store.sessions_changed() {
+                    if let Some(end) = self.check_session(&mut peers)? {
+                        break end;
+                    }
                 }
             }
             if now >= next_housekeeping {
@@ -567,21 +569,20 @@ impl Monitor<'_> {
 
     /// After a change: has this session left, or (verbose) did peers come and go?
     fn check_session(&mut self, peers: &mut BTreeMap<i64, (String, State)>) -> Result<Option<End>> {
-        let me = self.store.session_by_id(self.session_id)?;
-        match me {
+        match self.store.name_and_left(self.session_id)? {
             None => {
                 return Ok(Some(End::Notice(
                     1,
                     "this session's mailbox was removed; exiting".into(),
                 )))
             }
-            Some(s) if s.state == State::Left => {
+            Some((name, true)) => {
                 return Ok(Some(End::Notice(
                     0,
-                    format!("session '{}' disconnected; exiting", s.name),
+                    format!("session '{name}' disconnected; exiting"),
                 )))
             }
-            Some(s) => self.name = s.name,
+            Some((name, false)) => self.name = name,
         }
         if self.verbose {
             let now = self.snapshot()?;

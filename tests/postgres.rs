@@ -928,6 +928,7 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
         let mut last: Option<String> = None;
         for i in 0..10_000usize {
             let from = &sessions[i % 4];
+            let from_addr = from.address();
             let to = &sessions[(i + 1) % 4];
             let text = if i % 97 == 0 {
                 format!("{long} {i}")
@@ -935,9 +936,9 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
                 format!("message {i}")
             };
             let mut msg = if i % 67 == 0 {
-                NewMessage::new(from, Recipients::All { project: None }, &text)
+                NewMessage::new(&from_addr, Recipients::All { project: None }, &text)
             } else {
-                NewMessage::new(from, Recipients::One(to.id), &text)
+                NewMessage::new(&from_addr, Recipients::One(to.id), &text)
             };
             let parent;
             if i % 333 == 1 {
@@ -1031,7 +1032,7 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
         let z = store.register("zed", None).expect("register");
         let y = store.register("yan", None).expect("register");
         store
-            .send(&NewMessage::new(&z, Recipients::One(y.id), "hi"))
+            .send(&NewMessage::new(&z.address(), Recipients::One(y.id), "hi"))
             .expect("send");
     }
     let before = pg.sql("select count(*) from messages");
@@ -1404,4 +1405,45 @@ fn concurrent_first_commands_on_a_fresh_database_all_succeed() {
         );
         assert_eq!(pg.sql("select count(*) from schema_migrations"), "1");
     }
+}
+
+#[test]
+fn the_schema_version_function_is_added_to_older_databases_and_a_newer_schema_is_refused() {
+    let Some(pg) = Pg::new() else { return };
+    pg.ok("b", &["--from", "bob", "status"]);
+    pg.send("alice", "bob", "first");
+    // Every connection checks the schema through one constant function.
+    assert_eq!(pg.sql("select inter_session_schema_version()"), "1");
+
+    // A database made before the function existed: the next command adds it.
+    let mut db = admin(&pg.url);
+    db.batch_execute("DROP FUNCTION inter_session_schema_version()")
+        .expect("drop the function");
+    pg.send("alice", "bob", "second");
+    assert_eq!(pg.sql("select inter_session_schema_version()"), "1");
+    assert_eq!(pg.sql("select count(*) from schema_migrations"), "1");
+
+    // A schema from a newer inter-session: refused in one line, untouched.
+    db.batch_execute(
+        "CREATE OR REPLACE FUNCTION inter_session_schema_version() RETURNS integer \
+         LANGUAGE sql IMMUTABLE AS 'SELECT 2'; \
+         INSERT INTO schema_migrations VALUES (2, '0002_future', 'now')",
+    )
+    .expect("pretend a newer schema");
+    let err = pg.fails(
+        "k",
+        &[
+            "mail", "send", "--from", "alice", "--to", "bob", "--text", "third",
+        ],
+    );
+    assert!(
+        err.contains("schema version 2, newer than this inter-session knows (1)"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let count: i64 = db
+        .query_one("SELECT count(*) FROM messages", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(count, 2);
 }

@@ -85,7 +85,7 @@ fn session(store: &SqliteStore, name: &str) -> Session {
 
 fn send_in(store: &SqliteStore, from: &Session, to: i64, text: &str) -> String {
     store
-        .send(&NewMessage::new(from, Recipients::One(to), text))
+        .send(&NewMessage::new(&from.address(), Recipients::One(to), text))
         .expect("in-process send")
         .id
 }

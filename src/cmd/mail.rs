@@ -189,7 +189,7 @@ pub fn send(
     let parent = reply_to.map(|id| parent(store.as_ref(), id)).transpose()?;
     let sender = sender(store.as_ref(), from)?;
     let recipient = match (to, &parent) {
-        (Some(to), _) => store.resolve(to)?,
+        (Some(to), _) => store.resolve_address(to)?,
         (None, Some(p)) => {
             let id = p
                 .sender_id
@@ -200,7 +200,7 @@ pub fn send(
             if s.state == State::Left {
                 return Err(LookupError::Left(s.name).into());
             }
-            s
+            s.address()
         }
         (None, None) => return Err(UsageError("give --to NAME (or --reply-to ID)".into()).into()),
     };
@@ -250,7 +250,7 @@ pub fn ask(from: Option<&str>, to: &str, timeout: &str, body: &BodyArgs) -> Resu
     let signal = crate::watch::install_signals(tx.clone())?;
     let store = open()?;
     let sender = sender(store.as_ref(), from)?;
-    let recipient = store.resolve(to)?;
+    let recipient = store.resolve_address(to)?;
     let deadline = Instant::now() + wait;
     // The hold outlives our deadline a little, so the reply cannot slip to
     // the monitor in the instant between our last look and giving up.
@@ -262,7 +262,7 @@ pub fn ask(from: Option<&str>, to: &str, timeout: &str, body: &BodyArgs) -> Resu
     msg.ask_until = Some(hold.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string());
     let sent = store.send(&msg)?;
     let asker = store
-        .session_by_name(&sender.name)?
+        .address(&sender.name)?
         .context("the asking session vanished")?;
     let _subscription = store.subscribe(tx)?;
     loop {

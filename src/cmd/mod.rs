@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::identity::{self, UsageError};
-use crate::store::{self, Mailbox, Session, State};
+use crate::store::{self, Address, Mailbox, Session, State};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -502,26 +502,17 @@ pub fn me(store: &dyn Mailbox, from: Option<&str>) -> Result<Session> {
 
 /// The sender of a message: like `me`, but a new `--from` name is only
 /// registered by the send itself (id 0 here), so a refused send leaves no trace.
-pub fn sender(store: &dyn Mailbox, from: Option<&str>) -> Result<Session> {
+pub fn sender(store: &dyn Mailbox, from: Option<&str>) -> Result<Address> {
     match from {
         Some(name) => {
             identity::validate_name(name)?;
-            Ok(store.session_by_name(name)?.unwrap_or_else(|| Session {
+            Ok(store.address(name)?.unwrap_or_else(|| Address {
                 id: 0,
                 name: name.to_string(),
-                key: None,
                 label: String::new(),
-                state: State::Offline,
-                cwd: String::new(),
-                project: String::new(),
-                monitor_pid: None,
-                created_at: String::new(),
-                since: String::new(),
-                pending: 0,
-                host: String::new(),
             }))
         }
-        None => me(store, None),
+        None => Ok(me(store, None)?.address()),
     }
 }
 

@@ -46,6 +46,16 @@ impl State {
     }
 }
 
+/// A mailbox as a send needs it: who it is, not how it is doing (no live
+/// state, no pending count), so that looking it up is cheap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    /// 0 for a `--from` name not registered yet (the send registers it).
+    pub id: i64,
+    pub name: String,
+    pub label: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Session {
     pub id: i64,
@@ -63,6 +73,16 @@ pub struct Session {
     pub pending: i64,
     /// The machine the session runs on (`INTER_SESSION_HOSTNAME` overrides).
     pub host: String,
+}
+
+impl Session {
+    pub fn address(&self) -> Address {
+        Address {
+            id: self.id,
+            name: self.name.clone(),
+            label: self.label.clone(),
+        }
+    }
 }
 
 /// One message as a recipient's monitor needs it.
@@ -126,7 +146,7 @@ pub enum Recipients {
 }
 
 pub struct NewMessage<'a> {
-    pub sender: &'a Session,
+    pub sender: &'a Address,
     pub to: Recipients,
     pub text: &'a str,
     /// The message replied to (whole id).
@@ -141,7 +161,7 @@ pub struct NewMessage<'a> {
 }
 
 impl<'a> NewMessage<'a> {
-    pub fn new(sender: &'a Session, to: Recipients, text: &'a str) -> Self {
+    pub fn new(sender: &'a Address, to: Recipients, text: &'a str) -> Self {
         NewMessage {
             sender,
             to,
@@ -269,6 +289,22 @@ pub trait Mailbox {
     fn sessions(&self, include_left: bool) -> Result<Vec<Session>>;
     /// Exact name, else unique prefix among sessions that have not left.
     fn resolve(&self, name_or_prefix: &str) -> Result<Session>;
+    /// The mailbox named exactly `name` (left ones included), as a send
+    /// needs it: cheaper than `session_by_name`.
+    fn address(&self, name: &str) -> Result<Option<Address>> {
+        Ok(self.session_by_name(name)?.map(|s| s.address()))
+    }
+    /// A mailbox's name and whether it has left (what a monitor checks on
+    /// each wake-up): cheaper than `session_by_id`.
+    fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {
+        Ok(self
+            .session_by_id(id)?
+            .map(|s| (s.name, s.state == State::Left)))
+    }
+    /// `resolve`, as a send needs it.
+    fn resolve_address(&self, name_or_prefix: &str) -> Result<Address> {
+        Ok(self.resolve(name_or_prefix)?.address())
+    }
     /// Register a mailbox without a monitor (offline), if it does not exist.
     fn register(&self, name: &str, key: Option<&str>) -> Result<Session>;
 
@@ -309,6 +345,11 @@ pub trait Mailbox {
     fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>>;
     /// True when another process committed something since the last call.
     fn changed(&self) -> Result<bool>;
+    /// After `changed` said yes: whether sessions (names, states) may have
+    /// changed too, not only mail. Says yes when unsure.
+    fn sessions_changed(&self) -> bool {
+        true
+    }
     /// Fails when the store is gone or was replaced under us.
     fn check_intact(&self) -> Result<()>;
 

@@ -56,18 +56,21 @@ use std::time::{Duration, Instant};
 
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::types::{ToSql, Type};
-use ::postgres::{Client, Row, SimpleQueryMessage};
+use ::postgres::{Client, Row, SimpleQueryMessage, Statement};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{edit_distance, next_candidate};
 use super::{
-    now_text, Claim, ClaimRequest, HistoryFilter, HistoryRow, LookupError, Mailbox, Message,
-    NewMessage, NotFound, Peer, Presence, Recipients, SendError, Sent, SentTo, Session, SqlResult,
-    State, Subscription, Wake, BROADCASTS_PER_MINUTE, INLINE_CHARS, LINE_PREFIX_CHARS,
+    now_text, Address, Claim, ClaimRequest, HistoryFilter, HistoryRow, LookupError, Mailbox,
+    Message, NewMessage, NotFound, Peer, Presence, Recipients, SendError, Sent, SentTo, Session,
+    SqlResult, State, Subscription, Wake, BROADCASTS_PER_MINUTE, INLINE_CHARS, LINE_PREFIX_CHARS,
 };
 use crate::datadir;
+
+/// A function in the schema that returns the number of applied migrations.
+const VERSION_FUNCTION: &str = "inter_session_schema_version";
 
 /// The schema, in order; `schema_migrations` records which are applied.
 const MIGRATIONS: &[(&str, &str)] = &[(
@@ -779,7 +782,7 @@ struct Link {
     /// The locked connection between `claim` and `subscribe`.
     parked: Mutex<Option<Client>>,
     stop: AtomicBool,
-    changed: Arc<AtomicBool>,
+    changed: Arc<Changes>,
     tx: Mutex<Option<Sender<Wake>>>,
     /// Set when the mailbox cannot be held any more (taken over).
     lost: Mutex<Option<String>>,
@@ -792,9 +795,23 @@ enum Reconnect {
     Fatal(String),
 }
 
+/// What the notification thread saw since the monitor last looked.
+#[derive(Default)]
+struct Changes {
+    /// Anything: mail, or a session change.
+    any: AtomicBool,
+    /// A session was claimed, renamed, relabelled or left (the global
+    /// channel), or notifications may have been missed (a reconnect).
+    sessions: AtomicBool,
+}
+
 impl Link {
-    fn wake(&self) {
-        self.changed.store(true, Ordering::SeqCst);
+    /// `sessions`: not only mail may have changed.
+    fn wake(&self, sessions: bool) {
+        if sessions {
+            self.changed.sessions.store(true, Ordering::SeqCst);
+        }
+        self.changed.any.store(true, Ordering::SeqCst);
         if let Some(tx) = lock(&self.tx).as_ref() {
             let _ = tx.send(Wake::Change);
         }
@@ -857,9 +874,12 @@ impl Link {
                 Some(c) => {
                     let got = c.notifications().timeout_iter(LISTEN_ROUND).next();
                     match got {
-                        Ok(Some(_)) => {
-                            while let Ok(Some(_)) = c.notifications().iter().next() {}
-                            self.wake();
+                        Ok(Some(first)) => {
+                            let mut sessions = first.channel() == GLOBAL_CHANNEL;
+                            while let Ok(Some(n)) = c.notifications().iter().next() {
+                                sessions |= n.channel() == GLOBAL_CHANNEL;
+                            }
+                            self.wake(sessions);
                         }
                         Ok(None) if !c.is_closed() => {}
                         Ok(None) | Err(_) => {
@@ -878,7 +898,7 @@ impl Link {
                         self.notice.back(true);
                         delay = Duration::from_millis(100);
                         // Re-scan: mail that came while we were away.
-                        self.wake();
+                        self.wake(true);
                     }
                     Err(Reconnect::Retry) => {
                         let until = Instant::now() + delay;
@@ -889,7 +909,7 @@ impl Link {
                     }
                     Err(Reconnect::Fatal(text)) => {
                         *lock(&self.lost) = Some(text);
-                        self.wake();
+                        self.wake(true);
                         return;
                     }
                 },
@@ -975,9 +995,15 @@ fn mailbox_channel(id: i64) -> String {
 pub struct PostgresStore {
     target: Arc<Target>,
     conn: RefCell<Option<Client>>,
+    /// Statements prepared on `conn`, by name: the monitor's per-wake-up
+    /// ones (a prepared statement skips parsing, and after a few runs
+    /// planning). Emptied whenever `conn` is replaced.
+    stmts: RefCell<HashMap<&'static str, Statement>>,
     host: String,
-    changed: Arc<AtomicBool>,
+    changed: Arc<Changes>,
     last_look: Cell<Instant>,
+    /// When `sessions_changed` last said yes.
+    last_sessions_look: Cell<Instant>,
     link: RefCell<Option<Arc<Link>>>,
     /// Mailboxes whose channels a subscription listens on (claimed, or the
     /// asker of a `mail ask`).
@@ -987,10 +1013,12 @@ pub struct PostgresStore {
     notice: Arc<Notice>,
 }
 
-/// SQL: the advisory lock of session `s` is held by some backend.
+/// SQL: the advisory lock of session `s` is held by some backend. (The
+/// function behind the `pg_locks` view: a fresh server process plans it in
+/// half the time.)
 fn lock_held_sql() -> String {
     format!(
-        "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted \
+        "EXISTS (SELECT 1 FROM pg_lock_status() l WHERE l.locktype = 'advisory' AND l.granted \
          AND l.objsubid = 2 AND l.classid = {LOCK_NS}::oid AND l.objid = s.id::oid \
          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
     )
@@ -1159,9 +1187,35 @@ fn schema_version(c: &mut Client) -> Result<usize> {
     Ok(usize::try_from(v).unwrap_or(0))
 }
 
+/// SQL: (re)create the function that answers the schema version without
+/// touching a table (see `migrate`).
+fn version_function_sql() -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {VERSION_FUNCTION}() RETURNS integer \
+         LANGUAGE sql IMMUTABLE AS 'SELECT {}'",
+        MIGRATIONS.len()
+    )
+}
+
 fn migrate(c: &mut Client, masked: &str) -> Result<()> {
+    // The fast check, on every connection: a constant function costs a
+    // fresh server process a fraction of what the first read of a table
+    // does (its catalog entries, its indexes, planning).
+    match c.query_typed_one(&format!("SELECT {VERSION_FUNCTION}()"), &[]) {
+        Ok(row) => {
+            let v: i32 = row.try_get(0)?;
+            if usize::try_from(v).ok() == Some(MIGRATIONS.len()) {
+                return Ok(());
+            }
+        }
+        Err(e) if e.code() == Some(&::postgres::error::SqlState::UNDEFINED_FUNCTION) => {}
+        Err(e) => return Err(e.into()),
+    }
     let version = schema_version(c)?;
     if version == MIGRATIONS.len() {
+        // Made by a version without the function: add it, if this role
+        // may (else every connection takes the slower check).
+        let _ = c.batch_execute(&version_function_sql());
         return Ok(());
     }
     if version > MIGRATIONS.len() {
@@ -1210,6 +1264,7 @@ fn migrate(c: &mut Client, masked: &str) -> Result<()> {
             &[&version, name, &now_text()],
         )?;
     }
+    tx.batch_execute(&version_function_sql())?;
     tx.commit()?;
     Ok(())
 }
@@ -1227,9 +1282,11 @@ impl PostgresStore {
         let store = PostgresStore {
             target,
             conn: RefCell::new(None),
+            stmts: RefCell::new(HashMap::new()),
             host: this_host(),
-            changed: Arc::new(AtomicBool::new(false)),
+            changed: Arc::new(Changes::default()),
             last_look: Cell::new(Instant::now()),
+            last_sessions_look: Cell::new(Instant::now()),
             link: RefCell::new(None),
             interest: RefCell::new(BTreeSet::new()),
             claimed: RefCell::new(HashMap::new()),
@@ -1267,6 +1324,7 @@ impl PostgresStore {
                     Some(c) if !c.is_closed() => Ok(()),
                     _ => match self.target.connect() {
                         Ok(c) => {
+                            self.stmts.borrow_mut().clear();
                             *slot = Some(c);
                             Ok(())
                         }
@@ -1287,6 +1345,7 @@ impl PostgresStore {
                 }
                 Err(e) if is_transient(&e) && Instant::now() < deadline => {
                     self.conn.replace(None);
+                    self.stmts.borrow_mut().clear();
                     self.notice.lost(false);
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
@@ -1294,6 +1353,22 @@ impl PostgresStore {
                 Err(e) => return Err(tidy(e, &self.target.masked)),
             }
         }
+    }
+
+    /// The statement `key` on connection `c`, prepared on first use.
+    fn prepared(
+        &self,
+        c: &mut Client,
+        key: &'static str,
+        sql: impl FnOnce() -> String,
+        types: &[Type],
+    ) -> Result<Statement> {
+        if let Some(st) = self.stmts.borrow().get(key) {
+            return Ok(st.clone());
+        }
+        let st = c.prepare_typed(&sql(), types)?;
+        self.stmts.borrow_mut().insert(key, st.clone());
+        Ok(st)
     }
 
     fn query_sessions(&self, where_sql: &str, params: &[&dyn Typed]) -> Result<Vec<Session>> {
@@ -1307,6 +1382,29 @@ impl PostgresStore {
                 .iter()
                 .map(session_from_row)
                 .collect()
+        })
+    }
+
+    /// The mailbox named `name` and whether it has left, with no live state
+    /// and no pending count: on the fresh connection of a `mail send`, each
+    /// table and view a statement touches costs its planning a catalog load.
+    fn brief(&self, name: &str) -> Result<Option<(Address, bool)>> {
+        self.run(|c| {
+            c.query_typed_opt(
+                "SELECT id, name, label, state = 'left' FROM sessions WHERE name = $1",
+                &typed(&[&name]),
+            )?
+            .map(|r| {
+                Ok((
+                    Address {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        label: r.try_get(2)?,
+                    },
+                    r.try_get(3)?,
+                ))
+            })
+            .transpose()
         })
     }
 
@@ -1371,12 +1469,9 @@ impl PostgresStore {
     ) -> Result<SendOutcome> {
         let now = now_text();
         let chars = msg.text.chars().count();
-        let mut tx = c.transaction()?;
-        // Held until commit: seq order is commit order (see the module doc).
-        tx.execute_typed(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &typed(&[&LOCK_NS, &SEND_KEY]),
-        )?;
+        // The lock is held until commit: seq order is commit order (see the
+        // module doc).
+        let mut tx = SendTx::begin(c)?;
         if retry {
             if let Some(row) =
                 tx.query_typed_opt("SELECT seq FROM messages WHERE id = $1", &typed(&[&id]))?
@@ -1519,11 +1614,25 @@ impl PostgresStore {
             None => (None, id),
         };
         let chars = i64::try_from(chars)?;
-        let seq: i64 = tx
-            .query_typed_one(
-                "INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, text, blob_id, \
-                                       in_reply_to, thread_id, expires_at, idempotency_key, text_escaped) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq",
+        let rids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
+        if let Some(until) = &msg.ask_until {
+            tx.execute_typed(
+                "INSERT INTO asks (question_id, asker_id, \"until\") VALUES ($1, $2, $3) \
+                 ON CONFLICT (question_id) DO UPDATE SET asker_id = excluded.asker_id, \"until\" = excluded.\"until\"",
+                &typed(&[&id, &sender_id, until]),
+            )?;
+        }
+        // The message, its deliveries, and the wake-up of the recipients'
+        // monitors when (and only if) this commits, in one statement.
+        tx.execute_typed(
+                "WITH m AS (INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, \
+                                                  text, blob_id, in_reply_to, thread_id, expires_at, \
+                                                  idempotency_key, text_escaped) \
+                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq), \
+                      d AS (INSERT INTO deliveries (message_seq, recipient_id) \
+                            SELECT m.seq, r FROM m, unnest($15::bigint[]) AS r \
+                            RETURNING recipient_id, message_seq) \
+                 SELECT pg_notify('inter_session_' || d.recipient_id, d.message_seq::text) FROM d",
                 &typed(&[
                     &id,
                     &now,
@@ -1539,30 +1648,59 @@ impl PostgresStore {
                     &msg.expires_at,
                     &msg.idempotency_key,
                     &escaped,
+                    &rids,
                 ]),
-            )?
-            .try_get(0)?;
-        let rids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
-        if let Some(until) = &msg.ask_until {
-            tx.execute_typed(
-                "INSERT INTO asks (question_id, asker_id, \"until\") VALUES ($1, $2, $3) \
-                 ON CONFLICT (question_id) DO UPDATE SET asker_id = excluded.asker_id, \"until\" = excluded.\"until\"",
-                &typed(&[&id, &sender_id, until]),
             )?;
-        }
-        // The deliveries, and the wake-up of the recipients' monitors when
-        // (and only if) this commits, in one statement.
-        tx.execute_typed(
-            "WITH d AS (INSERT INTO deliveries (message_seq, recipient_id) \
-                        SELECT $1, r FROM unnest($2::bigint[]) AS r RETURNING recipient_id) \
-             SELECT pg_notify('inter_session_' || d.recipient_id, $1::text) FROM d",
-            &typed(&[&seq, &rids]),
-        )?;
         tx.commit().context("could not commit the message")?;
         if msg.ask_until.is_some() {
             self.interest.borrow_mut().insert(sender_id);
         }
         Ok((recipients, false, id.to_string(), Some(online)))
+    }
+}
+
+/// The send transaction: begun together with its lock in one round trip
+/// (`Client::transaction` would take two), rolled back when dropped
+/// uncommitted.
+struct SendTx<'a> {
+    c: &'a mut Client,
+    open: bool,
+}
+
+impl<'a> SendTx<'a> {
+    fn begin(c: &'a mut Client) -> Result<Self> {
+        c.batch_execute(&format!(
+            "START TRANSACTION; SELECT pg_advisory_xact_lock({LOCK_NS}, {SEND_KEY})"
+        ))?;
+        Ok(SendTx { c, open: true })
+    }
+
+    fn commit(mut self) -> Result<()> {
+        self.open = false;
+        self.c.batch_execute("COMMIT")?;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for SendTx<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.c
+    }
+}
+
+impl std::ops::DerefMut for SendTx<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.c
+    }
+}
+
+impl Drop for SendTx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // A broken connection is dropped by the caller anyway.
+            let _ = self.c.batch_execute("ROLLBACK");
+        }
     }
 }
 
@@ -1658,6 +1796,33 @@ impl Mailbox for PostgresStore {
 
     fn session_by_id(&self, id: i64) -> Result<Option<Session>> {
         self.one_session("s.id = $1", &[&id])
+    }
+
+    fn address(&self, name: &str) -> Result<Option<Address>> {
+        Ok(self.brief(name)?.map(|(a, _)| a))
+    }
+
+    fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {
+        self.run(|c| {
+            let st = self.prepared(
+                c,
+                "name_and_left",
+                || "SELECT name, state = 'left' FROM sessions WHERE id = $1".into(),
+                &[Type::INT8],
+            )?;
+            c.query_opt(&st, &[&id])?
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .transpose()
+        })
+    }
+
+    fn resolve_address(&self, name_or_prefix: &str) -> Result<Address> {
+        match self.brief(name_or_prefix)? {
+            Some((a, true)) => Err(LookupError::Left(a.name).into()),
+            Some((a, false)) => Ok(a),
+            // A prefix, or no such name: the full lookup says which.
+            None => Ok(self.resolve(name_or_prefix)?.address()),
+        }
     }
 
     fn sessions(&self, include_left: bool) -> Result<Vec<Session>> {
@@ -1990,7 +2155,13 @@ impl Mailbox for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let prefix = i32::try_from(LINE_PREFIX_CHARS).unwrap_or(i32::MAX);
         self.run(|c| {
-            c.query(sql.as_str(), &[&session_id, &after_seq, &limit, &prefix])?
+            let st = self.prepared(
+                c,
+                "pending",
+                || sql.clone(),
+                &[Type::INT8, Type::INT8, Type::INT8, Type::INT4],
+            )?;
+            c.query(&st, &[&session_id, &after_seq, &limit, &prefix])?
                 .iter()
                 .map(message_from_row)
                 .collect()
@@ -2003,12 +2174,18 @@ impl Mailbox for PostgresStore {
         }
         let now = now_text();
         self.run(|c| {
-            c.execute(
-                "UPDATE deliveries SET delivered_at = $1 \
-                 WHERE recipient_id = $2 AND message_seq = ANY($3) AND delivered_at IS NULL",
-                &[&now, &session_id, &seqs],
-            )
-            .context("could not record delivery")?;
+            let st = self.prepared(
+                c,
+                "mark_delivered",
+                || {
+                    "UPDATE deliveries SET delivered_at = $1 \
+                     WHERE recipient_id = $2 AND message_seq = ANY($3) AND delivered_at IS NULL"
+                        .into()
+                },
+                &[Type::TEXT, Type::INT8, Type::INT8_ARRAY],
+            )?;
+            c.execute(&st, &[&now, &session_id, &seqs])
+                .context("could not record delivery")?;
             Ok(())
         })
     }
@@ -2157,7 +2334,7 @@ impl Mailbox for PostgresStore {
             let parked = lock(&link.parked).take();
             link.start(parked, channels)?;
         }
-        self.changed.store(false, Ordering::SeqCst);
+        self.changed.any.store(false, Ordering::SeqCst);
         self.last_look.set(Instant::now());
         Ok(Box::new(LinkSubscription { link, owns }))
     }
@@ -2167,13 +2344,29 @@ impl Mailbox for PostgresStore {
         // anyway (the caller runs one indexed query): a safety net for a
         // notification lost around a reconnect.
         let now = Instant::now();
-        if self.changed.swap(false, Ordering::SeqCst)
-            || now.duration_since(self.last_look.get()) >= Duration::from_secs(1)
-        {
+        if self.changed.any.swap(false, Ordering::SeqCst) {
+            self.last_look.set(now);
+            return Ok(true);
+        }
+        if now.duration_since(self.last_look.get()) >= Duration::from_secs(1) {
             self.last_look.set(now);
             return Ok(true);
         }
         Ok(false)
+    }
+
+    fn sessions_changed(&self) -> bool {
+        // Mail alone wakes a mailbox's own channel; everything else (and a
+        // possibly missed notification) says yes, and so does a second
+        // without a look (a killed monitor or a deleted row notifies nobody).
+        let now = Instant::now();
+        if self.changed.sessions.swap(false, Ordering::SeqCst)
+            || now.duration_since(self.last_sessions_look.get()) >= Duration::from_secs(1)
+        {
+            self.last_sessions_look.set(now);
+            return true;
+        }
+        false
     }
 
     fn check_intact(&self) -> Result<()> {
