@@ -11,7 +11,9 @@
 //! a forged header and hostile bytes kept to one safe line, truncation with
 //! `inbox read` giving the original bytes, bad input leaving the database
 //! unchanged (checked with the backend's own reader, not the CLI), and
-//! concurrent senders (each message once, in sender order).
+//! concurrent senders (each message once, in sender order), and how a
+//! recipient is found (exact name, unique prefix; ambiguous, left and self
+//! refused).
 //!
 //! Run one backend: `cargo test --test backends postgres` (or `sqlite`).
 
@@ -61,6 +63,7 @@ on_both_backends!(
     long_body_is_cut_and_inbox_read_gives_the_original_bytes,
     bad_input_is_refused_and_leaves_the_database_unchanged,
     concurrent_senders_each_message_once_in_sender_order,
+    recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -801,4 +804,59 @@ fn concurrent_senders_each_message_once_in_sender_order(env: &Env) {
         assert!(bad.is_none(), "{s}: order broken at {bad:?}: {nums:?}");
     }
     wait_for("nothing pending", || pending_count(env) == 0);
+}
+
+fn recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox(env: &Env) {
+    for name in ["alice", "alfred", "bob", "carol"] {
+        register(env, name);
+    }
+    let mut carol = env.monitor("carol", &["--name", "carol"]);
+    up(env, &carol, "carol");
+    // A unique prefix finds its mailbox; the line names the real sender.
+    let id = send_as(env, "bob", "car", "by prefix");
+    assert_eq!(
+        expect_msg(&mut carol, &id),
+        format!("[inter-session msg={id} from=\"bob\"] by prefix")
+    );
+    // A new --from name and an exact recipient, together.
+    let id = send_as(env, "dave", "carol", "from a new name");
+    assert_eq!(
+        expect_msg(&mut carol, &id),
+        format!("[inter-session msg={id} from=\"dave\"] from a new name")
+    );
+    assert_eq!(session(env, "dave")["state"], "offline");
+    let before = snapshot(env);
+    let refuse = |from: &str, to: &str, what: &str| {
+        assert_refused(
+            env,
+            cmd_args(
+                env,
+                from,
+                &["--from", from, "mail", "send", "--to", to, "--text", "x"],
+            ),
+            &[1],
+            what,
+        )
+    };
+    let line = refuse("bob", "al", "ambiguous prefix");
+    assert!(
+        name_tokens(&line).contains("alice") && name_tokens(&line).contains("alfred"),
+        "the ambiguous names are not listed: {line}"
+    );
+    let line = refuse("bob", "bob", "self-send");
+    assert!(line.contains("yourself"), "{line}");
+    assert_eq!(snapshot(env), before, "a refused send changed the database");
+    env.ok("alfred", &["--from", "alfred", "disconnect"]);
+    let before = snapshot(env);
+    let line = refuse("bob", "alfred", "left recipient");
+    assert!(line.contains("has left"), "{line}");
+    assert_eq!(snapshot(env), before, "a refused send changed the database");
+    // Once alfred has left, "al" is alice's alone.
+    let id = send_as(env, "bob", "al", "now unique");
+    let mut alice = env.monitor("alice", &["--name", "alice"]);
+    assert_eq!(
+        expect_msg(&mut alice, &id),
+        format!("[inter-session msg={id} from=\"bob\"] now unique")
+    );
+    drop(carol);
 }

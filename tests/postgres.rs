@@ -1403,32 +1403,99 @@ fn concurrent_first_commands_on_a_fresh_database_all_succeed() {
             pg.sql("select group_concat(name) from (select name from sessions order by name) s"),
             "a0,a3,a6"
         );
-        assert_eq!(pg.sql("select count(*) from schema_migrations"), "1");
+        assert_eq!(
+            pg.sql("select count(*) from schema_migrations"),
+            migrations().to_string()
+        );
     }
 }
 
-#[test]
-fn the_schema_version_function_is_added_to_older_databases_and_a_newer_schema_is_refused() {
-    let Some(pg) = Pg::new() else { return };
-    pg.ok("b", &["--from", "bob", "status"]);
-    pg.send("alice", "bob", "first");
-    // Every connection checks the schema through one constant function.
-    assert_eq!(pg.sql("select inter_session_schema_version()"), "1");
+/// How many PostgreSQL migrations this checkout has.
+fn migrations() -> usize {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .expect("migrations/postgres")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count()
+}
 
-    // A database made before the function existed: the next command adds it.
+#[test]
+fn an_older_schema_is_upgraded_in_place_and_a_newer_one_is_refused() {
+    let Some(pg) = Pg::new() else { return };
+    let n = migrations();
+    assert!(n >= 2, "expected at least two migrations, found {n}");
+    // A database as the first version left it: 0001 only, no version
+    // function, one session and one message.
     let mut db = admin(&pg.url);
+    let v1 = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/migrations/postgres/0001_init.sql"
+    ))
+    .expect("0001_init.sql");
+    db.batch_execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL); \
+         INSERT INTO schema_migrations VALUES (1, '0001_init', 'then')",
+    )
+    .expect("schema_migrations");
+    db.batch_execute(&v1).expect("apply 0001");
+    db.batch_execute(
+        "INSERT INTO sessions (name, created_at, since) VALUES ('bob', 'then', 'then'), ('alice', 'then', 'then'); \
+         INSERT INTO messages (id, created_at, kind, sender_id, sender, chars, text, thread_id) \
+         VALUES ('01OLDOLDOLDOLDOLDOLDOLDOLD', 'then', 'direct', 2, 'alice', 3, 'old', '01OLDOLDOLDOLDOLDOLDOLDOLD'); \
+         INSERT INTO deliveries (message_seq, recipient_id) SELECT seq, 1 FROM messages",
+    )
+    .expect("old rows");
+    let fks = |db: &mut postgres::Client| -> i64 {
+        db.query_one(
+            "SELECT count(*) FROM pg_constraint WHERE contype = 'f' \
+             AND conrelid IN ('messages'::regclass, 'deliveries'::regclass)",
+            &[],
+        )
+        .expect("constraints")
+        .get(0)
+    };
+    assert_eq!(fks(&mut db), 4);
+
+    // The next command brings it up to date, keeping what it held.
+    let id = pg.send("alice", "bob", "new");
+    assert_eq!(
+        pg.sql("select count(*) from schema_migrations"),
+        n.to_string()
+    );
+    // Every connection checks the schema through one constant function.
+    assert_eq!(
+        pg.sql("select inter_session_schema_version()"),
+        n.to_string()
+    );
+    assert_eq!(fks(&mut db), 0);
+    let mut bob = pg.monitor("kb", &["--name", "bob"]);
+    assert_eq!(
+        bob.line(),
+        line_for("01OLDOLDOLDOLDOLDOLDOLDOLD", "alice", "old")
+    );
+    assert_eq!(bob.line(), line_for(&id, "alice", "new"));
+    drop(bob);
+
+    // Made by a version that had the migrations but not the function: the
+    // next command adds it.
     db.batch_execute("DROP FUNCTION inter_session_schema_version()")
         .expect("drop the function");
-    pg.send("alice", "bob", "second");
-    assert_eq!(pg.sql("select inter_session_schema_version()"), "1");
-    assert_eq!(pg.sql("select count(*) from schema_migrations"), "1");
+    pg.send("alice", "bob", "again");
+    assert_eq!(
+        pg.sql("select inter_session_schema_version()"),
+        n.to_string()
+    );
 
     // A schema from a newer inter-session: refused in one line, untouched.
-    db.batch_execute(
+    db.batch_execute(&format!(
         "CREATE OR REPLACE FUNCTION inter_session_schema_version() RETURNS integer \
-         LANGUAGE sql IMMUTABLE AS 'SELECT 2'; \
-         INSERT INTO schema_migrations VALUES (2, '0002_future', 'now')",
-    )
+         LANGUAGE sql IMMUTABLE AS 'SELECT {}'; \
+         INSERT INTO schema_migrations VALUES ({}, 'from_the_future', 'now')",
+        n + 1,
+        n + 1
+    ))
     .expect("pretend a newer schema");
     let err = pg.fails(
         "k",
@@ -1437,7 +1504,10 @@ fn the_schema_version_function_is_added_to_older_databases_and_a_newer_schema_is
         ],
     );
     assert!(
-        err.contains("schema version 2, newer than this inter-session knows (1)"),
+        err.contains(&format!(
+            "schema version {}, newer than this inter-session knows ({n})",
+            n + 1
+        )),
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -1445,5 +1515,5 @@ fn the_schema_version_function_is_added_to_older_databases_and_a_newer_schema_is
         .query_one("SELECT count(*) FROM messages", &[])
         .expect("count")
         .get(0);
-    assert_eq!(count, 2);
+    assert_eq!(count, 3);
 }

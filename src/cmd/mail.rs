@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{open, parse_age, sender, BodyArgs};
+use super::{open, parse_age, sender, sender_and_recipient, BodyArgs};
 use crate::identity::{self, UsageError};
 use crate::store::{
     LookupError, Mailbox, Message, NewMessage, NotFound, Recipients, Sent, State,
@@ -187,9 +187,8 @@ pub fn send(
     let text = read_body(body, MAX_DIRECT_BYTES)?;
     let store = open()?;
     let parent = reply_to.map(|id| parent(store.as_ref(), id)).transpose()?;
-    let sender = sender(store.as_ref(), from)?;
-    let recipient = match (to, &parent) {
-        (Some(to), _) => store.resolve_address(to)?,
+    let (sender, recipient) = match (to, &parent) {
+        (Some(to), _) => sender_and_recipient(store.as_ref(), from, to)?,
         (None, Some(p)) => {
             let id = p
                 .sender_id
@@ -200,7 +199,7 @@ pub fn send(
             if s.state == State::Left {
                 return Err(LookupError::Left(s.name).into());
             }
-            s.address()
+            (sender(store.as_ref(), from)?, s.address())
         }
         (None, None) => return Err(UsageError("give --to NAME (or --reply-to ID)".into()).into()),
     };
@@ -249,8 +248,7 @@ pub fn ask(from: Option<&str>, to: &str, timeout: &str, body: &BodyArgs) -> Resu
     let (tx, rx) = channel();
     let signal = crate::watch::install_signals(tx.clone())?;
     let store = open()?;
-    let sender = sender(store.as_ref(), from)?;
-    let recipient = store.resolve_address(to)?;
+    let (sender, recipient) = sender_and_recipient(store.as_ref(), from, to)?;
     let deadline = Instant::now() + wait;
     // The hold outlives our deadline a little, so the reply cannot slip to
     // the monitor in the instant between our last look and giving up.

@@ -506,13 +506,35 @@ pub fn sender(store: &dyn Mailbox, from: Option<&str>) -> Result<Address> {
     match from {
         Some(name) => {
             identity::validate_name(name)?;
-            Ok(store.address(name)?.unwrap_or_else(|| Address {
-                id: 0,
-                name: name.to_string(),
-                label: String::new(),
-            }))
+            Ok(store.address(name)?.unwrap_or_else(|| unregistered(name)))
         }
         None => Ok(me(store, None)?.address()),
+    }
+}
+
+/// `sender`, and the recipient named `to` as `resolve_address` finds it,
+/// looked up together.
+pub fn sender_and_recipient(
+    store: &dyn Mailbox,
+    from: Option<&str>,
+    to: &str,
+) -> Result<(Address, Address)> {
+    match from {
+        Some(name) => {
+            identity::validate_name(name)?;
+            let (sender, recipient) = store.send_ends(name, to)?;
+            Ok((sender.unwrap_or_else(|| unregistered(name)), recipient))
+        }
+        None => Ok((sender(store, None)?, store.resolve_address(to)?)),
+    }
+}
+
+/// A `--from` name not registered yet: the send registers it.
+fn unregistered(name: &str) -> Address {
+    Address {
+        id: 0,
+        name: name.to_string(),
+        label: String::new(),
     }
 }
 

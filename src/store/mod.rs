@@ -294,6 +294,12 @@ pub trait Mailbox {
     fn address(&self, name: &str) -> Result<Option<Address>> {
         Ok(self.session_by_name(name)?.map(|s| s.address()))
     }
+    /// The two ends of a direct send, looked up together: the sender by
+    /// exact name (`None` when not registered yet) and the recipient as
+    /// `resolve_address` finds it.
+    fn send_ends(&self, from: &str, to: &str) -> Result<(Option<Address>, Address)> {
+        Ok((self.address(from)?, self.resolve_address(to)?))
+    }
     /// A mailbox's name and whether it has left (what a monitor checks on
     /// each wake-up): cheaper than `session_by_id`.
     fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {

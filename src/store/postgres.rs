@@ -73,10 +73,16 @@ use crate::datadir;
 const VERSION_FUNCTION: &str = "inter_session_schema_version";
 
 /// The schema, in order; `schema_migrations` records which are applied.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_lean_writes",
+        include_str!("../../migrations/postgres/0002_lean_writes.sql"),
+    ),
+];
 
 /// First key of every advisory lock we take (two-key form), so that our
 /// locks cannot collide with another application's in the same database.
@@ -1355,6 +1361,17 @@ impl PostgresStore {
         }
     }
 
+    /// The recipient `name_or_prefix` of a send, given its exact-name
+    /// `brief` (if any).
+    fn resolved(&self, name_or_prefix: &str, exact: Option<(Address, bool)>) -> Result<Address> {
+        match exact {
+            Some((a, true)) => Err(LookupError::Left(a.name).into()),
+            Some((a, false)) => Ok(a),
+            // A prefix, or no such name: the full lookup says which.
+            None => Ok(self.resolve(name_or_prefix)?.address()),
+        }
+    }
+
     /// The statement `key` on connection `c`, prepared on first use.
     fn prepared(
         &self,
@@ -1389,11 +1406,17 @@ impl PostgresStore {
     /// and no pending count: on the fresh connection of a `mail send`, each
     /// table and view a statement touches costs its planning a catalog load.
     fn brief(&self, name: &str) -> Result<Option<(Address, bool)>> {
+        Ok(self.briefs(name, name)?.pop())
+    }
+
+    /// `brief` of two names in one round trip (in no particular order).
+    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>> {
         self.run(|c| {
-            c.query_typed_opt(
-                "SELECT id, name, label, state = 'left' FROM sessions WHERE name = $1",
-                &typed(&[&name]),
+            c.query_typed(
+                "SELECT id, name, label, state = 'left' FROM sessions WHERE name = $1 OR name = $2",
+                &typed(&[&a, &b]),
             )?
+            .iter()
             .map(|r| {
                 Ok((
                     Address {
@@ -1404,7 +1427,7 @@ impl PostgresStore {
                     r.try_get(3)?,
                 ))
             })
-            .transpose()
+            .collect()
         })
     }
 
@@ -1817,12 +1840,22 @@ impl Mailbox for PostgresStore {
     }
 
     fn resolve_address(&self, name_or_prefix: &str) -> Result<Address> {
-        match self.brief(name_or_prefix)? {
-            Some((a, true)) => Err(LookupError::Left(a.name).into()),
-            Some((a, false)) => Ok(a),
-            // A prefix, or no such name: the full lookup says which.
-            None => Ok(self.resolve(name_or_prefix)?.address()),
+        let found = self.brief(name_or_prefix)?;
+        self.resolved(name_or_prefix, found)
+    }
+
+    fn send_ends(&self, from: &str, to: &str) -> Result<(Option<Address>, Address)> {
+        let mut sender = None;
+        let mut recipient = None;
+        for (a, left) in self.briefs(from, to)? {
+            if a.name == from {
+                sender = Some(a.clone());
+            }
+            if a.name == to {
+                recipient = Some((a, left));
+            }
         }
+        Ok((sender, self.resolved(to, recipient)?))
     }
 
     fn sessions(&self, include_left: bool) -> Result<Vec<Session>> {
