@@ -1555,33 +1555,17 @@ impl PostgresStore {
                 return Ok((recipients, true, first_id, None));
             }
         }
-        // Whether each recipient's monitor is live comes along with it (no
-        // query after the commit; the answer is the same a moment later).
-        let live = format!("(s.state = 'online' AND {})", lock_held_sql());
-        let mut online = HashSet::new();
-        let recipients: Vec<(i64, String)> = match &msg.to {
+        // The recipients: a direct one is checked by the insert below (one
+        // statement fewer before the wake-up); a broadcast's are chosen
+        // here, with whether each one's monitor is live.
+        let (rids, online): (Vec<i64>, Option<HashSet<i64>>) = match &msg.to {
             Recipients::One(rid) => {
                 if *rid == sender_id {
                     return Err(SendError::SelfSend(msg.sender.name.clone()).into());
                 }
-                let row = tx.query_typed_opt(
-                    &format!("SELECT s.name, s.state, {live} FROM sessions s WHERE s.id = $1"),
-                    &typed(&[rid]),
-                )?;
-                match row {
-                    None => bail!("the recipient's mailbox vanished; try again"),
-                    Some(r) => {
-                        let name: String = r.try_get(0)?;
-                        let state: String = r.try_get(1)?;
-                        if state == "left" {
-                            return Err(LookupError::Left(name).into());
-                        }
-                        if r.try_get::<_, bool>(2)? {
-                            online.insert(*rid);
-                        }
-                        vec![(*rid, name)]
-                    }
-                }
+                // Whether its monitor is live is asked after the commit,
+                // while that monitor is already fetching the message.
+                (vec![*rid], None)
             }
             Recipients::All { project } => {
                 let since = time_text(chrono::Utc::now() - chrono::Duration::seconds(60));
@@ -1596,23 +1580,25 @@ impl PostgresStore {
                 }
                 let rows = tx.query_typed(
                     &format!(
-                        "SELECT s.id, s.name, {live} FROM sessions s WHERE s.state <> 'left' AND s.id <> $1 \
-                         AND ($2::text IS NULL OR s.project = $2) ORDER BY s.name"
+                        "SELECT s.id, (s.state = 'online' AND {}) FROM sessions s \
+                         WHERE s.state <> 'left' AND s.id <> $1 AND ($2::text IS NULL OR s.project = $2)",
+                        lock_held_sql()
                     ),
                     &typed(&[&sender_id, project]),
                 )?;
                 if rows.is_empty() {
                     return Err(SendError::NoRecipients.into());
                 }
-                rows.iter()
-                    .map(|r| {
-                        let rid: i64 = r.try_get(0)?;
-                        if r.try_get::<_, bool>(2)? {
-                            online.insert(rid);
-                        }
-                        Ok((rid, r.try_get(1)?))
-                    })
-                    .collect::<Result<Vec<_>>>()?
+                let mut online = HashSet::new();
+                let mut rids = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let rid: i64 = r.try_get(0)?;
+                    if r.try_get::<_, bool>(1)? {
+                        online.insert(rid);
+                    }
+                    rids.push(rid);
+                }
+                (rids, Some(online))
             }
         };
 
@@ -1637,7 +1623,6 @@ impl PostgresStore {
             None => (None, id),
         };
         let chars = i64::try_from(chars)?;
-        let rids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
         if let Some(until) = &msg.ask_until {
             tx.execute_typed(
                 "INSERT INTO asks (question_id, asker_id, \"until\") VALUES ($1, $2, $3) \
@@ -1645,17 +1630,20 @@ impl PostgresStore {
                 &typed(&[&id, &sender_id, until]),
             )?;
         }
-        // The message, its deliveries, and the wake-up of the recipients'
-        // monitors when (and only if) this commits, in one statement.
-        tx.execute_typed(
-                "WITH m AS (INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, \
+        // The message, its deliveries to the recipients that have not left,
+        // and the wake-up of their monitors when (and only if) this commits,
+        // in one statement.
+        let rows = tx.query_typed(
+                "WITH r AS (SELECT id, name FROM sessions WHERE id = ANY($15) AND state <> 'left'), \
+                      m AS (INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, \
                                                   text, blob_id, in_reply_to, thread_id, expires_at, \
                                                   idempotency_key, text_escaped) \
                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq), \
                       d AS (INSERT INTO deliveries (message_seq, recipient_id) \
-                            SELECT m.seq, r FROM m, unnest($15::bigint[]) AS r \
+                            SELECT m.seq, r.id FROM m, r \
                             RETURNING recipient_id, message_seq) \
-                 SELECT pg_notify('inter_session_' || d.recipient_id, d.message_seq::text) FROM d",
+                 SELECT r.id, r.name, pg_notify('inter_session_' || d.recipient_id, d.message_seq::text) \
+                 FROM d JOIN r ON r.id = d.recipient_id ORDER BY r.name",
                 &typed(&[
                     &id,
                     &now,
@@ -1674,11 +1662,29 @@ impl PostgresStore {
                     &rids,
                 ]),
             )?;
+        let recipients = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(i64, String)>>>()?;
+        if recipients.is_empty() {
+            // Dropping `tx` rolls the message back. Say why.
+            let gone = tx.query_typed_opt(
+                "SELECT name, state = 'left' FROM sessions WHERE id = $1",
+                &typed(&[&rids[0]]),
+            )?;
+            return match (&msg.to, gone) {
+                (Recipients::One(_), Some(r)) if r.try_get::<_, bool>(1)? => {
+                    Err(LookupError::Left(r.try_get(0)?).into())
+                }
+                (Recipients::One(_), _) => bail!("the recipient's mailbox vanished; try again"),
+                (Recipients::All { .. }, _) => Err(SendError::NoRecipients.into()),
+            };
+        }
         tx.commit().context("could not commit the message")?;
         if msg.ask_until.is_some() {
             self.interest.borrow_mut().insert(sender_id);
         }
-        Ok((recipients, false, id.to_string(), Some(online)))
+        Ok((recipients, false, id.to_string(), online))
     }
 }
 
