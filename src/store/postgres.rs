@@ -12,7 +12,8 @@
 //!   cursor needs.
 //! - Presence: a monitor's claim takes a session-level advisory lock on the
 //!   session id, on a dedicated connection. "Online" is the stored state
-//!   `online` *and* that lock held (seen in `pg_locks`), so a killed monitor
+//!   `online` *and* that lock held (seen in `pg_lock_status()`, the function
+//!   behind `pg_locks`), so a killed monitor
 //!   reads offline as soon as its connection closes. TCP keepalives (client
 //!   side, and the server's `tcp_keepalives_*`/`tcp_user_timeout` through the
 //!   startup options) make a machine that died without closing its socket
@@ -42,7 +43,8 @@
 //! mode would break both advisory locks and LISTEN, so point the URL at the
 //! server or at a session-mode pool). Keep `max_connections` above twice the
 //! number of monitors plus the commands running at once.
-//! Text containing U+0000 cannot be stored in PostgreSQL and is refused.
+//! PostgreSQL text cannot hold U+0000: a body that has one is stored with `\`
+//! doubled and U+0000 written `\0` (`text_escaped` set), and read back whole.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet};
