@@ -287,8 +287,41 @@ pub trait Mailbox {
     fn session_by_id(&self, id: i64) -> Result<Option<Session>>;
     /// Sessions with live state and pending counts, by name.
     fn sessions(&self, include_left: bool) -> Result<Vec<Session>>;
+    /// Sessions that have not left whose names start with `prefix`, by name.
+    fn sessions_with_prefix(&self, prefix: &str) -> Result<Vec<Session>>;
+    /// The names of the sessions that have not left, in order.
+    fn active_names(&self) -> Result<Vec<String>>;
     /// Exact name, else unique prefix among sessions that have not left.
-    fn resolve(&self, name_or_prefix: &str) -> Result<Session>;
+    fn resolve(&self, name_or_prefix: &str) -> Result<Session> {
+        if let Some(s) = self.session_by_name(name_or_prefix)? {
+            if s.state == State::Left {
+                return Err(LookupError::Left(s.name).into());
+            }
+            return Ok(s);
+        }
+        let mut found = self.sessions_with_prefix(name_or_prefix)?;
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => {
+                let near = near_names(self.active_names()?, name_or_prefix);
+                let hint = if near.is_empty() {
+                    String::new()
+                } else {
+                    format!("; did you mean: {}?", near.join(", "))
+                };
+                Err(LookupError::Unknown {
+                    name: name_or_prefix.to_string(),
+                    hint,
+                }
+                .into())
+            }
+            _ => Err(LookupError::Ambiguous {
+                prefix: name_or_prefix.to_string(),
+                matches: found.into_iter().map(|s| s.name).collect(),
+            }
+            .into()),
+        }
+    }
     /// The mailbox named exactly `name` (left ones included), as a send
     /// needs it: cheaper than `session_by_name`.
     fn address(&self, name: &str) -> Result<Option<Address>> {
@@ -379,6 +412,27 @@ pub fn open() -> Result<Box<dyn Mailbox>> {
     }
 }
 
+/// Up to five of `names` close to `name`: one contains the other, or they
+/// are at most two edits apart.
+fn near_names(names: Vec<String>, name: &str) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|n| n.contains(name) || name.contains(n.as_str()) || edit_distance(n, name) <= 2)
+        .take(5)
+        .collect()
+}
+
+/// A LIKE pattern (with `ESCAPE '\'`) for names starting with `prefix`.
+pub(crate) fn prefix_pattern(prefix: &str) -> String {
+    format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('_', "\\_")
+            .replace('%', "\\%")
+    )
+}
+
 /// Current time in the stored text format.
 pub fn now_text() -> String {
     chrono::Utc::now()
@@ -419,4 +473,29 @@ pub(crate) fn next_candidate(requested: &str, attempt: u32) -> String {
         .saturating_sub(suffix.len())
         .min(base.len());
     format!("{}{suffix}", base[..keep].trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_patterns_match_only_literal_prefixes() {
+        assert_eq!(prefix_pattern("ali"), "ali%");
+        assert_eq!(prefix_pattern("a_b%c\\"), "a\\_b\\%c\\\\%");
+    }
+
+    #[test]
+    fn near_names_are_contained_or_two_edits_away_at_most_five() {
+        let names: Vec<String> = ["alice", "alfred", "bob", "alicia", "carol"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(near_names(names.clone(), "alcie"), ["alice", "alicia"]);
+        assert_eq!(near_names(names.clone(), "bbo"), ["bob"]);
+        assert_eq!(near_names(names.clone(), "ali"), ["alice", "alicia"]);
+        assert!(near_names(names, "zzzzzz").is_empty());
+        let many: Vec<String> = (0..9).map(|i| format!("bot{i}")).collect();
+        assert_eq!(near_names(many, "bot").len(), 5);
+    }
 }

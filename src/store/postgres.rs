@@ -63,7 +63,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{edit_distance, next_candidate};
+use super::{next_candidate, prefix_pattern};
 use super::{
     now_text, Address, Claim, ClaimRequest, HistoryFilter, HistoryRow, LookupError, Mailbox,
     Message, NewMessage, NotFound, Peer, Presence, Recipients, SendError, Sent, SentTo, Session,
@@ -1437,25 +1437,6 @@ impl PostgresStore {
         Ok(self.query_sessions(where_sql, params)?.into_iter().next())
     }
 
-    fn near_matches(&self, name: &str) -> Result<Vec<String>> {
-        let names: Vec<String> = self.run(|c| {
-            c.query(
-                "SELECT name FROM sessions WHERE state <> 'left' ORDER BY name",
-                &[],
-            )?
-            .iter()
-            .map(|r| r.try_get(0).map_err(anyhow::Error::from))
-            .collect()
-        })?;
-        Ok(names
-            .into_iter()
-            .filter(|n| {
-                n.contains(name) || name.contains(n.as_str()) || edit_distance(n, name) <= 2
-            })
-            .take(5)
-            .collect())
-    }
-
     fn query_peers(&self, where_sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Peer>> {
         let sql = format!(
             "SELECT name, session_id, tmux_socket, tmux_session, command, cwd, spawned_by, created_at, killed_at, host \
@@ -1874,45 +1855,23 @@ impl Mailbox for PostgresStore {
         }
     }
 
-    fn resolve(&self, name_or_prefix: &str) -> Result<Session> {
-        if let Some(s) = self.session_by_name(name_or_prefix)? {
-            if s.state == State::Left {
-                return Err(LookupError::Left(s.name).into());
-            }
-            return Ok(s);
-        }
-        let pattern = format!(
-            "{}%",
-            name_or_prefix
-                .replace('\\', "\\\\")
-                .replace('_', "\\_")
-                .replace('%', "\\%")
-        );
-        let found = self.query_sessions(
+    fn sessions_with_prefix(&self, prefix: &str) -> Result<Vec<Session>> {
+        self.query_sessions(
             "s.name LIKE $1 ESCAPE '\\' AND s.state <> 'left' ORDER BY s.name",
-            &[&pattern],
-        )?;
-        match found.len() {
-            1 => Ok(found.into_iter().next().context("one match")?),
-            0 => {
-                let near = self.near_matches(name_or_prefix)?;
-                let hint = if near.is_empty() {
-                    String::new()
-                } else {
-                    format!("; did you mean: {}?", near.join(", "))
-                };
-                Err(LookupError::Unknown {
-                    name: name_or_prefix.to_string(),
-                    hint,
-                }
-                .into())
-            }
-            _ => Err(LookupError::Ambiguous {
-                prefix: name_or_prefix.to_string(),
-                matches: found.into_iter().map(|s| s.name).collect(),
-            }
-            .into()),
-        }
+            &[&prefix_pattern(prefix)],
+        )
+    }
+
+    fn active_names(&self) -> Result<Vec<String>> {
+        self.run(|c| {
+            c.query(
+                "SELECT name FROM sessions WHERE state <> 'left' ORDER BY name",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.try_get(0).map_err(anyhow::Error::from))
+            .collect()
+        })
     }
 
     fn register(&self, name: &str, key: Option<&str>) -> Result<Session> {

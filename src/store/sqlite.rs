@@ -180,22 +180,6 @@ impl SqliteStore {
     fn one_session(&self, where_sql: &str, param: &dyn rusqlite::ToSql) -> Result<Option<Session>> {
         Ok(self.query_sessions(where_sql, param)?.into_iter().next())
     }
-
-    fn near_matches(&self, name: &str) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name FROM sessions WHERE state <> 'left' ORDER BY name")?;
-        let names = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(names
-            .into_iter()
-            .filter(|n| {
-                n.contains(name) || name.contains(n.as_str()) || edit_distance(n, name) <= 2
-            })
-            .take(5)
-            .collect())
-    }
 }
 
 impl SqliteStore {
@@ -356,42 +340,21 @@ impl Mailbox for SqliteStore {
         self.query_sessions(cond, &"left")
     }
 
-    fn resolve(&self, name_or_prefix: &str) -> Result<Session> {
-        if let Some(s) = self.session_by_name(name_or_prefix)? {
-            if s.state == State::Left {
-                return Err(LookupError::Left(s.name).into());
-            }
-            return Ok(s);
-        }
-        let pattern = format!(
-            "{}%",
-            name_or_prefix.replace('_', "\\_").replace('%', "\\%")
-        );
-        let found = self.query_sessions(
+    fn sessions_with_prefix(&self, prefix: &str) -> Result<Vec<Session>> {
+        self.query_sessions(
             "s.name LIKE ?1 ESCAPE '\\' AND s.state <> 'left' ORDER BY s.name",
-            &pattern,
-        )?;
-        match found.len() {
-            1 => Ok(found.into_iter().next().context("one match")?),
-            0 => {
-                let near = self.near_matches(name_or_prefix)?;
-                let hint = if near.is_empty() {
-                    String::new()
-                } else {
-                    format!("; did you mean: {}?", near.join(", "))
-                };
-                Err(LookupError::Unknown {
-                    name: name_or_prefix.to_string(),
-                    hint,
-                }
-                .into())
-            }
-            _ => Err(LookupError::Ambiguous {
-                prefix: name_or_prefix.to_string(),
-                matches: found.into_iter().map(|s| s.name).collect(),
-            }
-            .into()),
-        }
+            &prefix_pattern(prefix),
+        )
+    }
+
+    fn active_names(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM sessions WHERE state <> 'left' ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(names)
     }
 
     fn register(&self, name: &str, key: Option<&str>) -> Result<Session> {
