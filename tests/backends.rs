@@ -223,6 +223,7 @@ fn direct_line_is_exact_with_and_without_label(env: &Env) {
 
     let out = env.ok("kb", &["mail", "send", "--to", "alice", "--text", "hello"]);
     let id = sent_id(&out);
+    assert!(is_ulid(&id), "not a ULID: {id}");
     assert_eq!(out, format!("sent {id} -> alice (delivered)\n"));
     assert_eq!(
         alice.line(),
@@ -237,6 +238,7 @@ fn direct_line_is_exact_with_and_without_label(env: &Env) {
     up(env, &carol, "carol");
     let out = env.ok("kc", &["mail", "send", "--to", "alice", "--text", "hello"]);
     let id2 = sent_id(&out);
+    assert!(is_ulid(&id2), "not a ULID: {id2}");
     assert_ne!(id, id2);
     assert_eq!(
         alice.line(),
@@ -270,6 +272,8 @@ fn offline_mail_is_replayed_in_send_order_exactly_once(env: &Env) {
     }
     let s = session(env, "alice");
     assert_eq!(s["state"], "offline", "{s}");
+    let table = env.ok("probe", &["list"]);
+    assert_eq!(table_pending(&table, "alice"), "3", "{table}");
     assert_eq!(s["pending"], 3, "{s}");
 
     let mut alice = env.monitor("ka", &["--name", "alice"]);

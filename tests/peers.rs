@@ -171,13 +171,6 @@ fn msg_from<'a>(line: &'a str, from: &str, text: &str) -> Option<&'a str> {
     (rest == text).then_some(id)
 }
 
-fn is_ulid(id: &str) -> bool {
-    id.len() == 26
-        && id
-            .bytes()
-            .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
-}
-
 // ---------------------------------------------------------------- 1. round trip
 
 #[test]

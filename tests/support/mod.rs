@@ -385,3 +385,28 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// A ULID: 26 characters of Crockford base32 (no I, L, O, U), first ≤ '7'.
+pub fn is_ulid(id: &str) -> bool {
+    id.len() == 26
+        && id
+            .bytes()
+            .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))
+        && id.as_bytes()[0] <= b'7'
+}
+
+/// The PENDING cell of `name`'s row in the `list` table.
+pub fn table_pending(table: &str, name: &str) -> String {
+    let mut lines = table.lines();
+    let header = lines.next().expect("list header");
+    let col = header
+        .find("PENDING")
+        .unwrap_or_else(|| panic!("no PENDING column in {table:?}"));
+    let row = lines
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name} in {table:?}"));
+    row.get(col..)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_default()
+        .to_string()
+}
