@@ -883,19 +883,78 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
     let second = pg.send("bob", "alice", "after terminate");
     assert_eq!(m.line(), line_for(&second, "bob", "after terminate"));
 
-    // 2. Restart the server under it.
+    // 2. Restart the server under it, with a send on its way meanwhile:
+    // the send retries and goes through once the server is back.
     if let Some(server) = &own {
         drop(adm);
         server.stop("fast");
+        let during = pg
+            .cmd("sender")
+            .args([
+                "--from",
+                "bob",
+                "mail",
+                "send",
+                "--to",
+                "alice",
+                "--text",
+                "during restart",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a send");
+        // Not a wait for readiness: the send must go through however long
+        // the server is away (within its patience); this only makes it meet
+        // the stopped server before the restart.
         std::thread::sleep(Duration::from_millis(300));
+        server.start().unwrap_or_else(|e| panic!("{e}"));
+        let out = during.wait_with_output().expect("the send");
+        assert!(
+            out.status.success(),
+            "a send during a restart was not retried: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let during = sent_id(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            m.line(),
+            "[inter-session] database connection lost; reconnecting"
+        );
+        assert_eq!(m.line(), line_for(&during, "bob", "during restart"));
+        pg.wait_state("alice", "online");
+        let third = pg.send("bob", "alice", "after restart");
+        assert_eq!(m.line(), line_for(&third, "bob", "after restart"));
+
+        // 3. A server that stays down: the send gives up after its few
+        // seconds of retries with one clear line, password masked.
+        server.stop("fast");
+        let started = Instant::now();
+        let out = pg.run(
+            "sender",
+            &[
+                "--from", "bob", "mail", "send", "--to", "alice", "--text", "lost?",
+            ],
+        );
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("could not connect to postgres://"), "{err}");
+        if let Some(pw) = pg::url_password(&pg.url) {
+            assert!(!err.contains(&pw), "password printed: {err}");
+        }
+        assert!(
+            took >= Duration::from_secs(3),
+            "gave up after {took:?}: no retries"
+        );
+        assert!(took < Duration::from_secs(30), "retried for {took:?}");
         server.start().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             m.line(),
             "[inter-session] database connection lost; reconnecting"
         );
         pg.wait_state("alice", "online");
-        let third = pg.send("bob", "alice", "after restart");
-        assert_eq!(m.line(), line_for(&third, "bob", "after restart"));
     }
     // Nothing printed twice.
     let rest = drain(&mut m, Duration::from_millis(1500));
