@@ -1475,9 +1475,21 @@ impl PostgresStore {
     ) -> Result<SendOutcome> {
         let now = now_text();
         let chars = msg.text.chars().count();
-        // The lock is held until commit: seq order is commit order (see the
-        // module doc).
-        let mut tx = SendTx::begin(c)?;
+        // The commit-order lock is held until commit: seq order is commit
+        // order (see the module doc). The usual send (direct, short, from a
+        // known sender, no key, no question) is one statement on its own,
+        // which takes that lock itself; anything else is a transaction.
+        let single = !retry
+            && msg.sender.id != 0
+            && msg.idempotency_key.is_none()
+            && msg.ask_until.is_none()
+            && chars <= INLINE_CHARS
+            && matches!(msg.to, Recipients::One(_));
+        let mut tx = if single {
+            SendTx::autocommit(c)
+        } else {
+            SendTx::begin(c)?
+        };
         if retry {
             if let Some(row) =
                 tx.query_typed_opt("SELECT seq FROM messages WHERE id = $1", &typed(&[&id]))?
@@ -1613,20 +1625,25 @@ impl PostgresStore {
                 &typed(&[&id, &sender_id, until]),
             )?;
         }
-        // The message, its deliveries to the recipients that have not left,
-        // and the wake-up of their monitors when (and only if) this commits,
-        // in one statement.
+        // In one statement: the commit-order lock (again, inside a
+        // transaction: it is re-entrant), the recipients that have not left,
+        // the message (only if there is one), its deliveries, and the wake-up
+        // of their monitors when (and only if) this commits. `l` is read
+        // before the message gets its seq, and CTEs with side effects run once.
         let rows = tx.query_typed(
-                "WITH r AS (SELECT id, name FROM sessions WHERE id = ANY($15) AND state <> 'left'), \
+                &format!(
+                "WITH l AS (SELECT pg_advisory_xact_lock({LOCK_NS}, {SEND_KEY})), \
+                      r AS (SELECT s.id, s.name FROM sessions s, l WHERE s.id = ANY($15) AND s.state <> 'left'), \
                       m AS (INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, \
                                                   text, blob_id, in_reply_to, thread_id, expires_at, \
                                                   idempotency_key, text_escaped) \
-                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq), \
+                            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+                            WHERE EXISTS (SELECT 1 FROM r) RETURNING seq), \
                       d AS (INSERT INTO deliveries (message_seq, recipient_id) \
                             SELECT m.seq, r.id FROM m, r \
                             RETURNING recipient_id, message_seq) \
                  SELECT r.id, r.name, pg_notify('inter_session_' || d.recipient_id, d.message_seq::text) \
-                 FROM d JOIN r ON r.id = d.recipient_id ORDER BY r.name",
+                 FROM d JOIN r ON r.id = d.recipient_id ORDER BY r.name"),
                 &typed(&[
                     &id,
                     &now,
@@ -1650,7 +1667,7 @@ impl PostgresStore {
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<Vec<(i64, String)>>>()?;
         if recipients.is_empty() {
-            // Dropping `tx` rolls the message back. Say why.
+            // Nothing was written (dropping `tx` rolls back the rest). Say why.
             let gone = tx.query_typed_opt(
                 "SELECT name, state = 'left' FROM sessions WHERE id = $1",
                 &typed(&[&rids[0]]),
@@ -1673,7 +1690,7 @@ impl PostgresStore {
 
 /// The send transaction: begun together with its lock in one round trip
 /// (`Client::transaction` would take two), rolled back when dropped
-/// uncommitted.
+/// uncommitted. Or none at all, for a send that is one statement.
 struct SendTx<'a> {
     c: &'a mut Client,
     open: bool,
@@ -1687,9 +1704,16 @@ impl<'a> SendTx<'a> {
         Ok(SendTx { c, open: true })
     }
 
+    /// No transaction: each statement commits on its own.
+    fn autocommit(c: &'a mut Client) -> Self {
+        SendTx { c, open: false }
+    }
+
     fn commit(mut self) -> Result<()> {
-        self.open = false;
-        self.c.batch_execute("COMMIT")?;
+        if self.open {
+            self.open = false;
+            self.c.batch_execute("COMMIT")?;
+        }
         Ok(())
     }
 }
