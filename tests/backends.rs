@@ -28,8 +28,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 const DB_VAR: &str = "INTER_SESSION_DATABASE_URL";
 const NOT_CONNECTED: &str = "not connected; run /inter-session connect in this session first";
 
@@ -136,31 +134,6 @@ fn assert_refused(env: &Env, c: Command, codes: &[i32], what: &str) -> String {
     line
 }
 
-fn sessions(env: &Env) -> Vec<Value> {
-    let v: Value =
-        serde_json::from_str(&env.ok("probe", &["list", "--all", "--json"])).expect("JSON");
-    v.as_array().expect("array").clone()
-}
-
-fn session(env: &Env, name: &str) -> Value {
-    sessions(env)
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no session {name} in list --all --json"))
-}
-
-/// Block until `name` is online with this monitor's pid: its claim is
-/// committed (online alone is visible a moment earlier).
-fn up(env: &Env, m: &Monitor, name: &str) {
-    env.wait_online(name);
-    let pid = m.child.id();
-    wait_for(&format!("{name}'s claim by pid {pid}"), || {
-        sessions(env)
-            .iter()
-            .any(|s| s["name"] == name && s["state"] == "online" && s["monitor_pid"] == pid)
-    });
-}
-
 /// A monitor (`--pace off`) run in `dir`.
 fn monitor_in(env: &Env, key: &str, dir: &Path, args: &[&str]) -> Monitor {
     let mut c = env.cmd(key);
@@ -179,30 +152,6 @@ fn expect_msg(m: &mut Monitor, id: &str) -> String {
         "expected message {id} next, got {l:?}"
     );
     l
-}
-
-/// Register a mailbox name without a monitor.
-fn register(env: &Env, name: &str) {
-    env.ok(name, &["--from", name, "status"]);
-}
-
-/// Send as `from` using `from` as the session key too; returns the id.
-fn send_as(env: &Env, from: &str, to: &str, text: &str) -> String {
-    sent_id(&env.ok(
-        from,
-        &["--from", from, "mail", "send", "--to", to, "--text", text],
-    ))
-}
-
-/// The text of a message line (after the header).
-fn line_text(line: &str) -> &str {
-    line.split_once("] ").map_or("", |(_, t)| t)
-}
-
-fn pending_count(env: &Env) -> usize {
-    env.sql("select count(*) from pending")
-        .parse()
-        .expect("count")
 }
 
 /// Names mentioned in an error line (tokens of name characters).

@@ -16,32 +16,6 @@ use serde_json::Value;
 
 // ---------------------------------------------------------------- helpers
 
-/// `list --all --json`.
-fn sessions(env: &Env) -> Vec<Value> {
-    let v: Value = serde_json::from_str(&env.ok("probe", &["list", "--all", "--json"]))
-        .expect("list --json is JSON");
-    v.as_array().expect("list --json is an array").clone()
-}
-
-fn session(env: &Env, name: &str) -> Value {
-    sessions(env)
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no session {name} in list --all --json"))
-}
-
-/// Block until `name` is online with this monitor's pid: its claim is
-/// committed (online alone is visible a moment earlier).
-fn up(env: &Env, m: &Monitor, name: &str) {
-    env.wait_online(name);
-    let pid = m.child.id();
-    wait_for(&format!("{name}'s claim by pid {pid}"), || {
-        sessions(env)
-            .iter()
-            .any(|s| s["name"] == name && s["state"] == "online" && s["monitor_pid"] == pid)
-    });
-}
-
 /// A monitor for `name` (key `k<name>`) that is up before we go on.
 fn online(env: &Env, name: &str) -> Monitor {
     let m = env.monitor(&format!("k{name}"), &["--name", name]);
@@ -67,11 +41,6 @@ fn expect_msg(m: &mut Monitor, id: &str) -> String {
         "expected message {id} next, got {l:?}"
     );
     l
-}
-
-/// The text of a message line (after the header).
-fn line_text(line: &str) -> &str {
-    line.split_once("] ").map_or("", |(_, t)| t)
 }
 
 /// `history --json` as `from`, with extra flags.

@@ -20,25 +20,6 @@ use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- helpers
 
-/// Send as `from` using `from` as the session key too; returns the id.
-fn send_as(env: &Env, from: &str, to: &str, text: &str) -> String {
-    sent_id(&env.ok(
-        from,
-        &["--from", from, "mail", "send", "--to", to, "--text", text],
-    ))
-}
-
-/// Register a mailbox name without a monitor.
-fn register(env: &Env, name: &str) {
-    env.ok(name, &["--from", name, "status"]);
-}
-
-fn pending_count(env: &Env) -> usize {
-    env.sql("select count(*) from pending")
-        .parse()
-        .expect("count")
-}
-
 fn state_of(env: &Env, name: &str) -> String {
     let out = env.ok("probe", &["list", "--all", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");

@@ -42,7 +42,7 @@ fn assert_refused(env: &Env, c: Command, codes: &[i32], what: &str) -> String {
 }
 
 /// `list --json` (with `--all` when asked).
-fn sessions(env: &Env, all: bool) -> Vec<Value> {
+fn listed(env: &Env, all: bool) -> Vec<Value> {
     let args: &[&str] = if all {
         &["list", "--all", "--json"]
     } else {
@@ -50,13 +50,6 @@ fn sessions(env: &Env, all: bool) -> Vec<Value> {
     };
     let v: Value = serde_json::from_str(&env.ok("probe", args)).expect("list --json is JSON");
     v.as_array().expect("list --json is an array").clone()
-}
-
-fn session(env: &Env, name: &str) -> Value {
-    sessions(env, true)
-        .into_iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("no session {name} in list --all --json"))
 }
 
 /// A monitor (`--pace off`) run in `dir` with extra environment.
@@ -69,18 +62,6 @@ fn monitor_in(env: &Env, key: &str, dir: &Path, vars: &[(&str, &str)], args: &[&
         c.env(k, v);
     }
     Monitor::spawn(c)
-}
-
-/// Block until `name` is online with this monitor's pid in `list --json`:
-/// its claim is committed (online alone is visible a moment earlier).
-fn up(env: &Env, m: &Monitor, name: &str) {
-    env.wait_online(name);
-    let pid = m.child.id();
-    wait_for(&format!("{name}'s claim by pid {pid}"), || {
-        sessions(env, false)
-            .iter()
-            .any(|s| s["name"] == name && s["state"] == "online" && s["monitor_pid"] == pid)
-    });
 }
 
 /// The next line must be message `id`; returns the line.
@@ -187,7 +168,7 @@ fn live_name_collisions_get_flat_suffixes_and_prefixes_resolve() {
     assert!(!got.contains("-2-"), "nested suffix: {notice}");
     env.wait_online(got);
     assert!(
-        !sessions(&env, true)
+        !listed(&env, true)
             .iter()
             .any(|s| s["name"].as_str().is_some_and(|n| n.contains("-2-"))),
         "a nested -2-2 name exists"
@@ -298,7 +279,7 @@ fn name_of_a_dead_monitor_is_taken_over_with_its_pending_mail() {
     let st: Value = serde_json::from_str(&env.ok("new-key", &["status", "--json"])).expect("json");
     assert_eq!(st["name"], "alice", "{st}");
     assert!(
-        !sessions(&env, true).iter().any(|s| s["name"] == "alice-2"),
+        !listed(&env, true).iter().any(|s| s["name"] == "alice-2"),
         "took alice-2 instead of alice"
     );
 }
@@ -337,9 +318,7 @@ fn auto_name_env_name_and_key_reuse() {
         format!("[inter-session msg={id} from=\"bob\"] welcome back")
     );
     assert!(
-        !sessions(&env, true)
-            .iter()
-            .any(|s| s["name"] == "other-dir"),
+        !listed(&env, true).iter().any(|s| s["name"] == "other-dir"),
         "auto-named again"
     );
 }
@@ -368,7 +347,7 @@ fn second_monitor_for_the_same_key_exits_zero_with_notice() {
     env.wait_online("alice");
     let id = env.send("bob", "alice", "still yours");
     expect_msg(&mut alice, &id);
-    assert!(!sessions(&env, true).iter().any(|s| s["name"] == "alice-2"));
+    assert!(!listed(&env, true).iter().any(|s| s["name"] == "alice-2"));
 }
 
 /// The per-key lock file goes with the monitor that held it, so a data
@@ -876,7 +855,7 @@ fn status_and_list_report_the_session() {
         serde_json::from_str(&env.ok("nobody", &["status", "--json"])).expect("status --json");
     assert_eq!(st["connected"], false, "{st}");
 
-    let list = sessions(&env, false);
+    let list = listed(&env, false);
     assert_eq!(list.len(), 2, "{list:?}");
     let a = list
         .iter()
@@ -922,7 +901,7 @@ fn rename_moves_pending_mail_and_keeps_the_monitor() {
     let s = session(&env, "alicia");
     assert_eq!(s["pending"], 2, "{s}");
     assert!(
-        !sessions(&env, true).iter().any(|s| s["name"] == "alice"),
+        !listed(&env, true).iter().any(|s| s["name"] == "alice"),
         "old name still listed"
     );
     let line = assert_refused(
@@ -1110,7 +1089,7 @@ fn disconnect_stops_the_monitor_and_leaves_the_session() {
     assert!(st.success(), "{st:?}");
 
     assert!(
-        !sessions(&env, false).iter().any(|s| s["name"] == "alice"),
+        !listed(&env, false).iter().any(|s| s["name"] == "alice"),
         "list shows a left session"
     );
     assert_eq!(session(&env, "alice")["state"], "left", "list --all");

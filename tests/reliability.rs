@@ -61,11 +61,6 @@ fn record(test: &'static str, figure: String) {
     }
 }
 
-/// The text of a message line (after the header).
-fn line_text(line: &str) -> &str {
-    line.split_once("] ").map_or("", |(_, t)| t)
-}
-
 /// `"s3:000123"` → ("s3", 123).
 fn tag_of(text: &str) -> Option<(String, u64)> {
     let (who, n) = text.split_once(':')?;

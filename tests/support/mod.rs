@@ -410,3 +410,55 @@ pub fn table_pending(table: &str, name: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// `list --all --json`: every session, left ones too.
+pub fn sessions(env: &Env) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&env.ok("probe", &["list", "--all", "--json"]))
+        .expect("list --json is JSON");
+    v.as_array().expect("list --json is an array").clone()
+}
+
+/// One session's row of `list --all --json`.
+pub fn session(env: &Env, name: &str) -> serde_json::Value {
+    sessions(env)
+        .into_iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no session {name} in list --all --json"))
+}
+
+/// Block until `name` is online with this monitor's pid: its claim is
+/// committed (online alone is visible a moment earlier).
+pub fn up(env: &Env, m: &Monitor, name: &str) {
+    env.wait_online(name);
+    let pid = m.child.id();
+    wait_for(&format!("{name}'s claim by pid {pid}"), || {
+        sessions(env)
+            .iter()
+            .any(|s| s["name"] == name && s["state"] == "online" && s["monitor_pid"] == pid)
+    });
+}
+
+/// Register a mailbox name without a monitor.
+pub fn register(env: &Env, name: &str) {
+    env.ok(name, &["--from", name, "status"]);
+}
+
+/// Send as `from` using `from` as the session key too; returns the id.
+pub fn send_as(env: &Env, from: &str, to: &str, text: &str) -> String {
+    sent_id(&env.ok(
+        from,
+        &["--from", from, "mail", "send", "--to", to, "--text", text],
+    ))
+}
+
+/// The text of a message line (after the header).
+pub fn line_text(line: &str) -> &str {
+    line.split_once("] ").map_or("", |(_, t)| t)
+}
+
+/// Rows of the `pending` view.
+pub fn pending_count(env: &Env) -> usize {
+    env.sql("select count(*) from pending")
+        .parse()
+        .expect("count")
+}
