@@ -23,7 +23,7 @@ mod support;
 
 use support::*;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -141,25 +141,6 @@ fn monitor_in(env: &Env, key: &str, dir: &Path, args: &[&str]) -> Monitor {
         .args(["inbox", "watch", "--pace", "off"])
         .args(args);
     Monitor::spawn(c)
-}
-
-/// The next line must be message `id`; returns the line.
-fn expect_msg(m: &mut Monitor, id: &str) -> String {
-    let l = m.line();
-    assert_eq!(
-        line_id(&l),
-        Some(id),
-        "expected message {id} next, got {l:?}"
-    );
-    l
-}
-
-/// Names mentioned in an error line (tokens of name characters).
-fn name_tokens(line: &str) -> BTreeSet<String> {
-    line.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 // ---------------------------------------------------------------- the cases

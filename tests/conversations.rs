@@ -32,17 +32,6 @@ fn offline(env: &Env, name: &str) {
     });
 }
 
-/// The next line must be message `id`; returns the line.
-fn expect_msg(m: &mut Monitor, id: &str) -> String {
-    let l = m.line();
-    assert_eq!(
-        line_id(&l),
-        Some(id),
-        "expected message {id} next, got {l:?}"
-    );
-    l
-}
-
 /// `history --json` as `from`, with extra flags.
 fn history_json(env: &Env, from: &str, flags: &[&str]) -> Vec<Value> {
     let mut all = vec!["--from", from, "history", "--json"];

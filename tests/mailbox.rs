@@ -64,25 +64,6 @@ fn monitor_in(env: &Env, key: &str, dir: &Path, vars: &[(&str, &str)], args: &[&
     Monitor::spawn(c)
 }
 
-/// The next line must be message `id`; returns the line.
-fn expect_msg(m: &mut Monitor, id: &str) -> String {
-    let l = m.line();
-    assert_eq!(
-        line_id(&l),
-        Some(id),
-        "expected message {id} next, got {l:?}"
-    );
-    l
-}
-
-/// Names mentioned in an error line (tokens of name characters).
-fn name_tokens(line: &str) -> BTreeSet<String> {
-    line.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p)
         .expect("stat")

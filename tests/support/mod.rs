@@ -462,3 +462,22 @@ pub fn pending_count(env: &Env) -> usize {
         .parse()
         .expect("count")
 }
+
+/// The next line must be message `id`; returns the line.
+pub fn expect_msg(m: &mut Monitor, id: &str) -> String {
+    let l = m.line();
+    assert_eq!(
+        line_id(&l),
+        Some(id),
+        "expected message {id} next, got {l:?}"
+    );
+    l
+}
+
+/// Names mentioned in an error line (tokens of name characters).
+pub fn name_tokens(line: &str) -> std::collections::BTreeSet<String> {
+    line.split(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
