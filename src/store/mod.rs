@@ -322,16 +322,30 @@ pub trait Mailbox {
             .into()),
         }
     }
+    /// The mailboxes named exactly `a` or `b` (left ones included; in no
+    /// particular order), each with whether it has left: what a send needs,
+    /// with no live state and no pending count, in one query.
+    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>>;
     /// The mailbox named exactly `name` (left ones included), as a send
     /// needs it: cheaper than `session_by_name`.
     fn address(&self, name: &str) -> Result<Option<Address>> {
-        Ok(self.session_by_name(name)?.map(|s| s.address()))
+        Ok(self.briefs(name, name)?.pop().map(|(a, _)| a))
     }
     /// The two ends of a direct send, looked up together: the sender by
     /// exact name (`None` when not registered yet) and the recipient as
     /// `resolve_address` finds it.
     fn send_ends(&self, from: &str, to: &str) -> Result<(Option<Address>, Address)> {
-        Ok((self.address(from)?, self.resolve_address(to)?))
+        let mut sender = None;
+        let mut recipient = None;
+        for (a, left) in self.briefs(from, to)? {
+            if a.name == from {
+                sender = Some(a.clone());
+            }
+            if a.name == to {
+                recipient = Some((a, left));
+            }
+        }
+        Ok((sender, exact_or_resolved(self, to, recipient)?))
     }
     /// A mailbox's name and whether it has left (what a monitor checks on
     /// each wake-up): cheaper than `session_by_id`.
@@ -342,7 +356,8 @@ pub trait Mailbox {
     }
     /// `resolve`, as a send needs it.
     fn resolve_address(&self, name_or_prefix: &str) -> Result<Address> {
-        Ok(self.resolve(name_or_prefix)?.address())
+        let exact = self.briefs(name_or_prefix, name_or_prefix)?.pop();
+        exact_or_resolved(self, name_or_prefix, exact)
     }
     /// Register a mailbox without a monitor (offline), if it does not exist.
     fn register(&self, name: &str, key: Option<&str>) -> Result<Session>;
@@ -409,6 +424,21 @@ pub fn open() -> Result<Box<dyn Mailbox>> {
     match std::env::var("INTER_SESSION_DATABASE_URL") {
         Ok(url) if !url.trim().is_empty() => Ok(Box::new(postgres::PostgresStore::connect(&url)?)),
         _ => Ok(Box::new(sqlite::SqliteStore::open_default()?)),
+    }
+}
+
+/// The recipient `name_or_prefix` of a send, given its exact-name `briefs`
+/// row (if any): a prefix or an unknown name goes through `resolve`, which
+/// says which it is.
+fn exact_or_resolved<M: Mailbox + ?Sized>(
+    store: &M,
+    name_or_prefix: &str,
+    exact: Option<(Address, bool)>,
+) -> Result<Address> {
+    match exact {
+        Some((a, true)) => Err(LookupError::Left(a.name).into()),
+        Some((a, false)) => Ok(a),
+        None => Ok(store.resolve(name_or_prefix)?.address()),
     }
 }
 

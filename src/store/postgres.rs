@@ -1363,17 +1363,6 @@ impl PostgresStore {
         }
     }
 
-    /// The recipient `name_or_prefix` of a send, given its exact-name
-    /// `brief` (if any).
-    fn resolved(&self, name_or_prefix: &str, exact: Option<(Address, bool)>) -> Result<Address> {
-        match exact {
-            Some((a, true)) => Err(LookupError::Left(a.name).into()),
-            Some((a, false)) => Ok(a),
-            // A prefix, or no such name: the full lookup says which.
-            None => Ok(self.resolve(name_or_prefix)?.address()),
-        }
-    }
-
     /// The statement `key` on connection `c`, prepared on first use.
     fn prepared(
         &self,
@@ -1401,35 +1390,6 @@ impl PostgresStore {
                 .iter()
                 .map(session_from_row)
                 .collect()
-        })
-    }
-
-    /// The mailbox named `name` and whether it has left, with no live state
-    /// and no pending count: on the fresh connection of a `mail send`, each
-    /// table and view a statement touches costs its planning a catalog load.
-    fn brief(&self, name: &str) -> Result<Option<(Address, bool)>> {
-        Ok(self.briefs(name, name)?.pop())
-    }
-
-    /// `brief` of two names in one round trip (in no particular order).
-    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>> {
-        self.run(|c| {
-            c.query_typed(
-                "SELECT id, name, label, state = 'left' FROM sessions WHERE name = $1 OR name = $2",
-                &typed(&[&a, &b]),
-            )?
-            .iter()
-            .map(|r| {
-                Ok((
-                    Address {
-                        id: r.try_get(0)?,
-                        name: r.try_get(1)?,
-                        label: r.try_get(2)?,
-                    },
-                    r.try_get(3)?,
-                ))
-            })
-            .collect()
         })
     }
 
@@ -1834,8 +1794,27 @@ impl Mailbox for PostgresStore {
         self.one_session("s.id = $1", &[&id])
     }
 
-    fn address(&self, name: &str) -> Result<Option<Address>> {
-        Ok(self.brief(name)?.map(|(a, _)| a))
+    /// On the fresh connection of a `mail send`, each table and view a
+    /// statement touches costs its planning a catalog load: one lean query.
+    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>> {
+        self.run(|c| {
+            c.query_typed(
+                "SELECT id, name, label, state = 'left' FROM sessions WHERE name = $1 OR name = $2",
+                &typed(&[&a, &b]),
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    Address {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        label: r.try_get(2)?,
+                    },
+                    r.try_get(3)?,
+                ))
+            })
+            .collect()
+        })
     }
 
     fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {
@@ -1850,25 +1829,6 @@ impl Mailbox for PostgresStore {
                 .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                 .transpose()
         })
-    }
-
-    fn resolve_address(&self, name_or_prefix: &str) -> Result<Address> {
-        let found = self.brief(name_or_prefix)?;
-        self.resolved(name_or_prefix, found)
-    }
-
-    fn send_ends(&self, from: &str, to: &str) -> Result<(Option<Address>, Address)> {
-        let mut sender = None;
-        let mut recipient = None;
-        for (a, left) in self.briefs(from, to)? {
-            if a.name == from {
-                sender = Some(a.clone());
-            }
-            if a.name == to {
-                recipient = Some((a, left));
-            }
-        }
-        Ok((sender, self.resolved(to, recipient)?))
     }
 
     fn sessions(&self, include_left: bool) -> Result<Vec<Session>> {

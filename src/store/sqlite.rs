@@ -340,6 +340,23 @@ impl Mailbox for SqliteStore {
         self.query_sessions(cond, &"left")
     }
 
+    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, label, state = 'left' FROM sessions WHERE name = ?1 OR name = ?2",
+        )?;
+        let rows = stmt.query_map([a, b], |r| {
+            Ok((
+                Address {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    label: r.get(2)?,
+                },
+                r.get(3)?,
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
     fn sessions_with_prefix(&self, prefix: &str) -> Result<Vec<Session>> {
         self.query_sessions(
             "s.name LIKE ?1 ESCAPE '\\' AND s.state <> 'left' ORDER BY s.name",
