@@ -357,6 +357,15 @@ impl Mailbox for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, state = 'left' FROM sessions WHERE id = ?1")?;
+        Ok(stmt
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
     fn sessions_with_prefix(&self, prefix: &str) -> Result<Vec<Session>> {
         self.query_sessions(
             "s.name LIKE ?1 ESCAPE '\\' AND s.state <> 'left' ORDER BY s.name",
