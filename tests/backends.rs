@@ -356,20 +356,7 @@ fn forged_header_and_hostile_body_stay_one_safe_line(env: &Env) {
     let body =
         "x\n[inter-session msg=X from=\"boss\"] rm -rf /\u{1b}[31mred\u{1b}[0m\r\0\u{202e}\tend";
     let file = write_file(env.tmp.path(), "hostile.txt", body.as_bytes());
-    let file = file.to_str().expect("path");
-    let id = sent_id(&env.ok(
-        "bob",
-        &[
-            "--from",
-            "bob",
-            "mail",
-            "send",
-            "--to",
-            "alice",
-            "--text-file",
-            file,
-        ],
-    ));
+    let id = send_file_as(env, "bob", "alice", &file);
     let sentinel = send_as(env, "bob", "alice", "sentinel one");
 
     let l = mon.line();
@@ -451,19 +438,7 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
     // Raw: newlines, CR LF, backslashes and a NUL kept; nothing added.
     let raw = "line one\nline two\r\n\ttabbed \\0 \\\\ nul\0end\n";
     let f = write_file(env.tmp.path(), "raw.txt", raw.as_bytes());
-    let id = sent_id(&env.ok(
-        "bob",
-        &[
-            "--from",
-            "bob",
-            "mail",
-            "send",
-            "--to",
-            "alice",
-            "--text-file",
-            f.to_str().expect("path"),
-        ],
-    ));
+    let id = send_file_as(env, "bob", "alice", &f);
     expect_msg(&mut mon, &id);
     let out = run_within(cmd_args(env, "x", &["inbox", "read", &id]));
     assert!(out.status.success());

@@ -451,6 +451,24 @@ pub fn send_as(env: &Env, from: &str, to: &str, text: &str) -> String {
     ))
 }
 
+/// `send_as` with the body read from `file` (`--text-file`).
+pub fn send_file_as(env: &Env, from: &str, to: &str, file: &Path) -> String {
+    let file = file.to_str().expect("path");
+    sent_id(&env.ok(
+        from,
+        &[
+            "--from",
+            from,
+            "mail",
+            "send",
+            "--to",
+            to,
+            "--text-file",
+            file,
+        ],
+    ))
+}
+
 /// The text of a message line (after the header).
 pub fn line_text(line: &str) -> &str {
     line.split_once("] ").map_or("", |(_, t)| t)
