@@ -1628,16 +1628,16 @@ impl PostgresStore {
             .collect::<Result<Vec<(i64, String)>>>()?;
         if recipients.is_empty() {
             // Nothing was written (dropping `tx` rolls back the rest). Say why.
+            let Recipients::One(rid) = &msg.to else {
+                return Err(SendError::NoRecipients.into());
+            };
             let gone = tx.query_typed_opt(
                 "SELECT name, state = 'left' FROM sessions WHERE id = $1",
-                &typed(&[&rids[0]]),
+                &typed(&[rid]),
             )?;
-            return match (&msg.to, gone) {
-                (Recipients::One(_), Some(r)) if r.try_get::<_, bool>(1)? => {
-                    Err(LookupError::Left(r.try_get(0)?).into())
-                }
-                (Recipients::One(_), _) => bail!("the recipient's mailbox vanished; try again"),
-                (Recipients::All { .. }, _) => Err(SendError::NoRecipients.into()),
+            return match gone {
+                Some(r) if r.try_get::<_, bool>(1)? => Err(LookupError::Left(r.try_get(0)?).into()),
+                _ => bail!("the recipient's mailbox vanished; try again"),
             };
         }
         tx.commit().context("could not commit the message")?;
