@@ -23,7 +23,7 @@ pub fn run(all: bool, project: bool, json: bool) -> Result<i32> {
     }
     // A PostgreSQL mailbox (not a file path) serves several machines: say
     // where each session runs.
-    let several_hosts = !store.location().starts_with('/');
+    let several_hosts = store.backend().spans_hosts();
     let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|s| {

@@ -257,7 +257,7 @@ pub fn list(all: bool, json: bool) -> Result<i32> {
     let store = open()?;
     let peers = store.peers(all)?;
     // As in `list`: a HOST column when the mailbox is shared between machines.
-    let several_hosts = !store.location().starts_with('/');
+    let several_hosts = store.backend().spans_hosts();
     let here = this_host();
     let mut rows = Vec::new();
     let mut out = Vec::new();

@@ -46,6 +46,24 @@ impl State {
     }
 }
 
+/// Which database holds the mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// One SQLite file in the data folder: one machine.
+    Sqlite,
+    /// One PostgreSQL database: possibly several machines.
+    Postgres,
+}
+
+impl Backend {
+    /// Whether sessions on other machines can share this mailbox (then
+    /// listings say where each session runs).
+    pub fn spans_hosts(self) -> bool {
+        self == Backend::Postgres
+    }
+}
+
 /// A mailbox as a send needs it: who it is, not how it is doing (no live
 /// state, no pending count), so that looking it up is cheap.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +299,8 @@ pub enum SendError {
 pub trait Mailbox {
     /// Where the mailbox lives, for `status` (a path or a masked URL).
     fn location(&self) -> String;
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
 
     fn session_by_key(&self, key: &str) -> Result<Option<Session>>;
     fn session_by_name(&self, name: &str) -> Result<Option<Session>>;

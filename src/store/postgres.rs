@@ -1778,6 +1778,10 @@ impl Mailbox for PostgresStore {
         self.target.masked.clone()
     }
 
+    fn backend(&self) -> super::Backend {
+        super::Backend::Postgres
+    }
+
     fn session_by_key(&self, key: &str) -> Result<Option<Session>> {
         // Session keys are local to their machine.
         self.one_session(

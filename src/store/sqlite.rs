@@ -321,6 +321,10 @@ impl Mailbox for SqliteStore {
         self.db_path.display().to_string()
     }
 
+    fn backend(&self) -> super::Backend {
+        super::Backend::Sqlite
+    }
+
     fn session_by_key(&self, key: &str) -> Result<Option<Session>> {
         self.one_session(
             "s.session_key = ?1 ORDER BY s.since DESC, s.id DESC LIMIT 1",
