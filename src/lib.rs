@@ -8,6 +8,7 @@ pub mod identity;
 pub mod line;
 pub mod lock;
 pub mod pace;
+pub mod signals;
 pub mod store;
 pub mod tmux;
 pub mod watch;

@@ -7,6 +7,8 @@
 //! decide when a message counts as queued, validate names or labels, or
 //! NFC-normalise anything: a body is kept exactly as sent, minus what is unsafe.
 
+use crate::store::Message;
+
 /// Max length of one monitor line, in UTF-16 code units (Claude Code cuts lines at 500).
 pub const MAX_LINE_UNITS: usize = 500;
 
@@ -323,6 +325,35 @@ pub fn format_message_prefix(h: &Header, prefix: &str, total_chars: usize) -> Ve
     // could still be over; cutting it keeps the limit a hard guarantee.
     let first = truncate_units(&first, MAX_LINE_UNITS).to_string();
     vec![first, cont_line(h.id, n)]
+}
+
+/// The clock the `queued=` ages are measured on: now, moved forward by
+/// `INTER_SESSION_CLOCK_OFFSET_S` seconds (for tests of `queued=`).
+pub fn clock() -> chrono::DateTime<chrono::Utc> {
+    let offset = std::env::var("INTER_SESSION_CLOCK_OFFSET_S")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    chrono::Utc::now() + chrono::Duration::seconds(offset)
+}
+
+/// The line(s) a stored message prints as at `now` (the monitor and `inbox
+/// check` share them), with `queued=` when it waited over a minute. The text
+/// may be only the loaded prefix; `m.chars` says how long the whole is.
+pub fn message_lines(m: &Message, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    let queued_secs = chrono::DateTime::parse_from_rfc3339(&m.created_at)
+        .ok()
+        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds())
+        .filter(|age| *age > 60)
+        .and_then(|age| u64::try_from(age).ok());
+    let header = Header {
+        id: &m.id,
+        from: &m.sender,
+        label: &m.sender_label,
+        re: m.in_reply_to.as_deref(),
+        queued_secs,
+    };
+    format_message_prefix(&header, &m.text, usize::try_from(m.chars).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! The monitor (`inbox watch`): claims a mailbox, replays pending mail, then
 //! prints new mail as it arrives, one line per message (two when cut).
 //!
-//! A message is marked delivered only after its line is written and flushed,
-//! so a crash repeats at most the last write and never loses one. Wake-up is
-//! a file-change notification from the store plus `PRAGMA data_version`, with
-//! a fallback poll; idle, the loop sleeps. It knows nothing of SQL.
+//! A message is marked delivered only after its line is written, flushed and
+//! taken by the reader, so a crash repeats at most the last write and never
+//! loses one. Wake-ups come from the store's subscription (a file-change
+//! notification for SQLite, LISTEN/NOTIFY for PostgreSQL), with a fallback
+//! poll; idle, the loop sleeps. It knows nothing of SQL or of the command
+//! line: `cmd` hands it an `Options`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
@@ -17,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cmd::{PaceMode, WatchArgs};
 use crate::identity::{self, pid_alive};
-use crate::line::{self, Header};
+use crate::line;
 use crate::lock::{self, FileLock};
 use crate::pace::{self, PaceConfig, Pacer};
+use crate::signals::install_signals;
 use crate::store::{ClaimRequest, Mailbox, Message, State, Wake};
 
 /// How often the monitor checks its surroundings (owner alive, stdout open,
@@ -35,29 +37,6 @@ const KEY_LOCK_PATIENCE: Duration = Duration::from_secs(5);
 /// How long a written batch may sit unread before we trust a live reader
 /// to take it later.
 const TAKE_PATIENCE: Duration = Duration::from_secs(10);
-
-/// The line(s) a message prints as, with `queued=` when it waited over a minute.
-pub fn message_lines(m: &Message) -> Vec<String> {
-    // INTER_SESSION_CLOCK_OFFSET_S moves our clock forward, for tests of `queued=`.
-    let offset = std::env::var("INTER_SESSION_CLOCK_OFFSET_S")
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .unwrap_or(0);
-    let now = chrono::Utc::now() + chrono::Duration::seconds(offset);
-    let queued_secs = chrono::DateTime::parse_from_rfc3339(&m.created_at)
-        .ok()
-        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds())
-        .filter(|age| *age > 60)
-        .and_then(|age| u64::try_from(age).ok());
-    let header = Header {
-        id: &m.id,
-        from: &m.sender,
-        label: &m.sender_label,
-        re: m.in_reply_to.as_deref(),
-        queued_secs,
-    };
-    line::format_message_prefix(&header, &m.text, usize::try_from(m.chars).unwrap_or(0))
-}
 
 fn notice(text: &str) -> String {
     format!("[inter-session] {text}")
@@ -167,28 +146,27 @@ fn env_ms(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-/// Catch SIGTERM, SIGINT and SIGHUP: the returned cell holds the first one
-/// that came (0: none yet), and a `Wake::Signal` is sent on `tx`.
-pub fn install_signals(tx: Sender<Wake>) -> Result<Arc<AtomicI32>> {
-    let signal = Arc::new(AtomicI32::new(0));
-    let cell = Arc::clone(&signal);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ])
-    .context("could not install signal handlers")?;
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            cell.store(sig, Ordering::SeqCst);
-            let _ = tx.send(Wake::Signal(sig));
-        }
-    });
-    Ok(signal)
+/// What the monitor is asked to do; `cmd` builds it from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The mailbox name asked for (else `$INTER_SESSION_NAME`, this key's
+    /// previous name, or one made from the cwd).
+    pub name: Option<String>,
+    /// A label to use and remember for this project ("" forgets it).
+    pub label: Option<String>,
+    /// Also print joins, leaves and renames.
+    pub verbose: bool,
+    /// The plugin's auto-started monitor: silent inside Claude Code workers.
+    pub auto: bool,
+    /// Stop a little before this much time has passed since start.
+    pub window: Option<Duration>,
+    /// Keep within Claude Code's notification limits (SPEC §4).
+    pub paced: bool,
 }
 
 /// Run the monitor; returns the exit code.
-pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
+pub fn run(opts: Options) -> Result<i32> {
+    let name = opts.name.clone();
     // The host's window started when it started us, not once we are set up
     // (which can take seconds when a previous monitor is still exiting).
     let started = Instant::now();
@@ -219,11 +197,7 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
     if let Some(n) = &env_name {
         identity::validate_name(n).context("INTER_SESSION_NAME")?;
     }
-    let paced = match opts.pace {
-        PaceMode::Off => false,
-        PaceMode::ClaudeCode => true,
-        PaceMode::Auto => std::env::var("CLAUDECODE").is_ok_and(|v| v == "1"),
-    };
+    let paced = opts.paced;
 
     let store = crate::store::open()?;
     let key = identity::session_key();
@@ -297,7 +271,7 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
         notices,
         pacer: paced.then(|| Pacer::new(PaceConfig::from_env(), 0)),
         started,
-        window: opts.window.map(Duration::from_secs),
+        window: opts.window,
         owner,
         verbose: opts.verbose,
         signal,
@@ -519,13 +493,15 @@ impl Monitor<'_> {
         match &self.pacer {
             None => {
                 if let Some(m) = buffer.pop_front() {
-                    lines.extend(message_lines(&m));
+                    lines.extend(line::message_lines(&m, line::clock()));
                     seqs.push(m.seq);
                 }
             }
             Some(p) => {
                 let max = p.config().batch_units;
-                let rendered: Vec<Vec<String>> = buffer.iter().map(message_lines).collect();
+                let now = line::clock();
+                let rendered: Vec<Vec<String>> =
+                    buffer.iter().map(|m| line::message_lines(m, now)).collect();
                 let already = if lines.is_empty() {
                     0
                 } else {
@@ -551,9 +527,10 @@ impl Monitor<'_> {
             return Ok(());
         };
         let cfg = *p.config();
+        let now = line::clock();
         let units: usize = page
             .iter()
-            .map(|m| pace::batch_units(&message_lines(m)) + 1)
+            .map(|m| pace::batch_units(&line::message_lines(m, now)) + 1)
             .sum();
         let per_batch = ((page.len() * cfg.batch_units) / units.max(1)).max(1);
         let batches = u64::try_from(total).unwrap_or(0).div_ceil(per_batch as u64);

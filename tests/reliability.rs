@@ -2102,7 +2102,11 @@ fn monitor_lines(
         thread_id: id.clone(),
         expires_at: None,
     };
-    (id, re, inter_session::watch::message_lines(&m))
+    (
+        id,
+        re,
+        inter_session::line::message_lines(&m, inter_session::line::clock()),
+    )
 }
 
 /// Checks that hold for any name and label: each line is one line (no

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::Result;
 
 use super::{me, open};
-use crate::watch::message_lines;
+use crate::line;
 
 pub fn check(from: Option<&str>, json: bool) -> Result<i32> {
     let store = open()?;
@@ -23,8 +23,8 @@ pub fn check(from: Option<&str>, json: bool) -> Result<i32> {
                 text.push_str(&serde_json::to_string(&store.message(&m.id)?)?);
                 text.push('\n');
             } else {
-                for line in message_lines(m) {
-                    text.push_str(&line);
+                for l in line::message_lines(m, line::clock()) {
+                    text.push_str(&l);
                     text.push('\n');
                 }
             }

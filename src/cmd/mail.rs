@@ -246,7 +246,7 @@ pub fn ask(from: Option<&str>, to: &str, timeout: &str, body: &BodyArgs) -> Resu
     let text = read_body(body, MAX_DIRECT_BYTES)?;
     // Handlers before the question goes out: an interrupt always withdraws the wait.
     let (tx, rx) = channel();
-    let signal = crate::watch::install_signals(tx.clone())?;
+    let signal = crate::signals::install_signals(tx.clone())?;
     let store = open()?;
     let (sender, recipient) = sender_and_recipient(store.as_ref(), from, to)?;
     let deadline = Instant::now() + wait;

@@ -313,6 +313,26 @@ pub struct WatchArgs {
     pub pace: PaceMode,
 }
 
+impl WatchArgs {
+    /// The monitor's options: `--pace auto` settles here (paced when
+    /// running under Claude Code, `CLAUDECODE=1`).
+    fn into_options(self, name: Option<String>) -> crate::watch::Options {
+        let paced = match self.pace {
+            PaceMode::Off => false,
+            PaceMode::ClaudeCode => true,
+            PaceMode::Auto => std::env::var("CLAUDECODE").is_ok_and(|v| v == "1"),
+        };
+        crate::watch::Options {
+            name,
+            label: self.label,
+            verbose: self.verbose,
+            auto: self.auto,
+            window: self.window.map(std::time::Duration::from_secs),
+            paced,
+        }
+    }
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaceMode {
     /// claude-code when CLAUDECODE=1, else off
@@ -425,8 +445,9 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
     let from = cli.from.as_deref();
     match cli.command {
-        Command::Inbox(InboxCmd::Watch { name, opts }) => crate::watch::run(name, opts),
-        Command::Connect { name, opts } => crate::watch::run(name, opts),
+        Command::Inbox(InboxCmd::Watch { name, opts }) | Command::Connect { name, opts } => {
+            crate::watch::run(opts.into_options(name))
+        }
         Command::Inbox(InboxCmd::Check { json }) => inbox::check(from, json),
         Command::Inbox(InboxCmd::Read { id, json }) => inbox::read(&id, json),
         Command::Mail(MailCmd::Send {

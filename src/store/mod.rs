@@ -2,9 +2,12 @@
 //!
 //! Commands and the monitor talk to the `Mailbox` trait in domain verbs
 //! (claim a name, send, fetch pending, mark delivered) and get plain structs
-//! back. `sqlite` is the backend today; a PostgreSQL one can sit beside it
-//! behind the same trait (presence there is an advisory lock, wake-up is
-//! LISTEN/NOTIFY instead of file-change notification).
+//! back. Two backends implement it: `sqlite` (one file in the data folder;
+//! presence is a file lock, wake-up a file-change notification) and
+//! `postgres` (one database shared by several machines; presence is an
+//! advisory lock, wake-up LISTEN/NOTIFY). What the product decides (name
+//! suffixes, recipient resolution, …) is written once here; a backend file
+//! says only how its database does it.
 
 pub mod postgres;
 pub mod sqlite;
