@@ -12,10 +12,7 @@ use unicode_normalization::UnicodeNormalization;
 pub const MAX_NAME_LEN: usize = 40;
 pub const MAX_LABEL_CHARS: usize = 60;
 
-/// A usage error: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::error::UsageError;
 
 pub const NAME_RULE: &str =
     "a name is 1-40 characters of a-z, 0-9 and '-', starting with a letter or digit";

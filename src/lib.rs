@@ -4,6 +4,7 @@
 
 pub mod cmd;
 pub mod datadir;
+pub mod error;
 pub mod identity;
 pub mod line;
 pub mod lock;

@@ -1,7 +1,7 @@
 use clap::Parser;
 
 use inter_session::cmd::{self, Cli};
-use inter_session::identity::UsageError;
+use inter_session::{error, store};
 
 fn main() {
     // Everything we create (database, WAL, locks) is private to the user.
@@ -12,74 +12,31 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("inter-session: {}", one_line(&e));
-            if e.downcast_ref::<UsageError>().is_some() {
-                2
-            } else {
-                1
-            }
+            error::exit_code(&e)
         }
     };
     std::process::exit(code);
 }
 
 /// The error as one line, whatever its chain holds: the causes joined by
-/// ": " (as `{e:#}` does) minus the "Error code N: <message>" repeat that
-/// rusqlite adds after SQLite's own message, plus what to do when the
-/// database could not be written for lack of space.
+/// ": " (as `{e:#}` does), minus a cause that only repeats the one before it
+/// (a database library's "Error code N: <message>"), plus what to do about a
+/// store trouble a person can act on (a full disk, a read-only mailbox).
 fn one_line(e: &anyhow::Error) -> String {
-    let hint = write_failure_hint(e);
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let mut s = cause.to_string();
-        if s.starts_with("Error code ") && parts.last().is_some_and(|p| s.ends_with(p.as_str())) {
+        let s = cause.to_string();
+        if parts
+            .last()
+            .is_some_and(|p| s == *p || s.ends_with(&format!(": {p}")))
+        {
             continue;
-        }
-        // The store calls a database it cannot read corrupt and says to
-        // move it aside; when the cause is a full disk that advice would
-        // throw away good mail.
-        if hint.is_some() {
-            if let Some((path, _)) = s
-                .split_once(" is not a readable inter-session mailbox")
-                .filter(|(_, rest)| rest.contains("move it aside"))
-            {
-                s = format!("could not open {path}");
-            }
         }
         parts.push(s);
     }
     let mut text = parts.join(": ");
-    if let Some(hint) = hint {
+    if let Some(hint) = store::trouble(e).and_then(error::Trouble::hint) {
         text.push_str(hint);
     }
     text.replace(['\n', '\r'], " ")
-}
-
-/// A hint for SQLite's "disk full" and failed writes: a write past a file
-/// size limit (`ulimit -f`) is EFBIG, which SQLite reports as an I/O error,
-/// and a full disk that has no room left for the 32 KiB `-shm` file fails
-/// every open with SQLITE_IOERR_SHMSIZE.
-fn write_failure_hint(e: &anyhow::Error) -> Option<&'static str> {
-    use rusqlite::ffi;
-    let failure = e
-        .chain()
-        .find_map(|c| match c.downcast_ref::<rusqlite::Error>()? {
-            rusqlite::Error::SqliteFailure(f, _) => Some(*f),
-            _ => None,
-        })?;
-    match failure.code {
-        rusqlite::ErrorCode::DiskFull => {
-            Some(" (free space on the disk that holds the data folder, then retry)")
-        }
-        rusqlite::ErrorCode::SystemIoFailure
-            if [
-                ffi::SQLITE_IOERR_WRITE,
-                ffi::SQLITE_IOERR_SHMSIZE,
-                ffi::SQLITE_IOERR_TRUNCATE,
-            ]
-            .contains(&failure.extended_code) =>
-        {
-            Some(" (a write failed: the disk may be full, or a file size limit (ulimit -f) was reached)")
-        }
-        _ => None,
-    }
 }

@@ -14,6 +14,8 @@ pub mod sqlite;
 
 pub use postgres::this_host;
 
+use crate::error::Trouble;
+
 use std::sync::mpsc::Sender;
 
 use anyhow::Result;
@@ -448,6 +450,12 @@ pub fn open() -> Result<Box<dyn Mailbox>> {
         Ok(url) if !url.trim().is_empty() => Ok(Box::new(postgres::PostgresStore::connect(&url)?)),
         _ => Ok(Box::new(sqlite::SqliteStore::open_default()?)),
     }
+}
+
+/// The kind of store trouble in an error chain, if a person can act on it
+/// (see `Trouble`): what `main` adds to the error line.
+pub fn trouble(e: &anyhow::Error) -> Option<Trouble> {
+    sqlite::trouble(e)
 }
 
 /// The recipient `name_or_prefix` of a send, given its exact-name `briefs`

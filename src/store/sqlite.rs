@@ -213,20 +213,42 @@ impl SqliteStore {
 /// failed write, where that advice would throw good mail away.
 fn open_failed(path: &Path, e: impl Into<anyhow::Error>) -> anyhow::Error {
     let e: anyhow::Error = e.into();
-    let corrupt = e.chain().any(|c| {
-        c.downcast_ref::<rusqlite::Error>()
-            .and_then(rusqlite::Error::sqlite_error_code)
-            .is_some_and(|code| {
-                matches!(
-                    code,
-                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
-                )
-            })
-    });
-    if corrupt {
+    if trouble(&e) == Some(Trouble::Corrupt) {
         e.context(not_a_mailbox(path))
     } else {
         e.context(format!("could not open the mailbox at {}", path.display()))
+    }
+}
+
+/// What kind of trouble the first SQLite failure in an error chain is, if
+/// it is one a person can act on (SQLite's result codes, not its text).
+pub(crate) fn trouble(e: &anyhow::Error) -> Option<Trouble> {
+    use rusqlite::{ffi, ErrorCode};
+    let f = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<rusqlite::Error>()? {
+            rusqlite::Error::SqliteFailure(f, _) => Some(*f),
+            _ => None,
+        })?;
+    match f.code {
+        ErrorCode::DiskFull => Some(Trouble::DiskFull),
+        // A write past a file size limit (`ulimit -f`) is EFBIG, which
+        // SQLite reports as an I/O error; a full disk with no room for the
+        // 32 KiB `-shm` file fails every open with SQLITE_IOERR_SHMSIZE.
+        ErrorCode::SystemIoFailure
+            if [
+                ffi::SQLITE_IOERR_WRITE,
+                ffi::SQLITE_IOERR_SHMSIZE,
+                ffi::SQLITE_IOERR_TRUNCATE,
+            ]
+            .contains(&f.extended_code) =>
+        {
+            Some(Trouble::WriteFailed)
+        }
+        ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => Some(Trouble::Corrupt),
+        ErrorCode::ReadOnly => Some(Trouble::ReadOnly),
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Some(Trouble::Busy),
+        _ => None,
     }
 }
 
