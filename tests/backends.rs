@@ -62,6 +62,7 @@ on_both_backends!(
     bad_input_is_refused_and_leaves_the_database_unchanged,
     concurrent_senders_each_message_once_in_sender_order,
     recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox,
+    a_prefix_never_reaches_a_numbered_sibling,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -777,4 +778,40 @@ fn recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox(env: 
         format!("[inter-session msg={id} from=\"bob\"] now unique")
     );
     drop(carol);
+}
+
+/// Issue 18.2: `--to w1` with only `w10` registered went to `w10`. A prefix
+/// reaches a name only where it goes on with a letter or a `-word`; a
+/// numbered sibling is refused, with the near matches, and nothing written.
+fn a_prefix_never_reaches_a_numbered_sibling(env: &Env) {
+    for name in ["w10", "alice-2", "rev-backend", "bob"] {
+        register(env, name);
+    }
+    let before = snapshot(env);
+    for (to, near) in [("w1", "w10"), ("w", "w10"), ("alice", "alice-2")] {
+        let line = assert_refused(
+            env,
+            cmd_args(
+                env,
+                "bob",
+                &["--from", "bob", "mail", "send", "--to", to, "--text", "x"],
+            ),
+            &[1],
+            &format!("--to {to} with only {near}"),
+        );
+        assert!(
+            line.contains(&format!("no session named '{to}'")) && name_tokens(&line).contains(near),
+            "the refusal does not name the near match {near}: {line}"
+        );
+    }
+    assert_eq!(snapshot(env), before, "a refused send changed the database");
+    // A prefix that goes on with "-word" still resolves, and the sent line
+    // names the mailbox it reached.
+    let out = env.ok(
+        "bob",
+        &[
+            "--from", "bob", "mail", "send", "--to", "rev", "--text", "x",
+        ],
+    );
+    assert!(out.contains("-> rev-backend"), "{out}");
 }

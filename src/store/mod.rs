@@ -325,6 +325,7 @@ pub trait Mailbox {
             return Ok(s);
         }
         let mut found = self.sessions_with_prefix(name_or_prefix)?;
+        found.retain(|s| prefix_reaches(name_or_prefix, &s.name));
         match found.len() {
             1 => Ok(found.remove(0)),
             0 => {
@@ -473,6 +474,24 @@ fn exact_or_resolved<M: Mailbox + ?Sized>(
     }
 }
 
+/// Whether a recipient given as `prefix` may mean the longer `name`: only
+/// when the name goes on with a letter (`ali` → `alice`), or with `-` and
+/// not merely a number (`rev` → `rev-backend`). Never a numbered sibling:
+/// `w1` is not `w10`, `w` is not `w2`, `alice` is not `alice-2` (the name a
+/// second monitor takes when `alice` is held). Those are refused with the
+/// near matches, so mail never silently reaches a session not meant.
+pub fn prefix_reaches(prefix: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(prefix) else {
+        return false;
+    };
+    let rest = if prefix.ends_with('-') {
+        rest
+    } else {
+        rest.strip_prefix('-').unwrap_or(rest)
+    };
+    rest.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
 /// Up to five of `names` close to `name`: one contains the other, or they
 /// are at most two edits apart.
 fn near_names(names: Vec<String>, name: &str) -> Vec<String> {
@@ -544,6 +563,32 @@ mod tests {
     fn prefix_patterns_match_only_literal_prefixes() {
         assert_eq!(prefix_pattern("ali"), "ali%");
         assert_eq!(prefix_pattern("a_b%c\\"), "a\\_b\\%c\\\\%");
+    }
+
+    #[test]
+    fn a_prefix_never_reaches_a_numbered_sibling() {
+        for (prefix, name) in [
+            ("ali", "alice"),
+            ("rev", "rev-backend"),
+            ("rev-", "rev-backend"),
+            ("w1", "w1-docs"),
+            ("a", "a-b2"),
+        ] {
+            assert!(prefix_reaches(prefix, name), "{prefix} → {name}");
+        }
+        for (prefix, name) in [
+            ("w1", "w10"),
+            ("w", "w2"),
+            ("alice", "alice-2"),
+            ("w", "w-10"),
+            ("w-", "w-1"),
+            ("w", "w-1x"),
+            ("bob", "bob"),
+            ("bob", "alice"),
+            ("rev", "rev-"),
+        ] {
+            assert!(!prefix_reaches(prefix, name), "{prefix} → {name}");
+        }
     }
 
     #[test]
