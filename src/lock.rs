@@ -101,7 +101,12 @@ impl FileLock {
     /// (one per session key would otherwise pile up for ever). Every user
     /// of such a path must take it this way: a lock won on a file that was
     /// removed meanwhile is dropped and taken again on the current file.
-    pub fn acquire_removable_within(path: &Path, patience: Duration) -> Result<Option<FileLock>> {
+    /// `None` when the patience ran out or `give_up` said so first.
+    pub fn acquire_removable_within(
+        path: &Path,
+        patience: Duration,
+        give_up: impl Fn() -> bool,
+    ) -> Result<Option<FileLock>> {
         let deadline = Instant::now() + patience;
         loop {
             if let Some(mut lock) = Self::try_acquire(path)? {
@@ -112,7 +117,7 @@ impl FileLock {
                 // Removed by the previous holder: try the new file at once.
                 continue;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || give_up() {
                 return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(10));

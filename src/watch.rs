@@ -31,9 +31,9 @@ use crate::store::{ClaimRequest, Mailbox, Message, State, Wake};
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Messages fetched per query.
 const PAGE: usize = 256;
-/// How long to wait for a previous monitor of this session to exit.
-/// (Claude Code sends SIGKILL 1.5 s after SIGTERM; a busy machine is late.)
-const KEY_LOCK_PATIENCE: Duration = Duration::from_secs(5);
+/// How long to wait for a previous monitor of this session to exit (SPEC
+/// §3; Claude Code sends SIGKILL 1.5 s after SIGTERM).
+const KEY_LOCK_PATIENCE: Duration = Duration::from_secs(2);
 /// How long a written batch may sit unread before we trust a live reader
 /// to take it later.
 const TAKE_PATIENCE: Duration = Duration::from_secs(10);
@@ -68,6 +68,32 @@ impl Out {
             }
         });
         Out { file, queue }
+    }
+
+    /// Refuse to start when nobody can read what we print: a closed stdout
+    /// or `/dev/null` would have every pending message marked delivered
+    /// and seen by no one.
+    fn check_reader(&self) -> Result<()> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let refuse = |what: &str| {
+            anyhow::bail!(
+                "stdout is {what}: the monitor prints mail for someone to read, and would mark it \
+                 delivered unseen; run it with stdout on a terminal, pipe or file"
+            )
+        };
+        let Ok(meta) = self.file.metadata() else {
+            return refuse("closed");
+        };
+        let null = std::fs::metadata("/dev/null").ok();
+        if meta.file_type().is_char_device()
+            && null.is_some_and(|n| n.file_type().is_char_device() && n.rdev() == meta.rdev())
+        {
+            return refuse("/dev/null");
+        }
+        if self.closed() {
+            return refuse("closed by its reader");
+        }
+        Ok(())
     }
 
     fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
@@ -199,16 +225,23 @@ pub fn run(opts: Options) -> Result<i32> {
     }
     let paced = opts.paced;
 
+    let mut out = Out::new();
+    out.check_reader()?;
     let store = crate::store::open()?;
     let key = identity::session_key();
-    let mut out = Out::new();
 
     // One monitor per session key.
     let dir = crate::datadir::path()?;
     let key_lock_path =
         crate::datadir::locks_dir(&dir).join(format!("key-{:016x}.lock", lock::fnv1a(&key)));
-    let Some(_key_lock) = FileLock::acquire_removable_within(&key_lock_path, KEY_LOCK_PATIENCE)?
+    let stopped = || signal.load(Ordering::SeqCst) != 0;
+    let Some(_key_lock) =
+        FileLock::acquire_removable_within(&key_lock_path, KEY_LOCK_PATIENCE, stopped)?
     else {
+        if stopped() {
+            // Asked to stop while waiting: nothing was claimed, nothing to say.
+            return Ok(0);
+        }
         let (held, pid) = match store.session_by_key(&key)? {
             Some(s) => (
                 s.name,

@@ -1,0 +1,107 @@
+//! Guards against mail consumed by nobody and against acting as a live
+//! session of another key (issue 18: must-holds 3, 6 and 7's waiting
+//! monitor). Real binary, temp data folder, real monitor processes.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Mail waiting for `name`, as the `pending` view has it.
+fn pending_for(env: &Env, name: &str) -> String {
+    env.sql(&format!(
+        "select count(*) from pending where recipient = '{name}'"
+    ))
+}
+
+#[test]
+fn a_monitor_whose_stdout_is_dev_null_or_closed_refuses_and_marks_nothing() {
+    let env = Env::new();
+    register(&env, "alice");
+    send_as(&env, "bob", "alice", "nobody may swallow this");
+    assert_eq!(pending_for(&env, "alice"), "1");
+
+    let out = env
+        .cmd("k-alice")
+        .args(["inbox", "watch", "--pace", "off", "--name", "alice"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .expect("run the monitor");
+    let line = refused(&out, &[1], "monitor on /dev/null");
+    assert!(line.contains("/dev/null"), "{line}");
+    assert_eq!(pending_for(&env, "alice"), "1", "mail was consumed");
+
+    // stdout closed outright (fd 1 not open at all).
+    let mut c = env.cmd("k-alice");
+    c.args(["inbox", "watch", "--pace", "off", "--name", "alice"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec only close(2) is called.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        c.pre_exec(|| {
+            libc::close(1);
+            Ok(())
+        });
+    }
+    let out = run_within(c);
+    assert_eq!(out.status.code(), Some(1), "monitor with stdout closed");
+    // Rust's start-up puts /dev/null on a closed standard descriptor, so
+    // the refusal may name either.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stdout is closed") || err.contains("stdout is /dev/null"),
+        "{err}"
+    );
+    assert_eq!(pending_for(&env, "alice"), "1", "mail was consumed");
+    assert_eq!(session(&env, "alice")["state"], "offline");
+
+    // A real reader still gets it.
+    let mut alice = env.monitor("k-alice", &["--name", "alice"]);
+    assert!(alice.line().ends_with("nobody may swallow this"));
+}
+
+/// Whether process `pid` has a handler installed for `sig` (SigCgt).
+fn catches(pid: u32, sig: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+#[test]
+fn a_second_monitor_waiting_for_a_busy_key_ends_promptly_on_sigterm() {
+    let env = Env::new();
+    let mut first = env.monitor("k-1", &["--name", "alice"]);
+    env.wait_online("alice");
+    for sig in [libc::SIGTERM, libc::SIGHUP] {
+        let mut second = env.monitor("k-1", &["--name", "alice"]);
+        // It waits for the key's lock (up to 2 s) before saying anything;
+        // it is ready for the signal once /proc shows it caught.
+        wait_for("the second monitor to catch signals", || {
+            catches(second.child.id(), sig)
+        });
+        let asked = Instant::now();
+        second.signal(sig);
+        let st = second
+            .wait_exit(Duration::from_secs(5))
+            .expect("the waiting monitor did not exit");
+        assert!(
+            asked.elapsed() < Duration::from_millis(1500),
+            "signal {sig}: took {:?} to exit while waiting",
+            asked.elapsed()
+        );
+        assert_eq!(st.code(), Some(0), "signal {sig}");
+        assert!(second.rest(Duration::from_secs(1)).is_empty());
+    }
+    // The first is untouched and still delivers.
+    let id = send_as(&env, "bob", "alice", "still here");
+    expect_msg(&mut first, &id);
+}
