@@ -396,8 +396,8 @@ fn manifests_have_the_required_fields() {
     assert_eq!(mon["name"], "inter-session-client");
     assert_eq!(mon["description"], "inter-session messages");
     assert_eq!(
-        mon["when"], "on-skill-invoke:inter-session",
-        "auto-start is off as shipped"
+        mon["when"], "on-skill-invoke:inter-session:inter-session",
+        "auto-start is off as shipped, the skill named as Claude Code invokes it"
     );
     let command = mon["command"].as_str().expect("command");
     assert!(
@@ -510,7 +510,10 @@ fn auto_start_round_trips_monitors_json_and_keeps_the_rest() {
     let after_on = fs::read_to_string(&file).expect("read");
     assert_eq!(
         after_on,
-        shipped.replace("\"on-skill-invoke:inter-session\"", "\"always\""),
+        shipped.replace(
+            "\"on-skill-invoke:inter-session:inter-session\"",
+            "\"always\""
+        ),
         "only the `when` value changes"
     );
     let status: serde_json::Value =
@@ -527,17 +530,26 @@ fn auto_start_round_trips_monitors_json_and_keeps_the_rest() {
         "off restores the file byte for byte"
     );
 
-    // Other fields and other monitors survive, in their order.
+    // Other fields and other monitors survive, the monitors in their order
+    // (the file is ours: it is written back in serde_json's pretty form).
+    // The `when` that `off` wrote before SPEC §9 named the skill as Claude
+    // Code invokes it still reads as off; `off` now writes the new one.
     let custom = "[\n  {\"name\": \"other\", \"command\": \"x\", \"description\": \"d\", \"when\": \"always\"},\n  \
         {\"when\": \"on-skill-invoke:inter-session\", \"name\": \"inter-session-client\", \"command\": \"c\", \"description\": \"inter-session messages\", \"extra\": {\"k\": [1, 2]}}\n]\n";
     fs::write(&file, custom).expect("write");
+    assert!(ok(&["status"]).starts_with("auto-start off"));
     ok(&["on"]);
     let v = json_file(&file);
     assert_eq!(v[0]["when"], "always");
     assert_eq!(v[1]["when"], "always");
     assert_eq!(v[1]["extra"]["k"], serde_json::json!([1, 2]));
     ok(&["off"]);
-    assert_eq!(fs::read_to_string(&file).expect("read"), custom);
+    let want: serde_json::Value = serde_json::from_str(&custom.replace(
+        "\"on-skill-invoke:inter-session\"",
+        "\"on-skill-invoke:inter-session:inter-session\"",
+    ))
+    .expect("json");
+    assert_eq!(json_file(&file), want);
     let leftovers: Vec<_> = fs::read_dir(plugin.join("monitors"))
         .expect("read_dir")
         .map(|e| e.expect("entry").file_name())
@@ -566,6 +578,16 @@ fn auto_start_round_trips_monitors_json_and_keeps_the_rest() {
     let err = text(&out.stderr);
     assert!(err.contains("monitors.json"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+
+    // An unparseable one: exit 1, a clear line, and the file left as it was.
+    let broken = "[{\"name\": \"inter-session-client\", \"when\": \"always\",}]\n";
+    fs::write(&file, broken).expect("write");
+    let out = auto_start(&plugin, &["off"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("monitors.json is not valid JSON"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(fs::read_to_string(&file).expect("read"), broken);
 }
 
 // ---------------------------------------------------------------------------

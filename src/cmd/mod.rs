@@ -24,12 +24,15 @@ use crate::store::{self, Address, Mailbox, Session, State};
 #[command(
     name = "inter-session",
     version,
-    about = "Durable, scriptable mailbox for AI coding-agent sessions on one machine",
-    long_about = "Durable, scriptable mailbox for AI coding-agent sessions on one machine.\n\n\
+    about = "Durable, scriptable mailbox for AI coding-agent sessions, on one machine or several",
+    long_about = "Durable, scriptable mailbox for AI coding-agent sessions, on one machine or several.\n\n\
         Each session runs a monitor (`inter-session inbox watch`) that prints one line per \
         incoming message; any process can send with `inter-session mail send`. Mail to a \
         session whose monitor is not running waits and is replayed when it comes back. \
-        Everything lives in one SQLite file you can query with `inter-session sql`.",
+        Everything lives in one SQLite file in the data folder by default, or in one \
+        PostgreSQL database that sessions on several machines share \
+        (INTER_SESSION_DATABASE_URL or --database-url); either way you can query it with \
+        `inter-session sql`. It listens on no network port and runs no daemon.",
     after_help = "Examples:\n  \
         inter-session inbox watch --name alice          # terminal 1: alice's monitor\n  \
         INTER_SESSION_KEY=b inter-session connect bob   # terminal 2: bob's monitor\n  \
