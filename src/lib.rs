@@ -1,6 +1,7 @@
 //! inter-session: a durable, scriptable mailbox for AI coding-agent sessions
-//! on one machine. The binary is a thin `main` around `cmd::run`; the
-//! library is public so benchmarks can drive the store in-process.
+//! on one machine (one SQLite file) or several (one PostgreSQL database).
+//! The binary is a thin `main` around `cmd::run`; the library is public so
+//! benchmarks can drive the store in-process.
 
 pub mod cmd;
 pub mod datadir;

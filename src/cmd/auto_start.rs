@@ -40,13 +40,8 @@ const PLUGIN_NAME: &str = "inter-session";
 
 const EFFECT: &str = "takes effect after /reload-plugins or in the next Claude Code session";
 
-/// `inter-session auto-start <action>`, finding the plugin folder by itself.
-pub fn run(action: &str, json: bool) -> Result<i32> {
-    run_with(action, json, None)
-}
-
-/// Like [`run`], with an explicit plugin folder (a `--plugin-dir` flag) that
-/// takes precedence over every other way of finding it.
+/// `inter-session auto-start <action>`; an explicit plugin folder (the
+/// `--plugin-dir` flag) takes precedence over every other way of finding it.
 pub fn run_with(action: &str, json: bool, plugin_dir: Option<&Path>) -> Result<i32> {
     let want = match action {
         "on" => Some(WHEN_ON),

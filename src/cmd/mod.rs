@@ -499,10 +499,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             action,
             plugin_dir,
             json,
-        } => match plugin_dir {
-            Some(dir) => auto_start::run_with(&action, json, Some(&dir)),
-            None => auto_start::run(&action, json),
-        },
+        } => auto_start::run_with(&action, json, plugin_dir.as_deref()),
     }
 }
 
