@@ -105,3 +105,60 @@ fn a_second_monitor_waiting_for_a_busy_key_ends_promptly_on_sigterm() {
     let id = send_as(&env, "bob", "alice", "still here");
     expect_msg(&mut first, &id);
 }
+
+#[test]
+fn from_may_not_act_as_a_live_session_of_another_key_unless_forced() {
+    let env = Env::new();
+    let mut alice = env.monitor("k-alice", &["--name", "alice"]);
+    up(&env, &alice, "alice");
+    let id = send_as(&env, "bob", "alice", "for alice's eyes");
+    expect_msg(&mut alice, &id);
+    for (args, what) in [
+        (vec!["rename", "mallory"], "rename"),
+        (vec!["relabel", "owned"], "relabel"),
+        (vec!["disconnect"], "disconnect"),
+        (vec!["inbox", "check"], "inbox check"),
+    ] {
+        let mut full = vec!["--from", "alice"];
+        full.extend(&args);
+        let line = refused(&env.run("k-other", &full), &[1], what);
+        assert!(
+            line.contains("'alice' is online under another session") && line.contains("--force"),
+            "{what}: {line}"
+        );
+    }
+    let s = session(&env, "alice");
+    assert_eq!(
+        (s["name"].as_str(), s["label"].as_str(), s["state"].as_str()),
+        (Some("alice"), Some(""), Some("online"))
+    );
+    // Its own key may; an offline mailbox may be acted as by anyone.
+    env.ok("k-alice", &["relabel", "mine"]);
+    env.ok("k-other", &["--from", "bob", "relabel", "bobs"]);
+
+    // --force does it, and the owner's monitor is told.
+    let out = env.ok(
+        "k-other",
+        &["--from", "alice", "--force", "relabel", "forced"],
+    );
+    assert!(out.contains("forced"), "{out}");
+    let note = alice.until(Duration::from_secs(10), |l| l.contains("operator"));
+    assert!(
+        note.contains("from=\"alice\"") && note.contains("`inter-session relabel`"),
+        "{note}"
+    );
+    assert_eq!(session(&env, "alice")["label"], "forced");
+    // A forced drain takes the mail, and then the note waits for alice.
+    let id = send_as(&env, "bob", "alice", "drained");
+    expect_msg(&mut alice, &id);
+    let out = env.ok("k-other", &["--from", "alice", "--force", "inbox", "check"]);
+    assert!(
+        !out.contains("drained"),
+        "already delivered mail came again: {out}"
+    );
+    let note = alice.until(Duration::from_secs(10), |l| l.contains("operator"));
+    assert!(note.contains("`inter-session inbox check`"), "{note}");
+    // --force without --from is a usage error.
+    let out = env.run("k-other", &["--force", "relabel", "x"]);
+    assert_eq!(out.status.code(), Some(2), "--force alone");
+}

@@ -4,12 +4,13 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
 
-use super::{me, open};
+use super::{me_acting, open};
 use crate::line;
 
-pub fn check(from: Option<&str>, json: bool) -> Result<i32> {
+pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
     let store = open()?;
-    let session = me(store.as_ref(), from)?;
+    let acting = me_acting(store.as_ref(), from, force, "inbox check")?;
+    let session = &acting.session;
     let mut out = std::io::stdout().lock();
     let mut after = 0;
     loop {
@@ -35,6 +36,8 @@ pub fn check(from: Option<&str>, json: bool) -> Result<i32> {
         let seqs: Vec<i64> = page.iter().map(|m| m.seq).collect();
         store.mark_delivered(session.id, &seqs)?;
     }
+    // After the drain, so the note waits for the session's own monitor.
+    acting.tell(store.as_ref())?;
     Ok(0)
 }
 

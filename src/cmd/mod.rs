@@ -14,11 +14,11 @@ mod sql;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::identity::{self, UsageError};
-use crate::store::{self, Address, Mailbox, Session, State};
+use crate::store::{self, Address, Mailbox, NewMessage, Recipients, Session, State};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -44,6 +44,11 @@ pub struct Cli {
     /// Act as this session (for scripts); it is registered if new.
     #[arg(long, global = true, value_name = "NAME")]
     pub from: Option<String>,
+
+    /// With --from: act as a session whose monitor is online under another
+    /// session key (an operator's override; that session is told)
+    #[arg(long, global = true, requires = "from")]
+    pub force: bool,
 
     /// Use this PostgreSQL database instead of the data folder's SQLite file
     #[arg(
@@ -451,7 +456,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Inbox(InboxCmd::Watch { name, opts }) | Command::Connect { name, opts } => {
             crate::watch::run(opts.into_options(name))
         }
-        Command::Inbox(InboxCmd::Check { json }) => inbox::check(from, json),
+        Command::Inbox(InboxCmd::Check { json }) => inbox::check(from, cli.force, json),
         Command::Inbox(InboxCmd::Read { id, json }) => inbox::read(&id, json),
         Command::Mail(MailCmd::Send {
             to,
@@ -473,9 +478,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Mail(MailCmd::Ask { to, timeout, body }) => mail::ask(from, &to, &timeout, &body),
         Command::List { all, project, json } => list::run(all, project, json),
         Command::Status { json } => session::status(from, json),
-        Command::Rename { new } => session::rename(from, &new),
-        Command::Relabel { text } => session::relabel(from, &text),
-        Command::Disconnect { json } => session::disconnect(from, json),
+        Command::Rename { new } => session::rename(from, cli.force, &new),
+        Command::Relabel { text } => session::relabel(from, cli.force, &text),
+        Command::Disconnect { json } => session::disconnect(from, cli.force, json),
         Command::History(args) => history::run(from, &args),
         Command::Sql {
             query,
@@ -519,6 +524,75 @@ pub fn me(store: &dyn Mailbox, from: Option<&str>) -> Result<Session> {
         Some(s) if s.state != State::Left => Ok(s),
         _ => bail!(NOT_CONNECTED),
     }
+}
+
+/// `me`, for a command that changes or drains the session (rename, relabel,
+/// disconnect, `inbox check`). `--from` is for scripts: it may not act as a
+/// session whose monitor is online under another session key (the monitor
+/// would be renamed under it, or never print the mail it drained) unless
+/// `force`; then the command calls `Acting::tell` once it has acted.
+pub fn me_acting(
+    store: &dyn Mailbox,
+    from: Option<&str>,
+    force: bool,
+    command: &'static str,
+) -> Result<Acting> {
+    let session = me(store, from)?;
+    let forced = from.is_some() && live_elsewhere(store, &session);
+    if forced && !force {
+        bail!(
+            "'{}' is online under another session (monitor pid {}); --from may not act as it \
+             for `inter-session {command}` (an operator can add --force, which tells that session)",
+            session.name,
+            session
+                .monitor_pid
+                .map_or("?".to_string(), |p| p.to_string())
+        );
+    }
+    Ok(Acting {
+        session,
+        forced,
+        command,
+    })
+}
+
+/// The session a changing command acts as, and whether `--force` took it
+/// from a live monitor of another key.
+pub struct Acting {
+    pub session: Session,
+    forced: bool,
+    command: &'static str,
+}
+
+impl Acting {
+    /// After a forced command: tell the session, through its own mailbox
+    /// (so its monitor prints it), what was done to it.
+    pub fn tell(&self, store: &dyn Mailbox) -> Result<()> {
+        if !self.forced {
+            return Ok(());
+        }
+        let s = &self.session;
+        let note = format!(
+            "status: an operator ran `inter-session {}` as this session (--from {} --force, pid {})",
+            self.command,
+            s.name,
+            std::process::id()
+        );
+        let me = s.address();
+        let mut msg = NewMessage::new(&me, Recipients::One(s.id), &note);
+        msg.note_to_self = true;
+        store.send(&msg).with_context(|| {
+            format!("could not tell '{}' of the forced {}", s.name, self.command)
+        })?;
+        Ok(())
+    }
+}
+
+/// Whether `s` has a live monitor that belongs to another session key.
+fn live_elsewhere(store: &dyn Mailbox, s: &Session) -> bool {
+    s.state == State::Online
+        && s.key.as_deref() != Some(identity::session_key().as_str())
+        && store.is_online(s.id)
 }
 
 /// The sender of a message: like `me`, but a new `--from` name is only

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::{me, me_if_any, open};
+use super::{me_acting, me_if_any, open};
 use crate::identity::{self, pid_alive};
 
 pub fn status(from: Option<&str>, json: bool) -> Result<i32> {
@@ -39,11 +39,13 @@ pub fn status(from: Option<&str>, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-pub fn rename(from: Option<&str>, new: &str) -> Result<i32> {
+pub fn rename(from: Option<&str>, force: bool, new: &str) -> Result<i32> {
     identity::validate_name(new)?;
     let store = open()?;
-    let s = me(store.as_ref(), from)?;
+    let acting = me_acting(store.as_ref(), from, force, "rename")?;
+    let s = &acting.session;
     store.rename(s.id, new)?;
+    acting.tell(store.as_ref())?;
     println!(
         "renamed '{}' -> '{new}' ({} pending mail follows)",
         s.name, s.pending
@@ -51,11 +53,13 @@ pub fn rename(from: Option<&str>, new: &str) -> Result<i32> {
     Ok(0)
 }
 
-pub fn relabel(from: Option<&str>, text: &str) -> Result<i32> {
+pub fn relabel(from: Option<&str>, force: bool, text: &str) -> Result<i32> {
     let label = identity::validate_label(text)?;
     let store = open()?;
-    let s = me(store.as_ref(), from)?;
+    let acting = me_acting(store.as_ref(), from, force, "relabel")?;
+    let s = &acting.session;
     store.relabel(s.id, &label)?;
+    acting.tell(store.as_ref())?;
     if !s.project.is_empty() {
         store.remember_label(&s.project, &label)?;
     }
@@ -67,9 +71,12 @@ pub fn relabel(from: Option<&str>, text: &str) -> Result<i32> {
     Ok(0)
 }
 
-pub fn disconnect(from: Option<&str>, json: bool) -> Result<i32> {
+pub fn disconnect(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
     let store = open()?;
-    let s = me(store.as_ref(), from)?;
+    let acting = me_acting(store.as_ref(), from, force, "disconnect")?;
+    // Told first: a mailbox that has left takes no mail.
+    acting.tell(store.as_ref())?;
+    let s = acting.session;
     let pid = store.disconnect(s.id)?;
     let mut stopped = false;
     if let Some(pid) = pid.and_then(|p| libc::pid_t::try_from(p).ok()) {

@@ -181,6 +181,9 @@ pub struct NewMessage<'a> {
     /// For `mail ask`: hold the first reply for the asker until this time
     /// (registered in the same transaction as the question).
     pub ask_until: Option<String>,
+    /// A note from a mailbox to itself (what a `--force` did to it): the
+    /// one direct send whose recipient may be its sender.
+    pub note_to_self: bool,
 }
 
 impl<'a> NewMessage<'a> {
@@ -193,6 +196,7 @@ impl<'a> NewMessage<'a> {
             expires_at: None,
             idempotency_key: None,
             ask_until: None,
+            note_to_self: false,
         }
     }
 }

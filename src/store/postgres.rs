@@ -1515,7 +1515,7 @@ impl PostgresStore {
         // here, with whether each one's monitor is live.
         let (rids, online): (Vec<i64>, Option<HashSet<i64>>) = match &msg.to {
             Recipients::One(rid) => {
-                if *rid == sender_id {
+                if *rid == sender_id && !msg.note_to_self {
                     return Err(SendError::SelfSend(msg.sender.name.clone()).into());
                 }
                 // Whether its monitor is live is asked after the commit,

@@ -615,7 +615,7 @@ impl Mailbox for SqliteStore {
         }
         let recipients: Vec<(i64, String)> = match &msg.to {
             Recipients::One(rid) => {
-                if *rid == sender_id {
+                if *rid == sender_id && !msg.note_to_self {
                     return Err(SendError::SelfSend(msg.sender.name.clone()).into());
                 }
                 let row: Option<(String, String)> = tx
