@@ -162,3 +162,121 @@ fn from_may_not_act_as_a_live_session_of_another_key_unless_forced() {
     let out = env.run("k-other", &["--force", "relabel", "x"]);
     assert_eq!(out.status.code(), Some(2), "--force alone");
 }
+
+/// Runs the binary as an unprivileged user in a folder of its own: as root,
+/// as `nobody` (root writes through any file mode, so a read-only folder
+/// would not be read-only to it), from a copy of the binary that `nobody`
+/// can reach.
+struct Unprivileged {
+    _tmp: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    home: std::path::PathBuf,
+    data: std::path::PathBuf,
+    uid: Option<u32>,
+}
+
+impl Unprivileged {
+    fn new() -> Unprivileged {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).expect("home");
+        // SAFETY: geteuid cannot fail.
+        let uid = (unsafe { libc::geteuid() } == 0).then_some(65534);
+        let bin = tmp.path().join("inter-session");
+        std::fs::copy(BIN, &bin).expect("copy the binary");
+        for (p, mode) in [
+            (tmp.path(), 0o755),
+            (home.as_path(), 0o777),
+            (bin.as_path(), 0o755),
+        ] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        Unprivileged {
+            data: home.join("data"),
+            _tmp: tmp,
+            bin,
+            home,
+            uid,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        let mut c = std::process::Command::new(&self.bin);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CLAUDE") || k.starts_with("INTER_SESSION") {
+                c.env_remove(k);
+            }
+        }
+        c.env("INTER_SESSION_DATA_DIR", &self.data)
+            .env("INTER_SESSION_KEY", "k-script")
+            .env("HOME", &self.home)
+            .current_dir(&self.home)
+            .args(args)
+            .stdin(Stdio::null());
+        if let Some(uid) = self.uid {
+            c.uid(uid).gid(65534);
+        }
+        run_within(c)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// chmod as the owner would.
+    fn chmod(&self, path: &std::path::Path, mode: u32) {
+        let out = self.run(&["--version"]);
+        assert!(out.status.success());
+        let mut c = std::process::Command::new("chmod");
+        c.arg(format!("{mode:o}")).arg(path);
+        if let Some(uid) = self.uid {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid).gid(65534);
+        }
+        assert!(c.status().expect("chmod").success(), "chmod {path:?}");
+    }
+}
+
+#[test]
+fn a_read_only_folder_still_serves_reads_and_a_stale_read_only_shm_heals() {
+    let u = Unprivileged::new();
+    u.ok(&["--from", "alice", "status"]);
+    let sent = u.ok(&[
+        "--from", "bob", "mail", "send", "--to", "alice", "--text", "kept",
+    ]);
+    let id = sent_id(&sent);
+
+    // The folder read-only: reads work, a write says read-only, nothing lost.
+    u.chmod(&u.data, 0o500);
+    let list = u.ok(&["list"]);
+    assert!(list.contains("alice") && list.contains("bob"), "{list}");
+    let history = u.ok(&["history", "--everyone"]);
+    assert!(history.contains("kept"), "{history}");
+    assert_eq!(u.ok(&["sql", "select count(*) from messages"]).trim(), "1");
+    assert_eq!(u.ok(&["inbox", "read", &id]).trim_end(), "kept");
+    let out = u.run(&[
+        "--from", "bob", "mail", "send", "--to", "alice", "--text", "more",
+    ]);
+    let line = refused(&out, &[1], "a send into a read-only folder");
+    assert!(line.contains("read-only"), "{line}");
+    u.chmod(&u.data, 0o700);
+
+    // The database read-only for a while: a read leaves -wal/-shm with its
+    // mode; once it is writable again, writes work again.
+    let db = u.data.join("mailbox.db");
+    u.chmod(&db, 0o400);
+    assert!(u.ok(&["list"]).contains("alice"));
+    u.chmod(&db, 0o600);
+    u.ok(&[
+        "--from", "bob", "mail", "send", "--to", "alice", "--text", "after",
+    ]);
+    assert_eq!(u.ok(&["sql", "select count(*) from messages"]).trim(), "2");
+}

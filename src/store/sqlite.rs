@@ -99,8 +99,21 @@ impl SqliteStore {
         }
         datadir::check_private(&locks, "lock folder", true)?;
 
-        let conn = open_connection(&db_path, false)?;
+        // A folder or database we may not write is still read: `list`,
+        // `history`, `sql` and `inbox read` work, and a write fails saying
+        // the mailbox is read-only.
+        let read_only = db_path.exists() && !(may_write(dir) && may_write(&db_path));
+        if !read_only {
+            recover_stale_siblings(&db_path)?;
+        }
+        let conn = open_connection(&db_path, read_only)?;
         let version = schema_version(&conn).map_err(|e| open_failed(&db_path, e))?;
+        if version < MIGRATIONS.len() && read_only {
+            bail!(
+                "the mailbox at {} is read-only here and needs an upgrade to this version's schema; make it writable",
+                db_path.display()
+            );
+        }
         if version < MIGRATIONS.len() {
             // First-time set-up is serialised: two processes starting on a
             // fresh folder would otherwise race on the WAL switch and the
@@ -114,7 +127,9 @@ impl SqliteStore {
                 MIGRATIONS.len()
             );
         }
-        datadir::make_private(&db_path)?;
+        if !read_only {
+            datadir::make_private(&db_path)?;
+        }
         let identity = file_identity(&db_path).context("the database vanished while opening it")?;
         Ok(SqliteStore {
             dir: dir.to_path_buf(),
@@ -223,13 +238,16 @@ fn open_failed(path: &Path, e: impl Into<anyhow::Error>) -> anyhow::Error {
 /// What kind of trouble the first SQLite failure in an error chain is, if
 /// it is one a person can act on (SQLite's result codes, not its text).
 pub(crate) fn trouble(e: &anyhow::Error) -> Option<Trouble> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<rusqlite::Error>().and_then(trouble_of))
+}
+
+/// The trouble one SQLite error is, if it is a failure a person can act on.
+fn trouble_of(e: &rusqlite::Error) -> Option<Trouble> {
     use rusqlite::{ffi, ErrorCode};
-    let f = e
-        .chain()
-        .find_map(|c| match c.downcast_ref::<rusqlite::Error>()? {
-            rusqlite::Error::SqliteFailure(f, _) => Some(*f),
-            _ => None,
-        })?;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return None;
+    };
     match f.code {
         ErrorCode::DiskFull => Some(Trouble::DiskFull),
         // A write past a file size limit (`ulimit -f`) is EFBIG, which
@@ -260,16 +278,13 @@ fn not_a_mailbox(path: &Path) -> String {
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW
-    };
+    if read_only {
+        return open_read_only(path);
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
     let conn = Connection::open_with_flags(path, flags)
         .with_context(|| format!("could not open mailbox at {}", path.display()))?;
     // SQLite's default busy handler backs off up to 100 ms a try, which
@@ -284,6 +299,82 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
     )
     .map_err(|e| open_failed(path, e))?;
     Ok(conn)
+}
+
+/// A connection that never writes. A WAL database is read through its
+/// `-shm` file, which a read-only folder may not hold and cannot create;
+/// then, when there is no `-wal` either (everything is in the main file),
+/// the file is read as immutable.
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    let conn = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("could not open mailbox at {}", path.display()))?;
+    conn.busy_handler(Some(busy_retry))?;
+    let readable = conn.query_row("PRAGMA user_version", [], |_| Ok(()));
+    let wal = sibling(path, "-wal");
+    match readable {
+        Ok(()) => Ok(conn),
+        Err(e) if trouble_of(&e).is_some_and(|t| t != Trouble::Corrupt) && !wal.exists() => {
+            drop(conn);
+            let uri = format!(
+                "file:{}?immutable=1",
+                path.display()
+                    .to_string()
+                    .replace('%', "%25")
+                    .replace('?', "%3f")
+                    .replace('#', "%23")
+            );
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+                .with_context(|| format!("could not open mailbox at {}", path.display()))
+        }
+        Err(e) => Err(open_failed(path, e)),
+    }
+}
+
+/// `mailbox.db-wal`, `mailbox.db-shm`: SQLite's files beside the database.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Whether this process may write `path` (a missing file: its folder).
+fn may_write(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string; faccessat only reads it.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
+}
+
+/// SQLite gives `-wal` and `-shm` the database file's mode when it creates
+/// them: a read while the database was read-only (chmod 0400) leaves them
+/// read-only, and every later write fails on them. Ours, in our private
+/// folder: make them writable again once the database is.
+fn recover_stale_siblings(db: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["-wal", "-shm"] {
+        let file = sibling(db, suffix);
+        let Ok(meta) = std::fs::symlink_metadata(&file) else {
+            continue;
+        };
+        // SAFETY: geteuid cannot fail.
+        let mine = meta.uid() == unsafe { libc::geteuid() };
+        if meta.file_type().is_file() && mine && meta.mode() & 0o200 == 0 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).with_context(
+                || {
+                    format!(
+                        "{} is read-only and could not be fixed; remove it (no inter-session process running) and retry",
+                        file.display()
+                    )
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn busy_retry(attempt: i32) -> bool {
