@@ -199,6 +199,7 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
     if let Some(n) = &name {
         identity::validate_name(n)?;
     }
+    let window = opts.window.map(crate::cmd::check_window).transpose()?;
     // Handlers first: a SIGTERM that comes while we claim the mailbox must
     // still end in a clean exit (mark offline, release the lock).
     let (tx, rx) = channel();
@@ -297,7 +298,7 @@ pub fn run(name: Option<String>, opts: WatchArgs) -> Result<i32> {
         notices,
         pacer: paced.then(|| Pacer::new(PaceConfig::from_env(), 0)),
         started,
-        window: opts.window.map(Duration::from_secs),
+        window,
         owner,
         verbose: opts.verbose,
         signal,
