@@ -156,6 +156,7 @@ pub enum Command {
         a suffix, so no value is lost: `select 1 as a, 2 as a` gives [{\"a\":1,\"a_2\":2}].")]
     Sql {
         /// The query (one statement; writes, ATTACH and extensions are refused)
+        #[arg(allow_hyphen_values = true)]
         query: String,
         /// Print the column names first
         #[arg(long)]
