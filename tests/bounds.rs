@@ -454,10 +454,11 @@ fn huge_durations_are_refused_with_one_line() {
 
 // ------------------------------------------------------------------ sql
 
-/// `sql` as a child with its stdout read line by line.
+/// `sql` as a child with its stdout read line by line; killed on drop, so
+/// a failed assertion leaves no endless query behind.
 struct Query {
-    child: Child,
-    lines: std::sync::mpsc::Receiver<String>,
+    child: Option<Child>,
+    lines: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Query {
@@ -475,17 +476,46 @@ impl Query {
                 }
             }
         });
-        Query { child, lines }
+        Query {
+            child: Some(child),
+            lines: Some(lines),
+        }
     }
 
     fn line(&self, within: Duration) -> String {
         self.lines
+            .as_ref()
+            .expect("lines")
             .recv_timeout(within)
             .expect("a row printed while the query still runs")
     }
 
-    fn end(self, within: Duration, what: &str) -> Output {
-        finish(self.child, within, what)
+    fn running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("child");
+        child.try_wait().expect("try_wait").is_none()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("child").id() as i32
+    }
+
+    /// Stop reading: the reading thread ends at its next line, closing
+    /// the pipe (`sql … | head -1`).
+    fn close_stdout(&mut self) {
+        self.lines = None;
+    }
+
+    fn end(mut self, within: Duration, what: &str) -> Output {
+        finish(self.child.take().expect("child"), within, what)
+    }
+}
+
+impl Drop for Query {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -496,7 +526,7 @@ fn sql_prints_rows_as_they_come_and_stops_at_its_time_limit() {
     let mut query = Query::start(&env, &["--timeout", "4s", &q]);
     assert_eq!(query.line(Duration::from_secs(10)), "first");
     assert!(
-        query.child.try_wait().expect("try_wait").is_none(),
+        query.running(),
         "the first row came only once the query had ended"
     );
     let out = query.end(Duration::from_secs(20), "sql --timeout 4s");
@@ -523,7 +553,7 @@ fn sql_stops_on_ctrl_c() {
     let query = Query::start(&env, &["--timeout", "10m", &q]);
     assert_eq!(query.line(Duration::from_secs(10)), "first");
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(query.child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(query.pid(), libc::SIGINT) };
     let out = query.end(Duration::from_secs(10), "sql after SIGINT");
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -535,11 +565,10 @@ fn sql_stops_on_ctrl_c() {
 fn sql_stops_quietly_when_its_reader_goes() {
     let env = setup();
     let q = "with recursive c(x) as (select 1 union all select x + 1 from c limit 2000000) select x from c";
-    let query = Query::start(&env, &[q]);
+    let mut query = Query::start(&env, &[q]);
     assert_eq!(query.line(Duration::from_secs(10)), "1");
-    let Query { child, lines } = query;
-    drop(lines); // the reading thread ends at its next line: stdout closes
-    let out = finish(child, Duration::from_secs(20), "sql | head -1");
+    query.close_stdout();
+    let out = query.end(Duration::from_secs(20), "sql | head -1");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
         out.stderr.is_empty(),
