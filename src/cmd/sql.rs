@@ -27,8 +27,11 @@ pub fn run(query: &str, header: bool, json: bool, timeout: &str) -> Result<i32> 
     }
     let limits = SqlLimits::new(Duration::from_secs(secs));
     // Ctrl-C stops the query (SQLite checks the flag as it works) instead
-    // of killing us mid-row.
-    signal_hook::flag::register(signal_hook::consts::SIGINT, limits.stop.clone())
+    // of killing us mid-row; a second one, while something else blocks
+    // (a full pipe, a locked database), exits at once.
+    let sigint = signal_hook::consts::SIGINT;
+    signal_hook::flag::register_conditional_shutdown(sigint, 130, limits.stop.clone())
+        .and_then(|_| signal_hook::flag::register(sigint, limits.stop.clone()))
         .map_err(|e| anyhow::anyhow!("could not install the Ctrl-C handler: {e}"))?;
     let store = open()?;
     let stdout = std::io::stdout();

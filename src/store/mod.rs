@@ -473,14 +473,21 @@ pub trait Mailbox {
 
     /// Run one read-only query, handing each row to `out` as it is read,
     /// within `limits` (else `SqlStopped`). This default collects the
-    /// whole result with `query_readonly` first and keeps that backend's
-    /// own time limit; a backend that can stream overrides it.
+    /// whole result with `query_readonly` first, under that backend's own
+    /// time limit (not `limits.time`), and sees `limits.stop` only once it
+    /// has the rows; a backend that can stream overrides it.
     fn query_stream(&self, sql: &str, limits: &SqlLimits, out: &mut dyn SqlSink) -> Result<()> {
-        let _ = limits;
+        let stopped = || limits.stop.load(std::sync::atomic::Ordering::Relaxed);
         let result = self.query_readonly(sql)?;
         out.columns(&result.columns)?;
         for row in result.rows {
+            if stopped() {
+                break;
+            }
             out.row(row)?;
+        }
+        if stopped() {
+            return Err(SqlStopped::Interrupted.into());
         }
         Ok(())
     }
