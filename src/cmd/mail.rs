@@ -15,20 +15,29 @@ use crate::store::{
 };
 
 /// The message text from --text, --text-file or stdin, checked before any
-/// database work: valid UTF-8, not empty, within `limit` bytes.
+/// database work: at most `limit` bytes, valid UTF-8, not empty.
+///
+/// A file is read through `take`, never to its end: a FIFO, `/dev/zero`, a
+/// process substitution or a device reports no size (or 0) and may never
+/// end, so only the bytes read say whether it is too long.
 fn read_body(body: &BodyArgs, limit: usize) -> Result<String> {
-    let (bytes, from_stdin) = if let Some(t) = &body.text {
-        (t.clone().into_bytes(), false)
+    let limit64 = limit as u64;
+    // `capped`: the read stopped at its cap, so the true size is unknown.
+    let (mut bytes, from_stdin, capped) = if let Some(t) = &body.text {
+        (t.clone().into_bytes(), false, false)
     } else if let Some(path) = &body.text_file {
-        let meta = std::fs::metadata(path)
+        let file = std::fs::File::open(path)
             .with_context(|| format!("could not read {}", path.display()))?;
-        if meta.len() > limit as u64 {
-            bail!("text too long: {} bytes, at most {limit}", meta.len());
+        let meta = file
+            .metadata()
+            .with_context(|| format!("could not read {}", path.display()))?;
+        if meta.is_file() && meta.len() > limit64 {
+            return Err(too_long(Some(meta.len()), limit));
         }
-        (
-            std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?,
-            false,
-        )
+        let bytes = read_at_most(file, limit64 + 1)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        let capped = bytes.len() as u64 > limit64;
+        (bytes, false, capped)
     } else {
         let stdin = std::io::stdin();
         if stdin.is_terminal() {
@@ -37,36 +46,55 @@ fn read_body(body: &BodyArgs, limit: usize) -> Result<String> {
             )
             .into());
         }
-        let mut buf = Vec::new();
-        stdin
-            .lock()
-            .take(limit as u64 + 2)
-            .read_to_end(&mut buf)
-            .context("could not read stdin")?;
-        (buf, true)
+        // Room for the final line break that is dropped below, and one
+        // byte more: a full read means the text did not end in time.
+        let cap = limit64 + 3;
+        let bytes = read_at_most(stdin.lock(), cap).context("could not read stdin")?;
+        if bytes.len() as u64 == cap {
+            return Err(too_long(None, limit));
+        }
+        (bytes, true, false)
     };
-    let mut text = String::from_utf8(bytes).map_err(|e| {
+    if from_stdin {
+        // Like the shell's $(…): `echo hi | mail send` sends "hi".
+        if bytes.ends_with(b"\n") {
+            bytes.pop();
+            if bytes.ends_with(b"\r") {
+                bytes.pop();
+            }
+        }
+    }
+    // Length before encoding: a read cut at the limit may end inside a
+    // character, and the answer to an endless stream is "too long".
+    if bytes.len() > limit {
+        return Err(too_long((!capped).then_some(bytes.len() as u64), limit));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "text is not valid UTF-8 (bad byte at offset {})",
             e.utf8_error().valid_up_to()
         )
     })?;
-    if from_stdin {
-        // Like the shell's $(…): `echo hi | mail send` sends "hi".
-        if text.ends_with('\n') {
-            text.pop();
-            if text.ends_with('\r') {
-                text.pop();
-            }
-        }
-    }
-    if text.len() > limit {
-        bail!("text too long: {} bytes, at most {limit}", text.len());
-    }
     if text.trim().is_empty() {
         bail!("empty text: nothing to send");
     }
     Ok(text)
+}
+
+/// Up to `cap` bytes of `r` (fewer when it ends first).
+fn read_at_most(r: impl Read, cap: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(cap).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// The one refusal for a text over the limit, whatever it came from: its
+/// size when known (a string, a regular file), else that it has more.
+fn too_long(size: Option<u64>, limit: usize) -> anyhow::Error {
+    match size {
+        Some(n) => anyhow::anyhow!("text too long: {n} bytes, at most {limit}"),
+        None => anyhow::anyhow!("text too long: more than {limit} bytes, at most {limit}"),
+    }
 }
 
 /// Expiry and idempotency options, checked before anything is written.
@@ -85,9 +113,9 @@ fn options(body: &BodyArgs) -> Result<Options> {
                     UsageError(format!("invalid --ttl '{ttl}': it must be longer than 0")).into(),
                 );
             }
-            let secs = i64::try_from(secs)
-                .map_err(|_| UsageError(format!("--ttl '{ttl}' is too long")))?;
-            Some(fmt(chrono::Utc::now() + chrono::Duration::seconds(secs)))
+            Some(fmt(from_now(secs).ok_or_else(|| {
+                UsageError(format!("invalid --ttl '{}': too long", ttl.escape_debug()))
+            })?))
         }
         (None, Some(at)) => {
             let t = chrono::DateTime::parse_from_rfc3339(at)
@@ -118,6 +146,13 @@ fn options(body: &BodyArgs) -> Result<Options> {
 }
 
 const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// Now plus `secs`, or `None` where chrono cannot represent it (`parse_age`
+/// already keeps ages far inside that; this keeps a panic out of reach).
+fn from_now(secs: u64) -> Option<chrono::DateTime<chrono::Utc>> {
+    let delta = chrono::TimeDelta::try_seconds(i64::try_from(secs).ok()?)?;
+    chrono::Utc::now().checked_add_signed(delta)
+}
 
 fn print_sent(sent: &Sent, json: bool) -> Result<()> {
     if json {
@@ -252,8 +287,12 @@ pub fn ask(from: Option<&str>, to: &str, timeout: &str, body: &BodyArgs) -> Resu
     let deadline = Instant::now() + wait;
     // The hold outlives our deadline a little, so the reply cannot slip to
     // the monitor in the instant between our last look and giving up.
-    let hold = chrono::Utc::now()
-        + chrono::Duration::seconds(i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 4) + 5);
+    let hold = from_now(wait.as_secs().saturating_add(5)).ok_or_else(|| {
+        UsageError(format!(
+            "invalid --timeout '{}': too long",
+            timeout.escape_debug()
+        ))
+    })?;
     let mut msg = NewMessage::new(&sender, Recipients::One(recipient.id), &text);
     msg.expires_at = opts.expires_at;
     msg.idempotency_key = opts.key.as_deref();

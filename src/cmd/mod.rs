@@ -150,18 +150,36 @@ pub enum Command {
         json: bool,
     },
     /// Run one read-only SQL query over the mailbox (views: history, pending)
-    #[command(
-        after_help = "Example:\n  inter-session sql \"select sender, recipient, text from history order by created_at desc limit 5\""
-    )]
+    #[command(after_help = "Examples:\n  \
+        inter-session sql \"select sender, recipient, text from history order by created_at desc limit 5\"\n  \
+        inter-session sql --header \"pragma table_info(history)\"\n  \
+        inter-session sql --timeout 1m --json \"select a.id, b.id from messages a, messages b\"\n\n\
+        Rows are printed as they are read. The query stops after --timeout of work in the\n\
+        database (time spent waiting for a slow reader, e.g. a pager, does not count): one line\n\
+        on stderr, exit 1. Ctrl-C stops it: exit 130.\n\n\
+        Refused: writes, ATTACH, extensions, BEGIN/COMMIT/ROLLBACK/SAVEPOINT, and pragmas that\n\
+        set something (`pragma query_only = 0`, `pragma writable_schema = 1`); read-only pragmas\n\
+        (`pragma user_version`, `pragma table_info(history)`) run.\n\n\
+        --json prints one array of objects, keys in column order; a repeated column name gets\n\
+        a suffix, so no value is lost: `select 1 as a, 2 as a` gives [{\"a\":1,\"a_2\":2}].")]
     Sql {
         /// The query (one statement; writes, ATTACH and extensions are refused)
+        #[arg(allow_hyphen_values = true)]
         query: String,
         /// Print the column names first
         #[arg(long)]
         header: bool,
-        /// Print JSON (an array of objects)
+        /// Print JSON (an array of objects; repeated column names get _2, _3, …)
         #[arg(long)]
         json: bool,
+        /// Stop the query after this much work (30s, 2m, 1h)
+        #[arg(
+            long,
+            default_value = "5s",
+            value_name = "AGE",
+            allow_hyphen_values = true
+        )]
+        timeout: String,
     },
     /// Move this mailbox between backends (SQLite → PostgreSQL)
     #[command(subcommand)]
@@ -324,20 +342,20 @@ pub struct WatchArgs {
 impl WatchArgs {
     /// The monitor's options: `--pace auto` settles here (paced when
     /// running under Claude Code, `CLAUDECODE=1`).
-    fn into_options(self, name: Option<String>) -> crate::watch::Options {
+    fn into_options(self, name: Option<String>) -> Result<crate::watch::Options> {
         let paced = match self.pace {
             PaceMode::Off => false,
             PaceMode::ClaudeCode => true,
             PaceMode::Auto => std::env::var("CLAUDECODE").is_ok_and(|v| v == "1"),
         };
-        crate::watch::Options {
+        Ok(crate::watch::Options {
             name,
             label: self.label,
             verbose: self.verbose,
             auto: self.auto,
-            window: self.window.map(std::time::Duration::from_secs),
+            window: self.window.map(check_window).transpose()?,
             paced,
-        }
+        })
     }
 }
 
@@ -454,7 +472,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let from = cli.from.as_deref();
     match cli.command {
         Command::Inbox(InboxCmd::Watch { name, opts }) | Command::Connect { name, opts } => {
-            crate::watch::run(opts.into_options(name))
+            crate::watch::run(opts.into_options(name)?)
         }
         Command::Inbox(InboxCmd::Check { json }) => inbox::check(from, cli.force, json),
         Command::Inbox(InboxCmd::Read { id, json }) => inbox::read(&id, json),
@@ -486,7 +504,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             query,
             header,
             json,
-        } => sql::run(&query, header, json),
+            timeout,
+        } => sql::run(&query, header, json, &timeout),
         Command::Peer(PeerCmd::Spawn {
             name,
             cwd,
@@ -647,11 +666,25 @@ pub fn open() -> Result<Box<dyn Mailbox>> {
     store::open()
 }
 
-/// Parse an age like `30s`, `15m`, `1h`, `2d`, `1h30m` into seconds.
+/// The longest duration any option takes (`--ttl`, `--since`, `--timeout`,
+/// `--window`): 100 years, far inside what chrono and `Instant` represent,
+/// so no sum or date built from one can overflow.
+pub const MAX_AGE_SECS: u64 = 100 * 365 * 86_400;
+
+/// Parse an age like `30s`, `15m`, `1h`, `2d`, `1h30m` into seconds (at
+/// most `MAX_AGE_SECS`).
 pub fn parse_age(text: &str) -> Result<u64, UsageError> {
     let bad = || {
         UsageError(format!(
-            "invalid age '{text}': use a number with s, m, h or d, e.g. 15m, 1h30m, 2d"
+            "invalid age '{}': use a number with s, m, h or d, e.g. 15m, 1h30m, 2d",
+            text.escape_debug()
+        ))
+    };
+    let too_long = || {
+        UsageError(format!(
+            "invalid age '{}': at most {}d (100 years)",
+            text.escape_debug(),
+            MAX_AGE_SECS / 86_400
         ))
     };
     let mut total = 0u64;
@@ -661,15 +694,24 @@ pub fn parse_age(text: &str) -> Result<u64, UsageError> {
             num.push(c);
             continue;
         }
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        num.clear();
-        total += n * match c {
+        let unit = match c {
             's' => 1,
             'm' => 60,
             'h' => 3600,
             'd' => 86400,
             _ => return Err(bad()),
         };
+        if num.is_empty() {
+            return Err(bad());
+        }
+        // All digits: a number that does not fit is too long, not malformed.
+        let n: u64 = num.parse().map_err(|_| too_long())?;
+        num.clear();
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .filter(|t| *t <= MAX_AGE_SECS)
+            .ok_or_else(too_long)?;
     }
     if !num.is_empty() {
         return Err(bad());
@@ -678,6 +720,16 @@ pub fn parse_age(text: &str) -> Result<u64, UsageError> {
         return Err(bad());
     }
     Ok(total)
+}
+
+/// `--window` seconds, refused past `MAX_AGE_SECS` like every other duration.
+fn check_window(secs: u64) -> Result<std::time::Duration, UsageError> {
+    if secs > MAX_AGE_SECS {
+        return Err(UsageError(format!(
+            "invalid --window {secs}: at most {MAX_AGE_SECS} seconds (100 years)"
+        )));
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// Print rows as an aligned table with a header.
@@ -719,5 +771,26 @@ mod tests {
         for bad in ["", "h", "10", "5x", "-1h"] {
             assert!(parse_age(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn huge_ages_are_refused_not_overflowed() {
+        assert_eq!(parse_age("36500d").ok(), Some(MAX_AGE_SECS));
+        assert_eq!(parse_age("36499d23h59m60s").ok(), Some(MAX_AGE_SECS));
+        for huge in [
+            "36500d1s",
+            "100000000d",
+            "99999999999d",
+            "18446744073709551615s",
+            "99999999999999999999999s",
+            "3153600001s",
+            "36500d36500d",
+        ] {
+            let e = parse_age(huge).expect_err(huge);
+            assert!(e.0.contains("at most 36500d"), "{huge}: {e}");
+        }
+        assert!(check_window(MAX_AGE_SECS).is_ok());
+        assert!(check_window(MAX_AGE_SECS + 1).is_err());
+        assert!(check_window(u64::MAX).is_err());
     }
 }

@@ -276,6 +276,40 @@ pub struct SqlResult {
     pub rows: Vec<Vec<serde_json::Value>>,
 }
 
+/// Where `sql` output goes as it is read: the column names once, then
+/// each row. An error from the sink (a closed pipe) ends the query.
+pub trait SqlSink {
+    fn columns(&mut self, names: &[String]) -> Result<()>;
+    fn row(&mut self, values: Vec<serde_json::Value>) -> Result<()>;
+}
+
+/// How much one `sql` query may do: `time` of work in the database (time
+/// spent waiting for the reader of the output does not count), and a flag
+/// that stops it at once when set (Ctrl-C).
+#[derive(Debug, Clone)]
+pub struct SqlLimits {
+    pub time: std::time::Duration,
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SqlLimits {
+    pub fn new(time: std::time::Duration) -> SqlLimits {
+        SqlLimits {
+            time,
+            stop: Default::default(),
+        }
+    }
+}
+
+/// A query that ended before its last row, by `SqlLimits`.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlStopped {
+    #[error("sql: the query ran longer than {} s and was cancelled (a longer limit: --timeout)", .0.as_secs_f64())]
+    TimedOut(std::time::Duration),
+    #[error("sql: interrupted")]
+    Interrupted,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
     #[error("no session named '{name}'{hint}")]
@@ -444,8 +478,29 @@ pub trait Mailbox {
     fn peers(&self, include_killed: bool) -> Result<Vec<Peer>>;
     fn peer_killed(&self, name: &str) -> Result<()>;
 
-    /// Run one read-only query.
+    /// Run one read-only query, all of it collected.
     fn query_readonly(&self, sql: &str) -> Result<SqlResult>;
+
+    /// Run one read-only query, handing each row to `out` as it is read,
+    /// within `limits` (else `SqlStopped`). This default collects the
+    /// whole result with `query_readonly` first, under that backend's own
+    /// time limit (not `limits.time`), and sees `limits.stop` only once it
+    /// has the rows; a backend that can stream overrides it.
+    fn query_stream(&self, sql: &str, limits: &SqlLimits, out: &mut dyn SqlSink) -> Result<()> {
+        let stopped = || limits.stop.load(std::sync::atomic::Ordering::Relaxed);
+        let result = self.query_readonly(sql)?;
+        out.columns(&result.columns)?;
+        for row in result.rows {
+            if stopped() {
+                break;
+            }
+            out.row(row)?;
+        }
+        if stopped() {
+            return Err(SqlStopped::Interrupted.into());
+        }
+        Ok(())
+    }
 }
 
 /// Open the configured store: PostgreSQL when `INTER_SESSION_DATABASE_URL`
