@@ -78,11 +78,11 @@ const VERSION_FUNCTION: &str = "inter_session_schema_version";
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_init",
-        include_str!("../../migrations/postgres/0001_init.sql"),
+        include_str!("../../../migrations/postgres/0001_init.sql"),
     ),
     (
         "0002_lean_writes",
-        include_str!("../../migrations/postgres/0002_lean_writes.sql"),
+        include_str!("../../../migrations/postgres/0002_lean_writes.sql"),
     ),
 ];
 
