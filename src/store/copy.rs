@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::postgres::{hold_sends, text_to_stored, PostgresStore};
 use super::sqlite::SqliteStore;
-use super::Mailbox;
+use super::{Mailbox, Peer};
 use crate::identity::this_host;
 
 /// What `copy_from_sqlite` wrote.
@@ -80,7 +80,7 @@ struct Export {
     messages: Vec<MessageRow>,
     deliveries: Vec<DeliveryRow>,
     labels: Vec<LabelRow>,
-    peers: Vec<PeerRow>,
+    peers: Vec<Peer>,
     asks: Vec<AskRow>,
 }
 
@@ -133,18 +133,6 @@ struct DeliveryRow {
 struct LabelRow {
     project: String,
     label: String,
-}
-
-struct PeerRow {
-    name: String,
-    session_id: Option<i64>,
-    tmux_socket: String,
-    tmux_session: String,
-    command: String,
-    cwd: String,
-    spawned_by: String,
-    created_at: String,
-    killed_at: Option<String>,
 }
 
 struct AskRow {
@@ -231,24 +219,7 @@ impl SqliteStore {
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?,
-            peers: rows(
-                "SELECT name, session_id, tmux_socket, tmux_session, command, cwd, spawned_by, created_at, killed_at \
-                 FROM peers ORDER BY name",
-            )?
-            .query_map([], |r| {
-                Ok(PeerRow {
-                    name: r.get(0)?,
-                    session_id: r.get(1)?,
-                    tmux_socket: r.get(2)?,
-                    tmux_session: r.get(3)?,
-                    command: r.get(4)?,
-                    cwd: r.get(5)?,
-                    spawned_by: r.get(6)?,
-                    created_at: r.get(7)?,
-                    killed_at: r.get(8)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?,
+            peers: self.peers(true)?,
             asks: rows("SELECT question_id, asker_id, until FROM asks ORDER BY question_id")?
                 .query_map([], |r| {
                     Ok(AskRow {

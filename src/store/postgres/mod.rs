@@ -1048,3 +1048,14 @@ fn text_to_json(text: &str, ty: &Type) -> serde_json::Value {
     }
     text.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_flat() {
+        assert_eq!(next_candidate("a", 1), "a-2");
+        assert_eq!(next_candidate("a-2", 1), "a-3");
+    }
+}
