@@ -295,7 +295,7 @@ mod tls {
     //! Certificate checks for each sslmode, as libpq does them: prefer and
     //! require encrypt without checking (require checks the chain when a root
     //! certificate is given), verify-ca checks the chain, verify-full the chain
-    //! and the host name.
+    //! and the host name (rustls's own verifier).
 
     use std::sync::Arc;
 
@@ -305,60 +305,17 @@ mod tls {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
     use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 
-    /// Encrypts, checks the handshake signature, trusts any certificate.
+    /// Encrypts and checks the handshake signature, never the host name;
+    /// the chain only when there is one to check it against (`chain`).
     #[derive(Debug)]
-    pub struct AnyCert(pub Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
+    pub struct NoHostCheck {
+        pub provider: Arc<CryptoProvider>,
+        /// The roots' verifier (verify-ca, or require with a root
+        /// certificate); `None` trusts any certificate.
+        pub chain: Option<Arc<WebPkiServerVerifier>>,
     }
 
-    /// Checks the chain against the roots but not the host name (verify-ca).
-    #[derive(Debug)]
-    pub struct ChainOnly(pub Arc<WebPkiServerVerifier>);
-
-    impl ServerCertVerifier for ChainOnly {
+    impl ServerCertVerifier for NoHostCheck {
         fn verify_server_cert(
             &self,
             end_entity: &CertificateDer<'_>,
@@ -367,10 +324,10 @@ mod tls {
             ocsp: &[u8],
             now: UnixTime,
         ) -> Result<ServerCertVerified, rustls::Error> {
-            match self
-                .0
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            {
+            let Some(chain) = &self.chain else {
+                return Ok(ServerCertVerified::assertion());
+            };
+            match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::NotValidForName
                     | CertificateError::NotValidForNameContext { .. },
@@ -385,7 +342,8 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.0.verify_tls12_signature(message, cert, dss)
+            let algorithms = &self.provider.signature_verification_algorithms;
+            verify_tls12_signature(message, cert, dss, algorithms)
         }
 
         fn verify_tls13_signature(
@@ -394,11 +352,14 @@ mod tls {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            self.0.verify_tls13_signature(message, cert, dss)
+            let algorithms = &self.provider.signature_verification_algorithms;
+            verify_tls13_signature(message, cert, dss, algorithms)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.supported_verify_schemes()
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
         }
     }
 }
@@ -455,28 +416,24 @@ fn tls_config(mode: TlsMode, rootcert: Option<&str>) -> Result<rustls::ClientCon
              (or sslrootcert=system) to the URL, or put them in ~/.postgresql/root.crt",
         )?),
     };
-    let config = match roots {
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(tls::AnyCert(provider)))
-            .with_no_client_auth(),
+    let chain = match roots {
         Some(roots) if mode == TlsMode::VerifyFull => {
-            builder.with_root_certificates(roots).with_no_client_auth()
+            return Ok(builder.with_root_certificates(roots).with_no_client_auth());
         }
-        Some(roots) => {
-            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Some(roots) => Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
                 Arc::new(roots),
-                provider,
+                Arc::clone(&provider),
             )
             .build()
-            .context("TLS set-up failed")?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(tls::ChainOnly(verifier)))
-                .with_no_client_auth()
-        }
+            .context("TLS set-up failed")?,
+        ),
+        None => None,
     };
-    Ok(config)
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(tls::NoHostCheck { provider, chain }))
+        .with_no_client_auth())
 }
 
 #[cfg(test)]
