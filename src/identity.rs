@@ -1,5 +1,6 @@
 //! Who is asking: the session key (which agent conversation a command runs
-//! in), the owning Claude Code process, and the rules for names and labels.
+//! in), the owning Claude Code process, the machine (`this_host`), and the
+//! rules for names and labels.
 //!
 //! Pure rules (validation, cwd-derived names) are unit-tested here; the
 //! process-tree walk reads `/proc` and nothing else.
@@ -215,6 +216,34 @@ pub fn in_agent_worker() -> bool {
             .iter()
             .any(|a| a == "--agent-id" || a.starts_with("--agent-id="))
     })
+}
+
+/// This machine's name as sessions record it: `INTER_SESSION_HOSTNAME`, else
+/// the system's host name.
+pub fn this_host() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(host_name).clone()
+}
+
+fn host_name() -> String {
+    if let Ok(h) = std::env::var("INTER_SESSION_HOSTNAME") {
+        if !h.trim().is_empty() {
+            return h.trim().to_string();
+        }
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".to_string();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    if name.is_empty() {
+        "unknown".to_string()
+    } else {
+        name
+    }
 }
 
 pub fn pid_alive(pid: i64) -> bool {

@@ -407,6 +407,7 @@ impl Monitor<'_> {
                     announced_backlog = true;
                     self.announce_backlog(&buffer)?;
                 }
+                self.take_notices(&rx);
                 let (lines, seqs) = self.next_batch(&mut buffer);
                 if !lines.is_empty() {
                     if signal.load(Ordering::SeqCst) != 0 {
@@ -445,10 +446,18 @@ impl Monitor<'_> {
             let mut look = false;
             match woke {
                 Ok(Wake::Signal(_)) => continue,
+                Ok(Wake::Notice(text)) => {
+                    self.notices.push(notice(&text));
+                    continue;
+                }
                 Ok(Wake::Change) => {
                     while let Ok(w) = rx.try_recv() {
-                        if let Wake::Signal(_) = w {
-                            signal.store(signal.load(Ordering::SeqCst).max(1), Ordering::SeqCst);
+                        match w {
+                            Wake::Signal(_) => {
+                                signal.store(signal.load(Ordering::SeqCst).max(1), Ordering::SeqCst)
+                            }
+                            Wake::Notice(text) => self.notices.push(notice(&text)),
+                            Wake::Change => {}
                         }
                     }
                     look = true;
@@ -515,6 +524,21 @@ impl Monitor<'_> {
                 }
                 Ok(code)
             }
+        }
+    }
+
+    /// Notices the store sent meanwhile (a lost database connection) go out
+    /// before mail fetched after them; other wake-ups stay queued.
+    fn take_notices(&mut self, rx: &Receiver<Wake>) {
+        let mut others = Vec::new();
+        while let Ok(w) = rx.try_recv() {
+            match w {
+                Wake::Notice(text) => self.notices.push(notice(&text)),
+                w => others.push(w),
+            }
+        }
+        for w in others {
+            let _ = self.tx.send(w);
         }
     }
 

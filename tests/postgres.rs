@@ -286,14 +286,18 @@ fn names_get_flat_suffixes_and_a_killed_monitor_frees_its_name_at_once() {
         "[inter-session] name 'dup-2' taken; using 'dup-3'"
     );
     pg.wait_state("dup-3", "online");
-    // Prefixes: "dup" is exact; "dup-" is ambiguous.
+    // Prefixes: "dup" is exact; "dup-" reaches no numbered sibling (issue
+    // 18.2) and is refused naming them.
     let err = pg.fails(
         "x",
         &[
             "--from", "zed", "mail", "send", "--to", "dup-", "--text", "t",
         ],
     );
-    assert!(err.contains("matches several sessions"), "{err}");
+    assert!(
+        err.contains("no session named 'dup-'") && err.contains("dup-2") && err.contains("dup-3"),
+        "{err}"
+    );
     let err = pg.fails(
         "x",
         &[
@@ -1030,7 +1034,7 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
     assert!(sqlite_history.lines().count() > 10_000);
 
     let started = Instant::now();
-    let report = inter_session::store::postgres::copy_from_sqlite(&env.data, &url).expect("copy");
+    let report = inter_session::store::copy::copy_from_sqlite(&env.data, &url).expect("copy");
     eprintln!("db copy of 10,000 messages took {:?}", started.elapsed());
     assert_eq!(report.sessions, 4);
     assert_eq!(report.messages, 10_000);
@@ -1055,7 +1059,7 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
     );
 
     let again =
-        inter_session::store::postgres::copy_from_sqlite(&pg.env.data, &url).expect("copy again");
+        inter_session::store::copy::copy_from_sqlite(&pg.env.data, &url).expect("copy again");
     assert!(again.nothing_new(), "{again:?}");
 
     // The copied mailbox works: pending mail replays, new mail gets new seqs.
@@ -1095,7 +1099,7 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
             .expect("send");
     }
     let before = pg.sql("select count(*) from messages");
-    let err = inter_session::store::postgres::copy_from_sqlite(&other.data, &url)
+    let err = inter_session::store::copy::copy_from_sqlite(&other.data, &url)
         .expect_err("a different mailbox must be refused");
     assert!(err.to_string().contains("different mailbox"), "{err:#}");
     assert_eq!(pg.sql("select count(*) from messages"), before);

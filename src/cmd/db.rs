@@ -1,12 +1,12 @@
 //! `db copy --to <url>`: move this data folder's SQLite mailbox into
 //! PostgreSQL (sessions, messages, long bodies, deliveries, peers, labels,
 //! waiting asks). It prints counts; a second run copies nothing. The SQL
-//! lives in `store::postgres`; this file only finds the folder and prints.
+//! lives in `store::copy`; this file only finds the folder and prints.
 
 use anyhow::{bail, Result};
 
 use crate::datadir;
-use crate::store::postgres;
+use crate::store::copy;
 
 pub fn copy(to: &str, json: bool) -> Result<i32> {
     if to.trim().is_empty() {
@@ -20,7 +20,7 @@ pub fn copy(to: &str, json: bool) -> Result<i32> {
     if !db.exists() {
         bail!("no SQLite mailbox at {} to copy", db.display());
     }
-    let report = postgres::copy_from_sqlite(&dir, to)?;
+    let report = copy::copy_from_sqlite(&dir, to)?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(0);

@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use super::{me_if_any, open, print_table};
-use crate::identity;
-use crate::store::{this_host, Mailbox, Peer, State};
+use crate::identity::{self, this_host};
+use crate::store::{Mailbox, Peer, State};
 use crate::tmux;
 
 /// Variables of the spawner's Claude Code session that must not leak into

@@ -2,17 +2,17 @@
 //!
 //! Commands and the monitor talk to the `Mailbox` trait in domain verbs
 //! (claim a name, send, fetch pending, mark delivered) and get plain structs
-//! back. Two backends implement it: `sqlite` (one file in the data folder;
-//! presence is a file lock, wake-up a file-change notification) and
-//! `postgres` (one database shared by several machines; presence is an
-//! advisory lock, wake-up LISTEN/NOTIFY). What the product decides (name
+//! back. Two backends sit behind it: `sqlite` (one file in the data folder,
+//! the default; presence is a file lock, wake-up a file-change notification)
+//! and `postgres` (one database for several machines; presence is an
+//! advisory lock, wake-up LISTEN/NOTIFY). `copy` moves a mailbox from the
+//! first to the second (`db copy`). What the product decides (name
 //! suffixes, recipient resolution, …) is written once here; a backend file
 //! says only how its database does it.
 
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
-
-pub use postgres::this_host;
 
 use crate::error::Trouble;
 
@@ -236,12 +236,15 @@ pub struct Claim {
 }
 
 /// What wakes a waiting monitor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wake {
     /// Something in the store may have changed.
     Change,
     /// A signal arrived (its number).
     Signal(i32),
+    /// Something the monitor should say on its output (without the
+    /// `[inter-session] ` prefix), e.g. that the database connection was lost.
+    Notice(String),
 }
 
 /// Keeps a monitor's wake-up source alive; dropping it stops the wake-ups.
@@ -338,7 +341,8 @@ pub enum SendError {
     RateLimited,
 }
 
-/// The store, in domain verbs. Implemented by `sqlite::SqliteStore`.
+/// The store, in domain verbs. Implemented by `sqlite::SqliteStore` and
+/// `postgres::PostgresStore`.
 pub trait Mailbox {
     /// Where the mailbox lives, for `status` (a path or a masked URL).
     fn location(&self) -> String;

@@ -19,6 +19,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 
 use super::*;
 use crate::datadir;
+use crate::identity::this_host;
 use crate::lock::{self, FileLock};
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
@@ -140,6 +141,11 @@ impl SqliteStore {
         })
     }
 
+    /// The connection, for `store::copy` (it reads every table as stored).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     fn session_lock_path(&self, id: i64) -> PathBuf {
         datadir::locks_dir(&self.dir).join(format!("session-{id}.lock"))
     }
@@ -181,7 +187,7 @@ impl SqliteStore {
             since: r.get(9)?,
             pending: r.get(10)?,
             // One SQLite file serves one machine.
-            host: super::this_host(),
+            host: this_host(),
         })
     }
 

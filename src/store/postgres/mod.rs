@@ -1,0 +1,1065 @@
+//! The PostgreSQL backend: one database shared by sessions on several
+//! machines, selected with `INTER_SESSION_DATABASE_URL=postgres://…`.
+//!
+//! What it does:
+//! - Implements `Mailbox` with the same observable behaviour as the SQLite
+//!   store (names and suffixes, offline replay in commit order, broadcasts
+//!   and their rate limit, replies, `mail ask` holds, expiry, idempotent
+//!   sends), over the schema in `migrations/postgres/`, applied in order under
+//!   a transaction-level advisory lock and recorded in `schema_migrations`.
+//! - Commit order: every send takes one transaction-level advisory lock
+//!   before it inserts, so `seq` order is commit order, as a monitor's
+//!   cursor needs.
+//! - Presence: a monitor's claim takes a session-level advisory lock on the
+//!   session id, on a dedicated connection. "Online" is the stored state
+//!   `online` *and* that lock held (seen in `pg_lock_status()`, the function
+//!   behind `pg_locks`), so a killed monitor
+//!   reads offline as soon as its connection closes. TCP keepalives (client
+//!   side, and the server's `tcp_keepalives_*`/`tcp_user_timeout` through the
+//!   startup options) make a machine that died without closing its socket
+//!   lose its names within about a minute.
+//! - Wake-up: the monitor's dedicated connection LISTENs on its mailbox's
+//!   channel (`inter_session_<id>`) and on `inter_session` (session changes)
+//!   before `subscribe` returns; senders `pg_notify` in the inserting
+//!   transaction, with the message's seq (ids only) as payload. A thread
+//!   forwards notifications as `Wake::Change`.
+//! - Faults: a lost connection is retried with backoff (briefly for a
+//!   command, for minutes in a monitor); a monitor is told once
+//!   (`Wake::Notice`, which it prints as
+//!   `[inter-session] database connection lost; reconnecting`), then its
+//!   link re-takes the lock, re-LISTENs and re-scans (if another monitor
+//!   took the name meanwhile, `check_intact` fails and the monitor stops).
+//!   A send whose commit answer was lost is checked by id before it is
+//!   retried, so it is not doubled.
+//! - TLS through rustls (ring provider; no OpenSSL), honouring `sslmode`
+//!   (disable, allow/prefer, require, verify-ca, verify-full) and
+//!   `sslrootcert` (a PEM file, or `system`); passwords from the URL,
+//!   `PGPASSFILE` or `~/.pgpass`, never printed: `location()` masks them.
+//!
+//! What it does not do: client certificates (`sslcert`/`sslkey`), libpq's
+//! `PG*` environment variables other than `PGPASSFILE`, or connection pooling
+//! (each process holds its own connections: a command one, a monitor two —
+//! queries, and the dedicated lock-and-LISTEN one; a pooler in transaction
+//! mode would break both advisory locks and LISTEN, so point the URL at the
+//! server or at a session-mode pool). Keep `max_connections` above twice the
+//! number of monitors plus the commands running at once.
+//! PostgreSQL text cannot hold U+0000: a body that has one is stored with `\`
+//! doubled and U+0000 written `\0` (`text_escaped` set), and read back whole.
+//!
+//! Here: the store and its `Mailbox` verbs. Beside it: `target` (URL,
+//! passwords, TLS), `error` (one-line errors, what to retry), `link` (the
+//! monitor's lock-and-LISTEN thread), `schema` (migrations), `send` (the
+//! send transaction, typed parameters) and `rows` (row → struct). `db copy`
+//! is `store::copy`.
+
+mod error;
+mod link;
+mod rows;
+mod schema;
+mod send;
+mod target;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::postgres::types::{ToSql, Type};
+use ::postgres::{Client, SimpleQueryMessage, Statement};
+use anyhow::{bail, Context, Result};
+
+use super::{next_candidate, prefix_pattern};
+use super::{
+    now_text, Address, Claim, ClaimRequest, HistoryFilter, HistoryRow, Mailbox, Message,
+    NewMessage, NotFound, Peer, Sent, SentTo, Session, SqlResult, Subscription, Wake,
+    LINE_PREFIX_CHARS,
+};
+use crate::datadir;
+use crate::identity::this_host;
+use error::{is_transient, pg_text, tidy};
+use link::{try_lock, Changes, Held, Link, LinkPresence, Notice};
+pub(in crate::store) use rows::text_to_stored;
+use rows::{
+    lock_held_sql, message_from_row, peer_from_row, session_columns, session_from_row,
+    stored_to_text, MESSAGE_COLUMNS, SQL_NOW,
+};
+use schema::migrate;
+pub(in crate::store) use send::hold_sends;
+use send::{typed, SendOutcome, Typed};
+pub use target::mask_url;
+use target::Target;
+
+/// First key of every advisory lock we take (two-key form), so that our
+/// locks cannot collide with another application's in the same database.
+const LOCK_NS: i32 = 0x1A7E_5E55;
+/// Second key of the lock every send holds until it commits (commit order).
+const SEND_KEY: i32 = -1;
+/// Session changes (claims, renames, departures) are announced here.
+const GLOBAL_CHANNEL: &str = "inter_session";
+/// How long a command retries a transient failure before giving up.
+const COMMAND_PATIENCE: Duration = Duration::from_secs(5);
+/// How long a monitor keeps retrying before it gives up with an error.
+const MONITOR_PATIENCE: Duration = Duration::from_secs(300);
+/// `sql`: longest a query may run.
+const SQL_TIMEOUT_MS: u64 = 5000;
+
+pub struct PostgresStore {
+    target: Arc<Target>,
+    conn: RefCell<Option<Client>>,
+    /// Statements prepared on `conn`, by name: the monitor's per-wake-up
+    /// ones (a prepared statement skips parsing, and after a few runs
+    /// planning). Emptied whenever `conn` is replaced.
+    stmts: RefCell<HashMap<&'static str, Statement>>,
+    host: String,
+    changed: Arc<Changes>,
+    last_look: Cell<Instant>,
+    /// When `sessions_changed` last said yes.
+    last_sessions_look: Cell<Instant>,
+    link: RefCell<Option<Arc<Link>>>,
+    /// Mailboxes whose channels a subscription listens on (claimed, or the
+    /// asker of a `mail ask`).
+    interest: RefCell<BTreeSet<i64>>,
+    /// Sessions this process claimed, with the monitor pid it recorded.
+    claimed: RefCell<HashMap<i64, i64>>,
+    notice: Arc<Notice>,
+}
+
+/// Create the local data folder (session-key locks stay on this machine)
+/// without the SQLite-only checks (a network file system is fine here).
+fn prepare_local_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = datadir::path()?;
+    for (path, what) in [
+        (dir.clone(), "data folder"),
+        (datadir::locks_dir(&dir), "lock folder"),
+    ] {
+        if std::fs::symlink_metadata(&path).is_err() {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("could not create {}", parent.display()))?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("could not create {}", path.display()))
+                }
+            }
+        }
+        datadir::check_private(&path, what, true)?;
+    }
+    Ok(dir)
+}
+
+impl PostgresStore {
+    /// Connect to the database at `url`, creating or upgrading the schema.
+    pub fn connect(url: &str) -> Result<Self> {
+        prepare_local_dir()?;
+        Self::connect_only(url)
+    }
+
+    /// Connect without touching the local data folder.
+    pub(in crate::store) fn connect_only(url: &str) -> Result<Self> {
+        let target = Arc::new(Target::parse(url)?);
+        let store = PostgresStore {
+            target,
+            conn: RefCell::new(None),
+            stmts: RefCell::new(HashMap::new()),
+            host: this_host(),
+            changed: Arc::new(Changes::default()),
+            last_look: Cell::new(Instant::now()),
+            last_sessions_look: Cell::new(Instant::now()),
+            link: RefCell::new(None),
+            interest: RefCell::new(BTreeSet::new()),
+            claimed: RefCell::new(HashMap::new()),
+            notice: Arc::new(Notice::default()),
+        };
+        let masked = store.target.masked.clone();
+        store.run(|c| migrate(c, &masked))?;
+        Ok(store)
+    }
+
+    fn new_link(&self, held: Option<Held>, parked: Option<Client>) -> Arc<Link> {
+        Link::new(
+            Arc::clone(&self.target),
+            held,
+            parked,
+            Arc::clone(&self.changed),
+            Arc::clone(&self.notice),
+        )
+    }
+
+    fn patience(&self) -> Duration {
+        if self.notice.enabled() {
+            MONITOR_PATIENCE
+        } else {
+            COMMAND_PATIENCE
+        }
+    }
+
+    /// Run `f` on the connection (opened on first use), retrying on a fresh
+    /// connection while the failure is transient. `f` must be safe to run
+    /// again: a transaction, or an idempotent statement.
+    pub(in crate::store) fn run<T>(
+        &self,
+        mut f: impl FnMut(&mut Client) -> Result<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.patience();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let attempt = {
+                let mut slot = self.conn.borrow_mut();
+                let ready = match slot.as_mut() {
+                    Some(c) if !c.is_closed() => Ok(()),
+                    _ => match self.target.connect() {
+                        Ok(c) => {
+                            self.stmts.borrow_mut().clear();
+                            *slot = Some(c);
+                            Ok(())
+                        }
+                        Err(e) => Err(anyhow::Error::from(e)
+                            .context(format!("could not connect to {}", self.target.masked))),
+                    },
+                };
+                match (ready, slot.as_mut()) {
+                    (Ok(()), Some(c)) => f(c),
+                    (Err(e), _) => Err(e),
+                    (Ok(()), None) => Err(anyhow::anyhow!("no database connection")),
+                }
+            };
+            match attempt {
+                Ok(v) => {
+                    self.notice.back(false);
+                    return Ok(v);
+                }
+                Err(e) if is_transient(&e) && Instant::now() < deadline => {
+                    self.conn.replace(None);
+                    self.stmts.borrow_mut().clear();
+                    match self.link.borrow().as_ref() {
+                        Some(link) => link.lost_connection(false),
+                        None => {
+                            self.notice.lost(false);
+                        }
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(tidy(e, &self.target.masked)),
+            }
+        }
+    }
+
+    /// The statement `key` on connection `c`, prepared on first use.
+    fn prepared(
+        &self,
+        c: &mut Client,
+        key: &'static str,
+        sql: impl FnOnce() -> String,
+        types: &[Type],
+    ) -> Result<Statement> {
+        if let Some(st) = self.stmts.borrow().get(key) {
+            return Ok(st.clone());
+        }
+        let st = c.prepare_typed(&sql(), types)?;
+        self.stmts.borrow_mut().insert(key, st.clone());
+        Ok(st)
+    }
+
+    fn query_sessions(&self, where_sql: &str, params: &[&dyn Typed]) -> Result<Vec<Session>> {
+        let sql = format!(
+            "SELECT {} FROM sessions s WHERE {where_sql}",
+            session_columns()
+        );
+        let params = typed(params);
+        self.run(|c| {
+            c.query_typed(sql.as_str(), &params)?
+                .iter()
+                .map(session_from_row)
+                .collect()
+        })
+    }
+
+    fn one_session(&self, where_sql: &str, params: &[&dyn Typed]) -> Result<Option<Session>> {
+        Ok(self.query_sessions(where_sql, params)?.into_iter().next())
+    }
+
+    fn query_peers(&self, where_sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Peer>> {
+        let sql = format!(
+            "SELECT name, session_id, tmux_socket, tmux_session, command, cwd, spawned_by, created_at, killed_at, host \
+             FROM peers WHERE {where_sql}"
+        );
+        self.run(|c| {
+            c.query(sql.as_str(), params)?
+                .iter()
+                .map(peer_from_row)
+                .collect()
+        })
+    }
+
+    /// Live online state of several sessions at once.
+    fn online_ids(&self, ids: &[i64]) -> Result<HashSet<i64>> {
+        let sql = format!(
+            "SELECT s.id FROM sessions s WHERE s.id = ANY($1) AND s.state = 'online' AND {}",
+            lock_held_sql()
+        );
+        self.run(|c| {
+            c.query_typed(sql.as_str(), &typed(&[&ids]))?
+                .iter()
+                .map(|r| r.try_get(0).map_err(anyhow::Error::from))
+                .collect()
+        })
+    }
+}
+
+fn mailbox_channel(id: i64) -> String {
+    format!("{GLOBAL_CHANNEL}_{id}")
+}
+
+/// Announce session changes (to every monitor) and wake these mailboxes.
+fn notify(c: &mut Client, ids: &[i64], global: bool) -> std::result::Result<(), ::postgres::Error> {
+    let payload = ids.first().map_or_else(String::new, |id| id.to_string());
+    if global {
+        c.execute("SELECT pg_notify($1, $2)", &[&GLOBAL_CHANNEL, &payload])?;
+    }
+    c.execute(
+        "SELECT pg_notify('inter_session_' || r, $1) FROM unnest($2::bigint[]) AS r",
+        &[&payload, &ids],
+    )?;
+    Ok(())
+}
+
+impl Mailbox for PostgresStore {
+    fn location(&self) -> String {
+        self.target.masked.clone()
+    }
+
+    fn backend(&self) -> super::Backend {
+        super::Backend::Postgres
+    }
+
+    fn session_by_key(&self, key: &str) -> Result<Option<Session>> {
+        // Session keys are local to their machine.
+        self.one_session(
+            "s.session_key = $1 AND s.host = $2 ORDER BY s.since DESC, s.id DESC LIMIT 1",
+            &[&key, &self.host],
+        )
+    }
+
+    fn session_by_name(&self, name: &str) -> Result<Option<Session>> {
+        self.one_session("s.name = $1", &[&name])
+    }
+
+    fn session_by_id(&self, id: i64) -> Result<Option<Session>> {
+        self.one_session("s.id = $1", &[&id])
+    }
+
+    /// On the fresh connection of a `mail send`, each table and view a
+    /// statement touches costs its planning a catalog load: one lean query.
+    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>> {
+        self.run(|c| {
+            c.query_typed(
+                "SELECT id, name, label, state = 'left' FROM sessions WHERE name = $1 OR name = $2",
+                &typed(&[&a, &b]),
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    Address {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        label: r.try_get(2)?,
+                    },
+                    r.try_get(3)?,
+                ))
+            })
+            .collect()
+        })
+    }
+
+    fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {
+        self.run(|c| {
+            let st = self.prepared(
+                c,
+                "name_and_left",
+                || "SELECT name, state = 'left' FROM sessions WHERE id = $1".into(),
+                &[Type::INT8],
+            )?;
+            c.query_opt(&st, &[&id])?
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .transpose()
+        })
+    }
+
+    fn sessions(&self, include_left: bool) -> Result<Vec<Session>> {
+        if include_left {
+            self.query_sessions("TRUE ORDER BY s.name", &[])
+        } else {
+            self.query_sessions("s.state <> 'left' ORDER BY s.name", &[])
+        }
+    }
+
+    fn sessions_with_prefix(&self, prefix: &str) -> Result<Vec<Session>> {
+        self.query_sessions(
+            "s.name LIKE $1 ESCAPE '\\' AND s.state <> 'left' ORDER BY s.name",
+            &[&prefix_pattern(prefix)],
+        )
+    }
+
+    fn active_names(&self) -> Result<Vec<String>> {
+        self.run(|c| {
+            c.query(
+                "SELECT name FROM sessions WHERE state <> 'left' ORDER BY name",
+                &[],
+            )?
+            .iter()
+            .map(|r| r.try_get(0).map_err(anyhow::Error::from))
+            .collect()
+        })
+    }
+
+    fn register(&self, name: &str, key: Option<&str>) -> Result<Session> {
+        let now = now_text();
+        self.run(|c| {
+            c.execute(
+                "INSERT INTO sessions (name, session_key, state, created_at, since, host) \
+                 VALUES ($1, $2, 'offline', $3, $3, $4) ON CONFLICT (name) DO NOTHING",
+                &[&name, &key, &now, &self.host],
+            )?;
+            Ok(())
+        })?;
+        self.session_by_name(name)?
+            .context("session vanished after registering it")
+    }
+
+    fn claim(&self, req: &ClaimRequest) -> Result<Claim> {
+        // The dedicated connection: it holds the lock and later LISTENs.
+        let mut locker = {
+            let deadline = Instant::now() + COMMAND_PATIENCE;
+            loop {
+                match self.target.connect() {
+                    Ok(c) => break c,
+                    Err(e) => {
+                        let e = anyhow::Error::from(e);
+                        if !is_transient(&e) || Instant::now() >= deadline {
+                            return Err(tidy(e, &self.target.masked));
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            }
+        };
+        let mut candidate = req.name.to_string();
+        for attempt in 1..=1000u32 {
+            let now = now_text();
+            let id: i64 = self.run(|c| {
+                c.execute(
+                    "INSERT INTO sessions (name, state, created_at, since, host) VALUES ($1, 'offline', $2, $2, $3) \
+                     ON CONFLICT (name) DO NOTHING",
+                    &[&candidate, &now, &self.host],
+                )?;
+                Ok(c.query_one("SELECT id FROM sessions WHERE name = $1", &[&candidate])?
+                    .try_get(0)?)
+            })?;
+            if i32::try_from(id).is_err() {
+                bail!("session id {id} is too large for an advisory lock");
+            }
+            let got = try_lock(&mut locker, id).map_err(|e| tidy(e.into(), &self.target.masked))?;
+            if got {
+                self.run(|c| {
+                    let mut tx = c.transaction()?;
+                    tx.execute(
+                        "UPDATE sessions SET session_key = NULL WHERE session_key = $1 AND host = $2 AND id <> $3",
+                        &[&req.key, &self.host, &id],
+                    )?;
+                    tx.execute(
+                        "UPDATE sessions SET session_key = $1, label = $2, state = 'online', cwd = $3, project = $4, \
+                         monitor_pid = $5, owner_pid = $6, since = $7, host = $8 WHERE id = $9",
+                        &[
+                            &req.key,
+                            &req.label,
+                            &req.cwd,
+                            &req.project,
+                            &req.monitor_pid,
+                            &req.owner_pid,
+                            &now,
+                            &self.host,
+                            &id,
+                        ],
+                    )?;
+                    tx.execute("SELECT pg_notify($1, $2)", &[&GLOBAL_CHANNEL, &id.to_string()])?;
+                    tx.commit()?;
+                    Ok(())
+                })?;
+                self.notice.enable();
+                self.claimed.borrow_mut().insert(id, req.monitor_pid);
+                self.interest.borrow_mut().insert(id);
+                let held = Held {
+                    id,
+                    host: self.host.clone(),
+                    pid: req.monitor_pid,
+                };
+                let link = self.new_link(Some(held), Some(locker));
+                *self.link.borrow_mut() = Some(Arc::clone(&link));
+                let session = self
+                    .session_by_id(id)?
+                    .context("session vanished after claiming it")?;
+                return Ok(Claim {
+                    session,
+                    presence: Box::new(LinkPresence(link)),
+                });
+            }
+            candidate = next_candidate(req.name, attempt);
+        }
+        bail!("could not find a free name after '{}'", req.name)
+    }
+
+    fn release(&self, session_id: i64) -> Result<()> {
+        let pid = self.claimed.borrow().get(&session_id).copied();
+        let now = now_text();
+        self.run(|c| {
+            match pid {
+                // Only our own claim: another monitor may have taken the
+                // name while our connection was down.
+                Some(pid) => c.execute(
+                    "UPDATE sessions SET state = 'offline', monitor_pid = NULL, since = $2 \
+                     WHERE id = $1 AND state = 'online' AND monitor_pid = $3 AND host = $4",
+                    &[&session_id, &now, &pid, &self.host],
+                )?,
+                None => c.execute(
+                    "UPDATE sessions SET state = 'offline', monitor_pid = NULL, since = $2 \
+                     WHERE id = $1 AND state = 'online'",
+                    &[&session_id, &now],
+                )?,
+            };
+            notify(c, &[session_id], true)?;
+            Ok(())
+        })
+    }
+
+    fn is_online(&self, session_id: i64) -> bool {
+        self.online_ids(&[session_id])
+            .is_ok_and(|ids| ids.contains(&session_id))
+    }
+
+    fn rename(&self, session_id: i64, new_name: &str) -> Result<()> {
+        let taken: Option<i64> = self.run(|c| {
+            Ok(
+                match c.query_opt("SELECT id FROM sessions WHERE name = $1", &[&new_name])? {
+                    Some(r) => Some(r.try_get(0)?),
+                    None => None,
+                },
+            )
+        })?;
+        match taken {
+            Some(id) if id == session_id => return Ok(()),
+            Some(_) => bail!("name '{new_name}' is already taken; pick another"),
+            None => {}
+        }
+        self.run(|c| {
+            c.execute(
+                "UPDATE sessions SET name = $1 WHERE id = $2",
+                &[&new_name, &session_id],
+            )?;
+            notify(c, &[session_id], true)?;
+            Ok(())
+        })
+    }
+
+    fn relabel(&self, session_id: i64, label: &str) -> Result<()> {
+        self.run(|c| {
+            c.execute(
+                "UPDATE sessions SET label = $1 WHERE id = $2",
+                &[&label, &session_id],
+            )?;
+            notify(c, &[session_id], true)?;
+            Ok(())
+        })
+    }
+
+    fn disconnect(&self, session_id: i64) -> Result<Option<i64>> {
+        let pid: Option<i64> = self.run(|c| {
+            Ok(
+                match c.query_opt(
+                    "SELECT monitor_pid FROM sessions WHERE id = $1",
+                    &[&session_id],
+                )? {
+                    Some(r) => r.try_get(0)?,
+                    None => None,
+                },
+            )
+        })?;
+        let online = self.is_online(session_id);
+        let now = now_text();
+        self.run(|c| {
+            c.execute(
+                "UPDATE sessions SET state = 'left', monitor_pid = NULL, since = $2 WHERE id = $1",
+                &[&session_id, &now],
+            )?;
+            notify(c, &[session_id], true)?;
+            Ok(())
+        })?;
+        Ok(if online { pid } else { None })
+    }
+
+    fn remembered_label(&self, project: &str) -> Result<Option<String>> {
+        self.run(|c| {
+            Ok(
+                match c.query_opt(
+                    "SELECT label FROM project_labels WHERE project = $1",
+                    &[&project],
+                )? {
+                    Some(r) => Some(r.try_get(0)?),
+                    None => None,
+                },
+            )
+        })
+    }
+
+    fn remember_label(&self, project: &str, label: &str) -> Result<()> {
+        self.run(|c| {
+            if label.is_empty() {
+                c.execute("DELETE FROM project_labels WHERE project = $1", &[&project])?;
+            } else {
+                c.execute(
+                    "INSERT INTO project_labels (project, label) VALUES ($1, $2) \
+                     ON CONFLICT (project) DO UPDATE SET label = excluded.label",
+                    &[&project, &label],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn send(&self, msg: &NewMessage) -> Result<Sent> {
+        let id = ulid::Ulid::new().to_string();
+        let attempts = Cell::new(0u32);
+        let SendOutcome {
+            recipients,
+            duplicate,
+            id: sent_id,
+            online,
+        } = self.run(|c| {
+            attempts.set(attempts.get() + 1);
+            self.send_once(c, msg, &id, attempts.get() > 1)
+        })?;
+        if duplicate {
+            return Ok(Sent {
+                id: sent_id,
+                recipients: recipients
+                    .into_iter()
+                    .map(|(_, name)| SentTo {
+                        name,
+                        status: "duplicate, not resent",
+                    })
+                    .collect(),
+                duplicate: true,
+            });
+        }
+        let online = match online {
+            Some(known) => known,
+            None => {
+                let ids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
+                self.online_ids(&ids).unwrap_or_default()
+            }
+        };
+        Ok(Sent {
+            id: sent_id,
+            recipients: recipients
+                .into_iter()
+                .map(|(rid, name)| SentTo {
+                    name,
+                    status: if online.contains(&rid) {
+                        "delivered"
+                    } else {
+                        "queued"
+                    },
+                })
+                .collect(),
+            duplicate: false,
+        })
+    }
+
+    fn pending(&self, session_id: i64, after_seq: i64, limit: usize) -> Result<Vec<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, substr(b.body, 1, $4)) \
+             FROM deliveries d \
+             JOIN messages m ON m.seq = d.message_seq \
+             LEFT JOIN blobs b ON b.id = m.blob_id \
+             WHERE d.recipient_id = $1 AND d.delivered_at IS NULL AND d.message_seq > $2 \
+               AND (m.expires_at IS NULL OR m.expires_at > {SQL_NOW}) \
+               AND (m.in_reply_to IS NULL OR NOT EXISTS (SELECT 1 FROM asks a \
+                    WHERE a.question_id = m.in_reply_to AND a.asker_id = d.recipient_id AND a.\"until\" > {SQL_NOW})) \
+             ORDER BY d.message_seq LIMIT $3"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let prefix = i32::try_from(LINE_PREFIX_CHARS).unwrap_or(i32::MAX);
+        self.run(|c| {
+            let st = self.prepared(
+                c,
+                "pending",
+                || sql.clone(),
+                &[Type::INT8, Type::INT8, Type::INT8, Type::INT4],
+            )?;
+            c.query(&st, &[&session_id, &after_seq, &limit, &prefix])?
+                .iter()
+                .map(message_from_row)
+                .collect()
+        })
+    }
+
+    fn mark_delivered(&self, session_id: i64, seqs: &[i64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let now = now_text();
+        self.run(|c| {
+            let st = self.prepared(
+                c,
+                "mark_delivered",
+                || {
+                    "UPDATE deliveries SET delivered_at = $1 \
+                     WHERE recipient_id = $2 AND message_seq = ANY($3) AND delivered_at IS NULL"
+                        .into()
+                },
+                &[Type::TEXT, Type::INT8, Type::INT8_ARRAY],
+            )?;
+            c.execute(&st, &[&now, &session_id, &seqs])
+                .context("could not record delivery")?;
+            Ok(())
+        })
+    }
+
+    fn message(&self, id_prefix: &str) -> Result<Message> {
+        let prefix = id_prefix.to_ascii_uppercase();
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, b.body) \
+             FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id \
+             WHERE m.id >= $1 AND m.id < $1 || 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ' ORDER BY m.id LIMIT 2"
+        );
+        let found: Vec<Message> = self.run(|c| {
+            c.query(sql.as_str(), &[&prefix])?
+                .iter()
+                .map(message_from_row)
+                .collect()
+        })?;
+        let mut found = found.into_iter().filter(|m| m.id.starts_with(&prefix));
+        match (found.next(), found.next()) {
+            (Some(m), None) => Ok(m),
+            (None, _) => Err(NotFound(format!("no message with id '{id_prefix}'")).into()),
+            (Some(_), Some(_)) => {
+                bail!("message id prefix '{id_prefix}' is ambiguous; give more of it")
+            }
+        }
+    }
+
+    fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryRow>> {
+        let limit = i64::try_from(f.limit).unwrap_or(i64::MAX);
+        self.run(|c| {
+            c.query(
+                "SELECT * FROM ( \
+                   SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, \
+                          h.in_reply_to, h.thread_id, h.status, h.seq, m.text_escaped \
+                   FROM history h \
+                   JOIN messages m ON m.seq = h.seq \
+                   JOIN sessions r ON r.name = h.recipient \
+                   WHERE ($1::bigint IS NULL OR m.sender_id = $1 OR r.id = $1) \
+                     AND ($2::bigint IS NULL OR m.sender_id = $2 OR r.id = $2) \
+                     AND ($3::text IS NULL OR h.created_at >= $3) \
+                     AND ($5::text IS NULL OR h.thread_id = $5) \
+                   ORDER BY h.seq DESC, h.recipient DESC LIMIT $4 \
+                 ) x ORDER BY seq, recipient",
+                &[&f.involving, &f.with, &f.since, &limit, &f.thread],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    id: r.try_get(0)?,
+                    created_at: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    sender: r.try_get(3)?,
+                    recipient: r.try_get(4)?,
+                    text: stored_to_text(r.try_get(5)?, r.try_get(11)?),
+                    delivered_at: r.try_get(6)?,
+                    in_reply_to: r.try_get(7)?,
+                    thread_id: r.try_get(8)?,
+                    status: r.try_get(9)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn take_reply(&self, question_id: &str, asker_id: i64) -> Result<Option<Message>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, b.body) \
+             FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
+             LEFT JOIN blobs b ON b.id = m.blob_id \
+             WHERE d.recipient_id = $2 AND d.delivered_at IS NULL AND m.in_reply_to = $1 \
+               AND (m.expires_at IS NULL OR m.expires_at > {SQL_NOW}) \
+             ORDER BY m.seq LIMIT 1 FOR UPDATE OF d"
+        );
+        self.run(|c| {
+            let mut tx = c.transaction()?;
+            let reply = match tx.query_opt(sql.as_str(), &[&question_id, &asker_id])? {
+                Some(r) => Some(message_from_row(&r)?),
+                None => None,
+            };
+            if let Some(m) = &reply {
+                tx.execute(
+                    "UPDATE deliveries SET delivered_at = $3 WHERE recipient_id = $1 AND message_seq = $2",
+                    &[&asker_id, &m.seq, &now_text()],
+                )?;
+                tx.execute("DELETE FROM asks WHERE question_id = $1", &[&question_id])?;
+            }
+            tx.commit()?;
+            Ok(reply)
+        })
+    }
+
+    fn end_ask(&self, question_id: &str) -> Result<()> {
+        self.run(|c| {
+            let mut tx = c.transaction()?;
+            let asker = tx.query_opt(
+                "DELETE FROM asks WHERE question_id = $1 RETURNING asker_id",
+                &[&question_id],
+            )?;
+            // A reply that was held back is now the monitor's to print.
+            if let Some(r) = asker {
+                let id: i64 = r.try_get(0)?;
+                tx.execute("SELECT pg_notify($1, '')", &[&mailbox_channel(id)])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn is_delivered(&self, message_id: &str) -> Result<bool> {
+        let undelivered: i64 = self.run(|c| {
+            Ok(c.query_one(
+                "SELECT count(*) FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
+                 WHERE m.id = $1 AND d.delivered_at IS NULL",
+                &[&message_id],
+            )?
+            .try_get(0)?)
+        })?;
+        Ok(undelivered == 0)
+    }
+
+    fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>> {
+        let mut channels = vec![GLOBAL_CHANNEL.to_string()];
+        channels.extend(self.interest.borrow().iter().map(|id| mailbox_channel(*id)));
+        let existing = self.link.borrow().clone();
+        let (link, owns) = match existing {
+            Some(link) => (link, false),
+            None => {
+                let link = self.new_link(None, None);
+                *self.link.borrow_mut() = Some(Arc::clone(&link));
+                (link, true)
+            }
+        };
+        let subscription = link.subscribe(tx, channels, owns)?;
+        self.changed.any.store(false, Ordering::SeqCst);
+        self.last_look.set(Instant::now());
+        Ok(Box::new(subscription))
+    }
+
+    fn changed(&self) -> Result<bool> {
+        // A notification since the last look; else, once a second, say yes
+        // anyway (the caller runs one indexed query): a safety net for a
+        // notification lost around a reconnect.
+        let now = Instant::now();
+        if self.changed.any.swap(false, Ordering::SeqCst) {
+            self.last_look.set(now);
+            return Ok(true);
+        }
+        if now.duration_since(self.last_look.get()) >= Duration::from_secs(1) {
+            self.last_look.set(now);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn sessions_changed(&self) -> bool {
+        // Mail alone wakes a mailbox's own channel; everything else (and a
+        // possibly missed notification) says yes, and so does a second
+        // without a look (a killed monitor or a deleted row notifies nobody).
+        let now = Instant::now();
+        if self.changed.sessions.swap(false, Ordering::SeqCst)
+            || now.duration_since(self.last_sessions_look.get()) >= Duration::from_secs(1)
+        {
+            self.last_sessions_look.set(now);
+            return true;
+        }
+        false
+    }
+
+    fn check_intact(&self) -> Result<()> {
+        if let Some(link) = self.link.borrow().as_ref() {
+            if let Some(text) = link.lost_reason() {
+                bail!("{text}");
+            }
+        }
+        Ok(())
+    }
+
+    fn add_peer(&self, peer: &Peer, key: &str, project: &str) -> Result<Session> {
+        let now = now_text();
+        let id: i64 = self.run(|c| {
+            let mut tx = c.transaction()?;
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO sessions (name, session_key, state, cwd, project, created_at, since, host) \
+                     VALUES ($1, $2, 'offline', $3, $5, $4, $4, $6) \
+                     ON CONFLICT (name) DO UPDATE SET session_key = excluded.session_key, cwd = excluded.cwd, \
+                       project = excluded.project, host = excluded.host, \
+                       state = CASE WHEN sessions.state = 'left' THEN 'offline' ELSE sessions.state END, \
+                       since = excluded.since \
+                     RETURNING id",
+                    &[&peer.name, &key, &peer.cwd, &now, &project, &self.host],
+                )?
+                .try_get(0)?;
+            tx.execute(
+                "INSERT INTO peers (name, session_id, tmux_socket, tmux_session, command, cwd, spawned_by, created_at, killed_at, host) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9) \
+                 ON CONFLICT (name) DO UPDATE SET session_id = excluded.session_id, tmux_socket = excluded.tmux_socket, \
+                   tmux_session = excluded.tmux_session, command = excluded.command, cwd = excluded.cwd, \
+                   spawned_by = excluded.spawned_by, created_at = excluded.created_at, killed_at = NULL, host = excluded.host",
+                &[
+                    &peer.name,
+                    &id,
+                    &peer.tmux_socket,
+                    &peer.tmux_session,
+                    &peer.command,
+                    &peer.cwd,
+                    &peer.spawned_by,
+                    &now,
+                    &self.host,
+                ],
+            )?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&GLOBAL_CHANNEL, &id.to_string()])?;
+            tx.commit()?;
+            Ok(id)
+        })?;
+        self.session_by_id(id)?.context("peer mailbox vanished")
+    }
+
+    fn peer(&self, name: &str) -> Result<Option<Peer>> {
+        Ok(self.query_peers("name = $1", &[&name])?.into_iter().next())
+    }
+
+    fn peers(&self, include_killed: bool) -> Result<Vec<Peer>> {
+        if include_killed {
+            self.query_peers("TRUE ORDER BY name", &[])
+        } else {
+            self.query_peers("killed_at IS NULL ORDER BY name", &[])
+        }
+    }
+
+    fn peer_killed(&self, name: &str) -> Result<()> {
+        let now = now_text();
+        self.run(|c| {
+            c.execute(
+                "UPDATE peers SET killed_at = $2 WHERE name = $1",
+                &[&name, &now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn query_readonly(&self, sql: &str) -> Result<SqlResult> {
+        let timeout_ms = std::env::var("INTER_SESSION_SQL_TIMEOUT_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .unwrap_or(SQL_TIMEOUT_MS);
+        let outcome = self.run(|c| {
+            // Parsing alone refuses a second statement; it also gives the
+            // column types, for JSON numbers.
+            let stmt = match c.prepare(sql) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
+            let columns: Vec<String> = stmt
+                .columns()
+                .iter()
+                .map(|c| c.name().to_string())
+                .collect();
+            let mut tx = c.build_transaction().read_only(true).start()?;
+            tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}"))?;
+            let result = tx.simple_query(sql);
+            drop(tx); // rolled back: nothing a query did is kept
+            Ok(result.map(|msgs| (columns, types, msgs)))
+        })?;
+        let (columns, types, msgs) = match outcome {
+            Ok(v) => v,
+            Err(e) => {
+                let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+                let text = pg_text(&e);
+                if code == "25006" {
+                    bail!("sql is read-only: only queries (SELECT, EXPLAIN, SHOW) are allowed");
+                }
+                if code == "42601" && text.contains("multiple commands") {
+                    bail!("sql takes one statement at a time");
+                }
+                if code == "57014" {
+                    bail!(
+                        "sql: the query ran longer than {} s and was cancelled",
+                        timeout_ms as f64 / 1000.0
+                    );
+                }
+                bail!("sql error: {text}");
+            }
+        };
+        let mut rows = Vec::new();
+        for m in msgs {
+            if let SimpleQueryMessage::Row(row) = m {
+                let mut out = Vec::with_capacity(columns.len());
+                for (i, ty) in types.iter().enumerate() {
+                    out.push(match row.try_get(i)? {
+                        None => serde_json::Value::Null,
+                        Some(text) => text_to_json(text, ty),
+                    });
+                }
+                rows.push(out);
+            }
+        }
+        Ok(SqlResult { columns, rows })
+    }
+}
+
+/// A text-format value as JSON: numbers as numbers, booleans as booleans.
+fn text_to_json(text: &str, ty: &Type) -> serde_json::Value {
+    if [Type::INT2, Type::INT4, Type::INT8, Type::OID].contains(ty) {
+        if let Ok(v) = text.parse::<i64>() {
+            return v.into();
+        }
+    }
+    if [Type::FLOAT4, Type::FLOAT8, Type::NUMERIC].contains(ty) {
+        if let Some(n) = text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+        {
+            return serde_json::Value::Number(n);
+        }
+    }
+    if *ty == Type::BOOL {
+        return (text == "t").into();
+    }
+    text.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_flat() {
+        assert_eq!(next_candidate("a", 1), "a-2");
+        assert_eq!(next_candidate("a-2", 1), "a-3");
+    }
+}
