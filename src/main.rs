@@ -2,12 +2,22 @@ use clap::Parser;
 
 use inter_session::cmd::{self, Cli};
 use inter_session::identity::UsageError;
+use inter_session::line;
 
 fn main() {
     // Everything we create (database, WAL, locks) is private to the user.
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o077) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap's usage errors quote what was typed: printed as safe text
+        // (plain, without clap's colours). Help and version go as clap has them.
+        Err(e) if e.use_stderr() => {
+            eprint!("{}", line::safe_text(&e.render().to_string()));
+            std::process::exit(e.exit_code());
+        }
+        Err(e) => e.exit(),
+    };
     let code = match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -25,7 +35,9 @@ fn main() {
 /// The error as one line, whatever its chain holds: the causes joined by
 /// ": " (as `{e:#}` does) minus the "Error code N: <message>" repeat that
 /// rusqlite adds after SQLite's own message, plus what to do when the
-/// database could not be written for lack of space.
+/// database could not be written for lack of space. Errors echo what they
+/// were given (ids, names, paths, durations, SQL), so the whole line is made
+/// safe: line breaks become spaces, escapes, controls and bidi characters go.
 fn one_line(e: &anyhow::Error) -> String {
     let hint = write_failure_hint(e);
     let mut parts: Vec<String> = Vec::new();
@@ -51,7 +63,7 @@ fn one_line(e: &anyhow::Error) -> String {
     if let Some(hint) = hint {
         text.push_str(hint);
     }
-    text.replace(['\n', '\r'], " ")
+    line::field(&text.replace(['\n', '\r'], " "))
 }
 
 /// A hint for SQLite's "disk full" and failed writes: a write past a file
