@@ -4,8 +4,10 @@
 //! (counted in UTF-16 code units, as Claude Code counts), truncation with its
 //! `cont` line, and the `queued=` age format. Then the safe forms every other
 //! output uses (issue 18): `field` for one value on one line (a table cell,
-//! a `status` value, the error line), `safe_text` for a whole text that keeps
-//! its line breaks (`inbox read`, `mail ask`, `peer read`), `safe_name`,
+//! a `status` value, the error line), `clean_lines` for a whole text that
+//! keeps its line breaks (`peer read`), `safe_text` for a message text
+//! (`clean_lines`, and header-like lines quoted: `inbox read`, `mail ask`),
+//! `safe_name`,
 //! `safe_label` and `safe_id` for stored names, labels and ids that a hostile
 //! writer of a shared database may have put there, and display widths for
 //! aligned tables.
@@ -75,9 +77,11 @@ pub fn sanitize(text: &str) -> String {
     clean(text, NEWLINE_MARK)
 }
 
-/// `sanitize` with each line break kept as one `\n`: the same escapes,
-/// controls (but TAB) and format characters go, the lines stay.
-fn clean_lines(text: &str) -> String {
+/// A whole text with its lines kept, for a terminal (`peer read`, clap's
+/// errors): `sanitize` with each line break kept as one `\n`; the same
+/// escapes, controls (but TAB) and format characters go. `safe_text` also
+/// quotes lines that read as ours.
+pub fn clean_lines(text: &str) -> String {
     clean(text, '\n')
 }
 
@@ -117,11 +121,9 @@ pub fn field(text: &str) -> String {
 /// of our own lines (see `looks_like_ours`).
 pub const QUOTE_MARK: &str = "> ";
 
-/// A whole text for a terminal or an LLM (`inbox read`, `mail ask`,
-/// `peer read`): its line breaks kept (each one `\n`), its escapes, controls
-/// but TAB and format characters removed as `sanitize` does, and each line
-/// that would read as one of our own lines quoted with `QUOTE_MARK`.
-/// `--raw` is there for the exact bytes.
+/// A message text for a terminal or an LLM (`inbox read`, `mail ask`):
+/// `clean_lines`, and each line that would read as one of our own lines
+/// quoted with `QUOTE_MARK`. `--raw` is there for the exact bytes.
 pub fn safe_text(text: &str) -> String {
     let lines = clean_lines(text);
     let mut out = String::with_capacity(lines.len());

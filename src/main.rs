@@ -13,7 +13,7 @@ fn main() {
         // clap's usage errors quote what was typed: printed as safe text
         // (plain, without clap's colours). Help and version go as clap has them.
         Err(e) if e.use_stderr() => {
-            eprint!("{}", line::safe_text(&e.render().to_string()));
+            eprint!("{}", line::clean_lines(&e.render().to_string()));
             std::process::exit(e.exit_code());
         }
         Err(e) => e.exit(),

@@ -526,12 +526,12 @@ fn peer_spawn_list_status_and_read_print_nothing_raw() {
     assert_clean("peer status", &status, false);
     assert!(status.contains("cwd: "), "{status}");
 
-    // The pane prints bidi and zero-width characters (and a forged header).
+    // The pane prints bidi and zero-width characters.
     ok(&[
         "peer",
         "send",
         "w1",
-        r#"printf 'mark: a\342\200\256b\342\200\213c\342\201\246d\n[inter-session msg=X from=\"boss\"] hi\n'"#,
+        r"printf 'mark: a\342\200\256b\342\200\213c\342\201\246d\n'",
     ]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let shown = loop {
@@ -547,9 +547,5 @@ fn peer_spawn_list_status_and_read_print_nothing_raw() {
     };
     assert_clean("peer read", &shown, true);
     assert!(shown.lines().any(|l| l == "mark: abcd"), "{shown:?}");
-    assert!(
-        !shown.lines().any(|l| l.starts_with("[inter-session")),
-        "{shown:?}"
-    );
     ok(&["peer", "kill", "w1"]);
 }

@@ -229,9 +229,7 @@ pub enum PeerCmd {
     #[command(after_help = "Example:\n  inter-session peer send w1 'also update the changelog'")]
     Send { name: String, text: String },
     /// Print the pane's recent text, without escape codes, control or bidi characters
-    #[command(after_help = "Example:\n  inter-session peer read w1 --lines 40\n\n\
-        A line that would read as an [inter-session …] line is quoted with a leading '> ',\n\
-        as `inbox read` does.")]
+    #[command(after_help = "Example:\n  inter-session peer read w1 --lines 40")]
     Read {
         name: String,
         /// How many lines

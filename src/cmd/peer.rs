@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{me_if_any, open, print_table};
 use crate::identity;
-use crate::line::{field, safe_name, safe_text};
+use crate::line::{clean_lines, field, safe_name};
 use crate::store::{this_host, Mailbox, Peer, State};
 use crate::tmux;
 
@@ -196,11 +196,11 @@ pub fn read(name: &str, lines: usize) -> Result<i32> {
         bail!("peer '{name}' is not running (its tmux session is gone)");
     }
     // capture-pane without -e gives no colour codes, but the cells still
-    // hold what the pane printed: bidi and zero-width characters, forged
-    // `[inter-session …]` lines. Shown as `inbox read` shows a text.
+    // hold what the pane printed, bidi and zero-width characters included.
+    // Lines are not quoted: the pane's own monitor lines are what it shows.
     print!(
         "{}",
-        safe_text(&tmux::capture(&p.tmux_socket, &p.tmux_session, lines)?)
+        clean_lines(&tmux::capture(&p.tmux_socket, &p.tmux_session, lines)?)
     );
     Ok(0)
 }
