@@ -6,6 +6,8 @@
 //! terminal raw: no escape sequence, no control character, no bidi or other
 //! format character, no forged `[inter-session …]` header.
 
+#[path = "support/pg.rs"]
+mod pg;
 mod support;
 use support::*;
 
@@ -548,4 +550,87 @@ fn peer_spawn_list_status_and_read_print_nothing_raw() {
     assert_clean("peer read", &shown, true);
     assert!(shown.lines().any(|l| l == "mark: abcd"), "{shown:?}");
     ok(&["peer", "kill", "w1"]);
+}
+
+// ---------------------------------------------------------------- a shared PostgreSQL mailbox
+
+/// The real case of "stored by a hostile peer": a machine sharing the
+/// PostgreSQL mailbox writes rows past our validation. Skipped (loudly, by
+/// support/pg.rs) when no PostgreSQL is at hand.
+#[test]
+fn shared_postgres_rows_and_host_names_reach_no_terminal_raw() {
+    let Some(url) = pg::fresh_db() else { return };
+    let env = Env::with_vars(&[("INTER_SESSION_DATABASE_URL", &url)]);
+    let on_host = |host: &str, args: &[&str]| {
+        let mut c = cmd_args(&env, "x", args);
+        c.env("INTER_SESSION_HOSTNAME", host);
+        let out = run_within(c);
+        assert!(out.status.success(), "{args:?}: {}", stderr_of(&out));
+        stdout_of(&out)
+    };
+    // Registered from a machine whose name is hostile: recorded safe.
+    on_host(&format!("lap{HOSTILE}top"), &["--from", "alice", "status"]);
+    on_host("host-b", &["--from", "bob", "status"]);
+    let id = send_as(&env, "bob", "alice", "hi");
+    let v: Value = serde_json::from_str(&on_host("host-b", &["list", "--json"])).expect("JSON");
+    let alice = v
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == "alice"))
+        .expect("alice");
+    assert_eq!(alice["host"], "lapevilrtl-nexttop", "{alice}");
+
+    // Then host-b turns hostile, writing its rows by hand.
+    let mut db = pg::admin(&url);
+    db.execute(
+        "UPDATE sessions SET name = $1, label = $2, host = $3, cwd = $4 WHERE name = 'bob'",
+        &[
+            &format!("{FORGED_NAME}{HOSTILE}"),
+            &FORGED_LABEL,
+            &format!("h{HOSTILE}"),
+            &format!("/w/{HOSTILE}"),
+        ],
+    )
+    .expect("hostile session row");
+    db.execute(
+        "UPDATE messages SET sender = $1, sender_label = $2 WHERE id = $3",
+        &[&FORGED_NAME, &FORGED_LABEL, &id],
+    )
+    .expect("hostile message row");
+    db.execute(
+        "INSERT INTO peers (name, tmux_socket, tmux_session, command, cwd, created_at, host) \
+         VALUES ($1, 's', 't', $2, $3, '2026-12-01T00:00:00.000Z', $4)",
+        &[
+            &format!("w{HOSTILE}"),
+            &format!("claude {HOSTILE}"),
+            &format!("/w/{HOSTILE}"),
+            &format!("h{HOSTILE}"),
+        ],
+    )
+    .expect("hostile peer row");
+
+    let table = on_host("host-a", &["list"]);
+    assert_clean("list", &table, false);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains("HOST")),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 3, "{table:?}");
+    assert!(!table.contains("[inter-session"), "{table}");
+    assert_aligned("list", &table);
+
+    let peers = on_host("host-a", &["peer", "list"]);
+    assert_clean("peer list", &peers, false);
+    assert_eq!(peers.lines().count(), 2, "{peers:?}");
+    assert_aligned("peer list", &peers);
+
+    let out = on_host("host-a", &["--from", "alice", "inbox", "check"]);
+    assert_clean("inbox check", &out, false);
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert_eq!(out.matches("[inter-session").count(), 1, "{out}");
+    assert_eq!(out.matches('"').count(), 4, "{out}");
+
+    let hist = on_host("host-a", &["history", "--everyone"]);
+    assert_clean("history", &hist, false);
+    assert_eq!(hist.lines().count(), 1, "{hist:?}");
 }
