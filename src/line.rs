@@ -4,7 +4,8 @@
 //! (counted in UTF-16 code units, as Claude Code counts), truncation with its
 //! `cont` line, and the `queued=` age format. Then the safe forms every other
 //! output uses (issue 18): `field` for one value on one line (a table cell,
-//! a `status` value, the error line), `clean_lines` for a whole text that
+//! a `status` value), `visible` for an error message (what would act on a
+//! terminal written `\u{…}`), `clean_lines` for a whole text that
 //! keeps its line breaks (`peer read`), `safe_text` for a message text
 //! (`clean_lines`, and header-like lines quoted: `inbox read`, `mail ask`),
 //! `safe_name`,
@@ -115,6 +116,23 @@ fn clean(text: &str, brk: char) -> String {
 /// line: `sanitize`, and TAB a space too (a tab would move the columns).
 pub fn field(text: &str) -> String {
     sanitize(text).replace('\t', " ")
+}
+
+/// An error message for a terminal: every control character but `\n`,
+/// every format character and U+2028/U+2029 written `\u{hex}` (as
+/// `escape_debug` writes them), so that what was wrong with an input stays
+/// visible while nothing in it acts on the terminal. Errors quote what they
+/// were given; `'1h\u{1b}[31m'` says more than a silently cleaned `'1h'`.
+pub fn visible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c != '\n' && (is_control(c) || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}')) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// What a line of a text shown whole starts with when it would read as one
@@ -904,6 +922,21 @@ mod tests {
     }
 
     // ---- fields, whole texts, widths ----
+
+    #[test]
+    fn visible_escapes_what_would_act_on_a_terminal() {
+        assert_eq!(
+            visible("'1h\u{1b}[31m\u{202E}'"),
+            "'1h\\u{1b}[31m\\u{202e}'"
+        );
+        assert_eq!(
+            visible("a\tb\rc\u{7}\u{9b}d\u{2028}"),
+            "a\\u{9}b\\u{d}c\\u{7}\\u{9b}d\\u{2028}"
+        );
+        assert_eq!(visible("two\nlines"), "two\nlines");
+        let s = "caf\u{e9} 日本 \u{1F600} \\ \"q\"";
+        assert_eq!(visible(s), s);
+    }
 
     #[test]
     fn field_is_one_line_without_tabs() {

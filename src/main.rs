@@ -10,10 +10,11 @@ fn main() {
     unsafe { libc::umask(0o077) };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        // clap's usage errors quote what was typed: printed as safe text
-        // (plain, without clap's colours). Help and version go as clap has them.
+        // clap's usage errors quote what was typed: printed plain (without
+        // clap's colours), anything that would act on a terminal escaped.
+        // Help and version go as clap has them.
         Err(e) if e.use_stderr() => {
-            eprint!("{}", line::clean_lines(&e.render().to_string()));
+            eprint!("{}", line::visible(&e.render().to_string()));
             std::process::exit(e.exit_code());
         }
         Err(e) => e.exit(),
@@ -37,7 +38,8 @@ fn main() {
 /// rusqlite adds after SQLite's own message, plus what to do when the
 /// database could not be written for lack of space. Errors echo what they
 /// were given (ids, names, paths, durations, SQL), so the whole line is made
-/// safe: line breaks become spaces, escapes, controls and bidi characters go.
+/// safe: line breaks become spaces, and any other control, bidi or format
+/// character is written `\u{…}` (`line::visible`).
 fn one_line(e: &anyhow::Error) -> String {
     let hint = write_failure_hint(e);
     let mut parts: Vec<String> = Vec::new();
@@ -63,7 +65,7 @@ fn one_line(e: &anyhow::Error) -> String {
     if let Some(hint) = hint {
         text.push_str(hint);
     }
-    line::field(&text.replace(['\n', '\r'], " "))
+    line::visible(&text.replace(['\n', '\r'], " "))
 }
 
 /// A hint for SQLite's "disk full" and failed writes: a write past a file

@@ -461,7 +461,7 @@ fn errors_that_echo_input_are_one_safe_line() {
         vec!["--from", "alice", "history", "--with", &bad],
         vec!["--from", &bad, "status"],
         vec!["peer", "read", &bad],
-        vec!["sql", "select \"\u{1b}[31m\u{202E}\" from nothing"],
+        vec!["sql", "select * from \"t\u{1b}[31m\u{202E}\""],
         // clap's own errors echo the argument too.
         vec!["list", &bad],
         vec!["inbox", "watch", "--pace", &bad],
@@ -472,6 +472,9 @@ fn errors_that_echo_input_are_one_safe_line() {
         let err = stderr_of(&out);
         assert_clean(&format!("{args:?}"), &err, false);
         assert!(!err.trim().is_empty(), "{args:?}: no error line");
+        // What was wrong stays visible, escaped (clap drops escape
+        // sequences itself; the bidi override is always there to see).
+        assert!(err.contains("\\u{202e}"), "{args:?}: {err}");
     }
     // The one line `main` prints stays one line.
     let out = run_within(cmd_args(&env, "x", &["inbox", "read", &bad]));
