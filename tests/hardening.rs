@@ -262,33 +262,24 @@ fn mail_ask_prints_the_reply_safely_and_raw_on_request() {
 fn inbox_check_json_is_one_document() {
     let env = Env::new();
     register(&env, "alice");
+    let check = || {
+        let out = ok_args(&env, "x", &["--from", "alice", "inbox", "check", "--json"]);
+        serde_json::from_str::<Value>(&out)
+            .unwrap_or_else(|e| panic!("inbox check --json is not one JSON document: {e}: {out:?}"))
+    };
     // Nothing pending: still one document.
-    let none: Value = serde_json::from_str(&ok_args(
-        &env,
-        "x",
-        &["--from", "alice", "inbox", "check", "--json"],
-    ))
-    .expect("an empty inbox check --json is JSON");
-    assert_eq!(none, Value::Array(Vec::new()));
+    assert_eq!(check(), Value::Array(Vec::new()));
 
     let a = send_as(&env, "bob", "alice", "one");
     let b = send_as(&env, "carol", "alice", &format!("two {HOSTILE}"));
-    let out = ok_args(&env, "x", &["--from", "alice", "inbox", "check", "--json"]);
-    let v: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("inbox check --json is not one JSON document: {e}: {out:?}"));
+    let v = check();
     let msgs = v.as_array().expect("an array");
-    assert_eq!(msgs.len(), 2, "{out}");
+    assert_eq!(msgs.len(), 2, "{v}");
     assert_eq!(msgs[0]["id"], a.as_str());
     assert_eq!(msgs[1]["id"], b.as_str());
     assert_eq!(msgs[1]["text"], format!("two {HOSTILE}").as_str());
     // And they were marked delivered.
-    let again: Value = serde_json::from_str(&ok_args(
-        &env,
-        "x",
-        &["--from", "alice", "inbox", "check", "--json"],
-    ))
-    .expect("JSON");
-    assert_eq!(again, Value::Array(Vec::new()));
+    assert_eq!(check(), Value::Array(Vec::new()));
 }
 
 // ---------------------------------------------------------------- headers from stored rows
