@@ -5,10 +5,9 @@
 //! `cont` line, and the `queued=` age format. Then the safe forms every other
 //! output uses (issue 18): `field` for one value on one line (a table cell,
 //! a `status` value), `visible` for an error message (what would act on a
-//! terminal written `\u{…}`), `clean_lines` for a whole text that
-//! keeps its line breaks (`peer read`), `safe_text` for a message text
-//! (`clean_lines`, and header-like lines quoted: `inbox read`, `mail ask`),
-//! `safe_name`,
+//! terminal written `\u{…}`), `clean_lines` for a whole text that keeps its
+//! line breaks (`peer read`), `safe_text` for a message text (`clean_lines`
+//! with header-like lines quoted: `inbox read`, `mail ask`), `safe_name`,
 //! `safe_label` and `safe_id` for stored names, labels and ids that a hostile
 //! writer of a shared database may have put there, and display widths for
 //! aligned tables.
