@@ -2,8 +2,17 @@
 //! in), the owning Claude Code process, the machine (`this_host`), and the
 //! rules for names and labels.
 //!
-//! Pure rules (validation, cwd-derived names) are unit-tested here; the
-//! process-tree walk reads `/proc` and nothing else.
+//! Pure rules (validation, cwd-derived names, host names) are unit-tested
+//! here; the process-tree walk reads `/proc` and nothing else.
+//!
+//! Host names (SPEC §10) are recorded by every session and shown by `list`
+//! and `peer` on every machine of a shared mailbox, so they are made safe
+//! once, where they enter: `host_name` keeps ASCII letters, digits, `.`,
+//! `-` and `_`, turns every other run into one `-` (after removing escape
+//! sequences whole), trims `-` and `.` from the ends and keeps at most 64
+//! characters. An `INTER_SESSION_HOSTNAME` that leaves no letter or digit
+//! is refused with one line (exit 2); a machine name that does becomes
+//! `unknown`.
 
 use std::path::{Path, PathBuf};
 
@@ -56,7 +65,9 @@ pub fn validate_label(label: &str) -> Result<String, UsageError> {
     Ok(label)
 }
 
-fn label_char_ok(c: char) -> bool {
+/// Whether a label may hold `c` (SPEC §3): ASCII space, or anything that is
+/// not `"`, `[`, `]`, a control, format or separator character.
+pub fn label_char_ok(c: char) -> bool {
     if c == ' ' {
         return true;
     }
@@ -73,6 +84,63 @@ fn is_separator(c: char) -> bool {
         ' ' | '\u{A0}' | '\u{1680}' | '\u{2000}'
             ..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}'
     )
+}
+
+/// Longest host name a session records.
+pub const MAX_HOST_LEN: usize = 64;
+
+/// The safe form of a host name (see the module doc); `None` when nothing
+/// but junk is left (no ASCII letter or digit).
+pub fn host_name(raw: &str) -> Option<String> {
+    let mut out = String::new();
+    for c in crate::line::sanitize(raw).chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trim = |s: &str| s.trim_matches(['-', '.']).to_string();
+    let mut out = trim(&out);
+    if out.len() > MAX_HOST_LEN {
+        out = trim(&out[..MAX_HOST_LEN]);
+    }
+    out.bytes()
+        .any(|b| b.is_ascii_alphanumeric())
+        .then_some(out)
+}
+
+/// Makes `INTER_SESSION_HOSTNAME` hold this machine's host name in its safe
+/// form, for the store to record and for the monitors and peers we start to
+/// inherit: the variable's own value when set, else the machine's name.
+pub fn pin_host_name() -> Result<(), UsageError> {
+    const VAR: &str = "INTER_SESSION_HOSTNAME";
+    let given = std::env::var_os(VAR)
+        .map(|v| v.to_string_lossy().into_owned())
+        .filter(|v| !v.trim().is_empty());
+    let name = match given {
+        Some(raw) => host_name(&raw).ok_or_else(|| {
+            UsageError(format!(
+                "invalid {VAR} '{}': a host name needs ASCII letters or digits \
+                 (with '.', '-', '_'); unset it to use this machine's name",
+                raw.escape_debug()
+            ))
+        })?,
+        None => host_name(&machine_name()).unwrap_or_else(|| "unknown".to_string()),
+    };
+    std::env::set_var(VAR, name);
+    Ok(())
+}
+
+/// gethostname(2), lossily as text; empty when it fails.
+fn machine_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// A name from a folder's basename: lowercase, runs of other characters
@@ -218,32 +286,19 @@ pub fn in_agent_worker() -> bool {
     })
 }
 
-/// This machine's name as sessions record it: `INTER_SESSION_HOSTNAME`, else
-/// the system's host name.
+/// This machine's name as sessions record it, in its safe form (see
+/// `host_name`): `INTER_SESSION_HOSTNAME` (which `pin_host_name` checked),
+/// else the system's host name, else `unknown`.
 pub fn this_host() -> String {
     static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOST.get_or_init(host_name).clone()
-}
-
-fn host_name() -> String {
-    if let Ok(h) = std::env::var("INTER_SESSION_HOSTNAME") {
-        if !h.trim().is_empty() {
-            return h.trim().to_string();
-        }
-    }
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".to_string();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-    if name.is_empty() {
-        "unknown".to_string()
-    } else {
-        name
-    }
+    HOST.get_or_init(|| {
+        std::env::var("INTER_SESSION_HOSTNAME")
+            .ok()
+            .and_then(|h| host_name(&h))
+            .or_else(|| host_name(&machine_name()))
+            .unwrap_or_else(|| "unknown".to_string())
+    })
+    .clone()
 }
 
 pub fn pid_alive(pid: i64) -> bool {
@@ -299,6 +354,45 @@ mod tests {
             assert!(validate_label(bad).is_err(), "{bad:?}");
         }
         assert!(validate_label(&"é".repeat(60)).is_ok());
+    }
+
+    #[test]
+    fn host_names() {
+        let h = |s: &str| host_name(s);
+        for same in ["laptop", "db-1.example.org", "HOST_2", "a", "10.0.0.7"] {
+            assert_eq!(h(same).as_deref(), Some(same));
+        }
+        assert_eq!(
+            h("Alice's MacBook Pro").as_deref(),
+            Some("Alice-s-MacBook-Pro")
+        );
+        assert_eq!(h(" laptop\n").as_deref(), Some("laptop"));
+        assert_eq!(
+            h("lap\u{1b}[31mtop\u{1b}]0;pwned\u{7}\u{202E}").as_deref(),
+            Some("laptop")
+        );
+        assert_eq!(h("a\r\nb").as_deref(), Some("a-b"));
+        assert_eq!(h("-.x.-").as_deref(), Some("x"));
+        assert_eq!(h("日本-host").as_deref(), Some("host"));
+        assert_eq!(
+            h(&"x".repeat(100)).as_deref(),
+            Some("x".repeat(64).as_str())
+        );
+        // A cut never leaves a trailing separator.
+        let cut = format!("{}-y", "x".repeat(63));
+        assert_eq!(h(&cut).as_deref(), Some("x".repeat(63).as_str()));
+        for junk in [
+            "",
+            " ",
+            "...",
+            " - ",
+            "\u{1b}[31m",
+            "\u{202E}\u{200B}",
+            "日本",
+            "\"[]",
+        ] {
+            assert_eq!(h(junk), None, "{junk:?}");
+        }
     }
 
     #[test]

@@ -1,13 +1,23 @@
 use clap::Parser;
 
 use inter_session::cmd::{self, Cli};
-use inter_session::{error, store};
+use inter_session::{error, line, store};
 
 fn main() {
     // Everything we create (database, WAL, locks) is private to the user.
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o077) };
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap's usage errors quote what was typed: printed plain (without
+        // clap's colours), anything that would act on a terminal escaped.
+        // Help and version go as clap has them.
+        Err(e) if e.use_stderr() => {
+            eprint!("{}", line::visible(&e.render().to_string()));
+            std::process::exit(e.exit_code());
+        }
+        Err(e) => e.exit(),
+    };
     let code = match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -22,6 +32,9 @@ fn main() {
 /// ": " (as `{e:#}` does), minus a cause that only repeats the one before it
 /// (a database library's "Error code N: <message>"), plus what to do about a
 /// store trouble a person can act on (a full disk, a read-only mailbox).
+/// Errors echo what they were given (ids, names, paths, durations, SQL),
+/// so the whole line is made safe: line breaks become spaces, and any other
+/// control, bidi or format character is written `\u{…}` (`line::visible`).
 fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
@@ -38,5 +51,5 @@ fn one_line(e: &anyhow::Error) -> String {
     if let Some(hint) = store::trouble(e).and_then(error::Trouble::hint) {
         text.push_str(hint);
     }
-    text.replace(['\n', '\r'], " ")
+    line::visible(&text.replace(['\n', '\r'], " "))
 }

@@ -250,7 +250,8 @@ pub fn run(opts: Options) -> Result<i32> {
             None => ("?".to_string(), "?".to_string()),
         };
         let _ = out.write_lines(&[notice(&format!(
-            "another monitor for this session is already running — name='{held}', listener_pid={pid}; exiting"
+            "another monitor for this session is already running — name='{}', listener_pid={pid}; exiting",
+            line::safe_name(&held)
         ))]);
         return Ok(0);
     };
@@ -292,7 +293,7 @@ pub fn run(opts: Options) -> Result<i32> {
     if claim.session.name != wanted {
         notices.push(notice(&format!(
             "name '{wanted}' taken; using '{}'",
-            claim.session.name
+            line::safe_name(&claim.session.name)
         )));
     }
 
@@ -613,7 +614,7 @@ impl Monitor<'_> {
             Some((name, true)) => {
                 return Ok(Some(End::Notice(
                     0,
-                    format!("session '{name}' disconnected; exiting"),
+                    format!("session '{}' disconnected; exiting", line::safe_name(&name)),
                 )))
             }
             Some((name, false)) => self.name = name,
@@ -625,18 +626,23 @@ impl Monitor<'_> {
                     continue;
                 }
                 match peers.get(id) {
-                    Some((old, _)) if old != name => self
-                        .notices
-                        .push(notice(&format!("'{old}' renamed to '{name}'"))),
+                    Some((old, _)) if old != name => self.notices.push(notice(&format!(
+                        "'{}' renamed to '{}'",
+                        line::safe_name(old),
+                        line::safe_name(name)
+                    ))),
                     Some((_, old)) if old == state => {}
-                    _ => match state {
-                        State::Online => self.notices.push(notice(&format!("'{name}' joined"))),
-                        State::Left => self.notices.push(notice(&format!("'{name}' left"))),
-                        State::Offline if peers.contains_key(id) => {
-                            self.notices.push(notice(&format!("'{name}' went offline")))
+                    _ => {
+                        let name = line::safe_name(name);
+                        match state {
+                            State::Online => self.notices.push(notice(&format!("'{name}' joined"))),
+                            State::Left => self.notices.push(notice(&format!("'{name}' left"))),
+                            State::Offline if peers.contains_key(id) => {
+                                self.notices.push(notice(&format!("'{name}' went offline")))
+                            }
+                            State::Offline => {}
                         }
-                        State::Offline => {}
-                    },
+                    }
                 }
             }
             *peers = now;

@@ -395,7 +395,7 @@ fn forged_header_and_hostile_body_stay_one_safe_line(env: &Env) {
     ));
     refused(&forged, &[1, 2], "a forged --from");
     // The raw text is kept.
-    let raw = env.run("x", &["inbox", "read", &id]);
+    let raw = env.run("x", &["inbox", "read", "--raw", &id]);
     assert!(raw.status.success());
     assert_eq!(raw.stdout, body.as_bytes(), "inbox read changed the bytes");
 }
@@ -441,7 +441,7 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
     let f = write_file(env.tmp.path(), "raw.txt", raw.as_bytes());
     let id = send_file_as(env, "bob", "alice", &f);
     expect_msg(&mut mon, &id);
-    let out = run_within(cmd_args(env, "x", &["inbox", "read", &id]));
+    let out = run_within(cmd_args(env, "x", &["inbox", "read", "--raw", &id]));
     assert!(out.status.success());
     assert_eq!(out.stdout, raw.as_bytes(), "inbox read of a raw text");
     refused(

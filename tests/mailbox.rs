@@ -1294,7 +1294,7 @@ fn inbox_read_prints_the_exact_text() {
         ],
     );
     let id2 = sent_id(&out);
-    assert_eq!(env.ok("k", &["inbox", "read", &id2]), raw);
+    assert_eq!(env.ok("k", &["inbox", "read", "--raw", &id2]), raw);
 
     // Ambiguous and unknown prefixes.
     let common: String = id

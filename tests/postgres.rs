@@ -247,7 +247,7 @@ fn direct_mail_between_two_monitors_and_offline_replay() {
             file.to_str().unwrap_or_default(),
         ],
     ));
-    let out = pg.run("x", &["inbox", "read", &nul_id]);
+    let out = pg.run("x", &["inbox", "read", "--raw", &nul_id]);
     assert!(out.status.success());
     assert_eq!(out.stdout, raw.as_bytes());
     let live = pg.send("alice", "bob", "live");

@@ -1072,7 +1072,7 @@ fn assert_mailbox_intact(env: &Env, msgs: &[(String, String)], what: &str) {
         "{what}: an orphan blob (a half-written send)"
     );
     for (id, text) in msgs {
-        let out = env.run("x", &["inbox", "read", id]);
+        let out = env.run("x", &["inbox", "read", "--raw", id]);
         assert!(out.status.success(), "{what}: inbox read {id} failed");
         assert!(
             out.stdout == text.as_bytes(),
@@ -1891,7 +1891,7 @@ fn hostile_text_corpus_never_forges_a_line_and_reads_back_exactly() {
                 ls[1]
             );
         }
-        let out = env.run("x", &["inbox", "read", id]);
+        let out = env.run("x", &["inbox", "read", "--raw", id]);
         assert!(out.status.success(), "{case}: inbox read failed");
         assert!(
             out.stdout == by_id[id],

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use super::{me_if_any, open, parse_age, HistoryArgs};
 use crate::identity::UsageError;
-use crate::line::sanitize;
+use crate::line::{field, safe_id, safe_name, sanitize};
 use crate::store::{HistoryFilter, NotFound};
 
 pub fn run(from: Option<&str>, args: &HistoryArgs) -> Result<i32> {
@@ -58,13 +58,16 @@ pub fn run(from: Option<&str>, args: &HistoryArgs) -> Result<i32> {
         let re = r
             .in_reply_to
             .as_deref()
-            .map_or(String::new(), |p| format!(" re={p}"));
+            .map_or(String::new(), |p| format!(" re={}", safe_id(p)));
+        // Every part comes from the database: names and ids in their safe
+        // form (escaped when they break their rule), the rest as fields.
         println!(
-            "{} {} {} -> {}{re}{state}: {}",
-            r.created_at,
-            r.id,
-            r.sender,
-            r.recipient,
+            "{} {} {} -> {}{re}{}: {}",
+            field(&r.created_at),
+            safe_id(&r.id),
+            safe_name(&r.sender),
+            safe_name(&r.recipient),
+            field(&state),
             sanitize(&r.text)
         );
     }

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use anyhow::Result;
 
 use super::{me_acting, open};
-use crate::line;
+use crate::line::{self, safe_text};
 
 pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
     let store = open()?;
@@ -13,6 +13,12 @@ pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
     let session = &acting.session;
     let mut out = std::io::stdout().lock();
     let mut after = 0;
+    // With --json, one array streamed page by page: `[`, the objects
+    // separated by commas, `]` once the last page is marked.
+    let mut first = true;
+    if json {
+        out.write_all(b"[")?;
+    }
     loop {
         let page = store.pending(session.id, after, 256)?;
         let Some(last) = page.last() else { break };
@@ -20,9 +26,9 @@ pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
         let mut text = String::new();
         for m in &page {
             if json {
-                // One JSON object per line, with the whole text.
+                text.push_str(if first { "\n" } else { ",\n" });
+                first = false;
                 text.push_str(&serde_json::to_string(&store.message(&m.id)?)?);
-                text.push('\n');
             } else {
                 for l in line::message_lines(m, line::clock()) {
                     text.push_str(&l);
@@ -36,24 +42,41 @@ pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
         let seqs: Vec<i64> = page.iter().map(|m| m.seq).collect();
         store.mark_delivered(session.id, &seqs)?;
     }
+    if json {
+        out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+        out.flush()?;
+    }
     // After the drain, so the note waits for the session's own monitor.
     acting.tell(store.as_ref())?;
     Ok(0)
 }
 
-pub fn read(id: &str, json: bool) -> Result<i32> {
+/// One message's text: made safe (`line::safe_text`) unless `raw`.
+pub fn read(id: &str, raw: bool, json: bool) -> Result<i32> {
     let store = open()?;
     let m = store.message(id)?;
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", serde_json::to_string(&m)?)?;
     } else {
-        out.write_all(m.text.as_bytes())?;
-        // Raw means raw: a newline is added only for a person at a terminal.
-        if std::io::stdout().is_terminal() && !m.text.ends_with('\n') {
-            out.write_all(b"\n")?;
-        }
+        write_text(&mut out, &m.text, raw)?;
     }
     out.flush()?;
     Ok(0)
+}
+
+/// A message text on stdout (also `mail ask`'s reply): `safe_text` of it,
+/// or its exact bytes when `raw`. A final newline is added only for a
+/// person at a terminal, so that a pipe gets the text as it is.
+pub(super) fn write_text(out: &mut impl Write, text: &str, raw: bool) -> Result<()> {
+    let shown = if raw {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(safe_text(text))
+    };
+    out.write_all(shown.as_bytes())?;
+    if std::io::stdout().is_terminal() && !shown.ends_with('\n') {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
 }

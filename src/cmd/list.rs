@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 
 use super::{open, print_table};
 use crate::identity;
+use crate::line::{safe_label, safe_name};
 
 pub fn run(all: bool, project: bool, json: bool) -> Result<i32> {
     let store = open()?;
@@ -27,9 +28,12 @@ pub fn run(all: bool, project: bool, json: bool) -> Result<i32> {
     let rows: Vec<Vec<String>> = sessions
         .iter()
         .map(|s| {
+            // Every cell is made safe by print_table; a name or label that
+            // breaks its rule (a row written past our validation) is shown
+            // escaped as in a message header.
             let mut row = vec![
-                s.name.clone(),
-                s.label.clone(),
+                safe_name(&s.name).into_owned(),
+                safe_label(&s.label).into_owned(),
                 s.state.as_str().to_string(),
                 s.pending.to_string(),
                 s.cwd.clone(),

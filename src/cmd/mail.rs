@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::{open, parse_age, sender, sender_and_recipient, BodyArgs};
 use crate::identity::{self, UsageError};
+use crate::line::{field, safe_name};
 use crate::store::{
     LookupError, Mailbox, Message, NewMessage, NotFound, Recipients, Sent, State,
     MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES,
@@ -160,7 +161,12 @@ fn print_sent(sent: &Sent, json: bool) -> Result<()> {
         return Ok(());
     }
     if let [one] = sent.recipients.as_slice() {
-        println!("sent {} -> {} ({})", sent.id, one.name, one.status);
+        println!(
+            "sent {} -> {} ({})",
+            sent.id,
+            crate::line::safe_name(&one.name),
+            one.status
+        );
     } else if sent.duplicate {
         println!(
             "sent {} -> {} sessions (duplicate, not resent)",
@@ -266,8 +272,9 @@ pub fn broadcast(from: Option<&str>, project: bool, body: &BodyArgs) -> Result<i
     Ok(0)
 }
 
-/// `mail ask`: send, then wait for the first reply and print its text.
-pub fn ask(from: Option<&str>, to: &str, timeout: &str, body: &BodyArgs) -> Result<i32> {
+/// `mail ask`: send, then wait for the first reply and print its text
+/// (made safe unless `raw`, as `inbox read` prints one).
+pub fn ask(from: Option<&str>, to: &str, timeout: &str, raw: bool, body: &BodyArgs) -> Result<i32> {
     check_recipient_name(to)?;
     let wait = parse_age(timeout)?;
     if wait == 0 {
@@ -313,27 +320,23 @@ pub fn ask(from: Option<&str>, to: &str, timeout: &str, body: &BodyArgs) -> Resu
         }
         if let Some(reply) = store.take_reply(&sent.id, asker.id)? {
             let mut out = std::io::stdout().lock();
-            out.write_all(reply.text.as_bytes())?;
-            if out.is_terminal() && !reply.text.ends_with('\n') {
-                out.write_all(b"\n")?;
-            }
+            super::inbox::write_text(&mut out, &reply.text, raw)?;
             out.flush()?;
             return Ok(0);
         }
         let now = Instant::now();
         if now >= deadline {
             store.end_ask(&sent.id)?;
+            // The name comes from the database: shown in its safe form.
+            let name = safe_name(&recipient.name);
             let state = if store.is_delivered(&sent.id)? {
                 "the question was delivered".to_string()
             } else {
-                format!(
-                    "the question is still queued ('{}' has no monitor running)",
-                    recipient.name
-                )
+                format!("the question is still queued ('{name}' has no monitor running)")
             };
             eprintln!(
-                "inter-session: no reply from '{}' within {timeout}; {state}; a later reply goes to your mailbox (question {})",
-                recipient.name, sent.id
+                "inter-session: no reply from '{name}' within {}; {state}; a later reply goes to your mailbox (question {})",
+                field(timeout), sent.id
             );
             return Ok(124);
         }

@@ -254,7 +254,7 @@ pub enum PeerCmd {
     /// Type text into the peer's pane, then Enter (literally: no key names)
     #[command(after_help = "Example:\n  inter-session peer send w1 'also update the changelog'")]
     Send { name: String, text: String },
-    /// Print the pane's recent text, without escape codes
+    /// Print the pane's recent text, without escape codes, control or bidi characters
     #[command(after_help = "Example:\n  inter-session peer read w1 --lines 40")]
     Read {
         name: String,
@@ -303,22 +303,34 @@ pub enum InboxCmd {
         opts: WatchArgs,
     },
     /// Pull mode: print pending messages in the monitor's format, mark them delivered, exit
-    #[command(after_help = "Example:\n  inter-session inbox check")]
+    #[command(after_help = "Examples:\n  inter-session inbox check\n  \
+        inter-session inbox check --json | jq -r '.[].text'   # one JSON array, full texts")]
     Check {
-        /// Print JSON (full texts)
+        /// Print JSON: one array of the messages, with their full texts
         #[arg(long)]
         json: bool,
     },
-    /// Print one message's full text, raw
-    #[command(after_help = "Example:\n  inter-session inbox read 01JD3K")]
+    /// Print one message's full text, made safe for a terminal (--raw: the exact bytes)
+    #[command(after_help = SAFE_TEXT_HELP_READ)]
     Read {
         /// The message id, or a unique prefix of it
         id: String,
-        /// Print JSON (with sender and time)
+        /// Print the exact bytes of the text, escape codes and all
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
+        /// Print JSON (with sender and time; the text exact, as JSON escapes it)
         #[arg(long)]
         json: bool,
     },
 }
+
+/// `inbox read`'s help: what is made safe, and how to get the bytes.
+const SAFE_TEXT_HELP_READ: &str = "Examples:\n  inter-session inbox read 01JD3K\n  \
+    inter-session inbox read 01JD3K --raw > message.txt   # the exact bytes\n\n\
+    The text keeps its lines; escape codes, control characters (but tab) and bidi or\n\
+    other invisible format characters are removed, and a line that would read as an\n\
+    [inter-session …] line is quoted with a leading '> ', e.g.\n  \
+    > [inter-session msg=01JD… from=\"boss\"] this line was part of the text";
 
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
@@ -415,15 +427,22 @@ pub enum MailCmd {
     },
     /// Send a question and wait for the first reply; print the reply's text
     #[command(
-        after_help = "Examples:\n  answer=$(inter-session mail ask --to w1 --text 'question: which port?' --timeout 2m)\n\n\
+        after_help = "Examples:\n  answer=$(inter-session mail ask --to w1 --text 'question: which port?' --timeout 2m)\n  \
+        inter-session mail ask --to w1 --raw --text 'question: the patch?' > reply.patch\n\n\
         Exit 0 with the reply on stdout; 124 on timeout (stderr says whether the question\n\
         was delivered or is still queued; a later reply goes to your mailbox); 130 when\n\
-        interrupted. The reply is printed here, not by your monitor."
+        interrupted. The reply is printed here, not by your monitor.\n\n\
+        The reply keeps its lines, minus escape codes, control and bidi characters; a line\n\
+        that would read as an [inter-session …] line is quoted with a leading '> '.\n\
+        --raw prints the exact bytes."
     )]
     Ask {
         /// Recipient: exact name, else a unique name prefix
         #[arg(long, value_name = "NAME")]
         to: String,
+        /// Print the reply's exact bytes, escape codes and all
+        #[arg(long)]
+        raw: bool,
         /// How long to wait (30s, 5m, 1h)
         #[arg(
             long,
@@ -469,13 +488,15 @@ pub fn run(cli: Cli) -> Result<i32> {
         // Read by store::open(), and inherited by monitors and peers we start.
         std::env::set_var("INTER_SESSION_DATABASE_URL", url);
     }
+    // Before any store call: the store records this host name.
+    identity::pin_host_name()?;
     let from = cli.from.as_deref();
     match cli.command {
         Command::Inbox(InboxCmd::Watch { name, opts }) | Command::Connect { name, opts } => {
             crate::watch::run(opts.into_options(name)?)
         }
         Command::Inbox(InboxCmd::Check { json }) => inbox::check(from, cli.force, json),
-        Command::Inbox(InboxCmd::Read { id, json }) => inbox::read(&id, json),
+        Command::Inbox(InboxCmd::Read { id, raw, json }) => inbox::read(&id, raw, json),
         Command::Mail(MailCmd::Send {
             to,
             all,
@@ -493,7 +514,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             mail::broadcast(from, project, &body)
         }
         Command::Mail(MailCmd::Reply { id, body }) => mail::send(from, None, Some(&id), &body),
-        Command::Mail(MailCmd::Ask { to, timeout, body }) => mail::ask(from, &to, &timeout, &body),
+        Command::Mail(MailCmd::Ask {
+            to,
+            raw,
+            timeout,
+            body,
+        }) => mail::ask(from, &to, &timeout, raw, &body),
         Command::List { all, project, json } => list::run(all, project, json),
         Command::Status { json } => session::status(from, json),
         Command::Rename { new } => session::rename(from, cli.force, &new),
@@ -732,35 +758,69 @@ fn check_window(secs: u64) -> Result<std::time::Duration, UsageError> {
     Ok(std::time::Duration::from_secs(secs))
 }
 
-/// Print rows as an aligned table with a header.
+/// Print rows as an aligned table with a header. Every cell is made safe
+/// and bounded (`line::cell`) and padded by its display width, so neither
+/// data nor wide characters can break a row or move a column.
 pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    print!("{}", table(headers, rows));
+}
+
+/// The text `print_table` prints.
+fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    use crate::line::{cell, width};
+    let cells: Vec<Vec<String>> = std::iter::once(headers.iter().map(|h| cell(h)).collect())
+        .chain(rows.iter().map(|r| r.iter().map(|c| cell(c)).collect()))
+        .collect();
+    let mut widths: Vec<usize> = vec![0; headers.len()];
+    for row in &cells {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(c));
         }
     }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(cell);
-                out.push_str(&" ".repeat(w - cell.chars().count() + 2));
+    let mut out = String::new();
+    for row in &cells {
+        let mut line = String::new();
+        for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
+            line.push_str(c);
+            if i + 1 < row.len() {
+                line.push_str(&" ".repeat(w - width(c) + 2));
             }
         }
-        println!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_aligns_by_display_width_and_keeps_rows_whole() {
+        let rows = vec![
+            vec!["alice".into(), "日本語".into(), "x".into()],
+            vec!["b".into(), "a\tb\u{1b}[31m\r\nc".into(), "y".into()],
+            vec!["c".into(), "e\u{301}".into(), "z".into()],
+        ];
+        assert_eq!(
+            table(&["NAME", "LABEL", "STATE"], &rows),
+            "NAME   LABEL   STATE\n\
+             alice  日本語  x\n\
+             b      a b↵c   y\n\
+             c      e\u{301}       z\n"
+        );
+        // A cell over the limit is cut; the row stays one line.
+        let long = vec![vec!["x".repeat(200), "y".into()]];
+        let out = table(&["A", "B"], &long);
+        assert_eq!(out.lines().count(), 2);
+        assert!(
+            out.lines()
+                .nth(1)
+                .is_some_and(|l| l.ends_with("\u{2026}  y")),
+            "{out}"
+        );
+    }
 
     #[test]
     fn ages() {

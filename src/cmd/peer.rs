@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{me_if_any, open, print_table};
 use crate::identity::{self, this_host};
+use crate::line::{clean_lines, field, safe_name};
 use crate::store::{Mailbox, Peer, State};
 use crate::tmux;
 
@@ -148,8 +149,9 @@ pub fn spawn(
         );
     } else {
         println!(
-            "spawned peer '{name}' ({cmd}) in tmux -L {} session '{name}'; mail to it waits until its monitor runs",
-            peer.tmux_socket
+            "spawned peer '{name}' ({}) in tmux -L {} session '{name}'; mail to it waits until its monitor runs",
+            field(cmd),
+            field(&peer.tmux_socket)
         );
     }
     Ok(0)
@@ -193,8 +195,13 @@ pub fn read(name: &str, lines: usize) -> Result<i32> {
     if !tmux::alive(&p.tmux_socket, &p.tmux_session)? {
         bail!("peer '{name}' is not running (its tmux session is gone)");
     }
-    // capture-pane without -e gives plain text, no escape codes.
-    print!("{}", tmux::capture(&p.tmux_socket, &p.tmux_session, lines)?);
+    // capture-pane without -e gives no colour codes, but the cells still
+    // hold what the pane printed, bidi and zero-width characters included.
+    // Lines are not quoted: the pane's own monitor lines are what it shows.
+    print!(
+        "{}",
+        clean_lines(&tmux::capture(&p.tmux_socket, &p.tmux_session, lines)?)
+    );
     Ok(0)
 }
 
@@ -238,17 +245,18 @@ pub fn status(name: &str, json: bool) -> Result<i32> {
             })
         );
     } else {
-        println!("peer: {}", p.name);
+        // Everything here comes from the database or from tmux.
+        println!("peer: {}", safe_name(&p.name));
         println!("status: {alive}");
         if let Some(i) = &info {
-            println!("command: {}", i.command);
+            println!("command: {}", field(&i.command));
             if let Some(pid) = i.pid {
                 println!("pid: {pid}");
             }
         }
         println!("mailbox: {state}, {pending} pending");
-        println!("host: {host}");
-        println!("cwd: {}", p.cwd);
+        println!("host: {}", field(&host));
+        println!("cwd: {}", field(&p.cwd));
     }
     Ok(0)
 }
@@ -272,8 +280,9 @@ pub fn list(all: bool, json: bool) -> Result<i32> {
             "name": p.name, "host": host, "status": alive, "mailbox": state, "pending": pending,
             "command": p.command, "cwd": p.cwd, "created_at": p.created_at,
         }));
+        // print_table makes every cell safe; the name as a header shows it.
         let mut row = vec![
-            p.name.clone(),
+            safe_name(&p.name).into_owned(),
             alive.to_string(),
             state.to_string(),
             pending.to_string(),

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{me_acting, me_if_any, open};
 use crate::identity::{self, pid_alive};
+use crate::line::{field, safe_label, safe_name};
 
 pub fn status(from: Option<&str>, json: bool) -> Result<i32> {
     let store = open()?;
@@ -14,7 +15,7 @@ pub fn status(from: Option<&str>, json: bool) -> Result<i32> {
     let database = store.location();
     match session {
         None if json => println!("{}", json!({ "connected": false, "database": database })),
-        None => println!("not connected\ndatabase: {database}"),
+        None => println!("not connected\ndatabase: {}", field(&database)),
         Some(s) if json => println!(
             "{}",
             json!({
@@ -24,16 +25,16 @@ pub fn status(from: Option<&str>, json: bool) -> Result<i32> {
             })
         ),
         Some(s) => {
-            println!("name: {}", s.name);
+            println!("name: {}", safe_name(&s.name));
             if !s.label.is_empty() {
-                println!("label: {}", s.label);
+                println!("label: {}", safe_label(&s.label));
             }
             println!("state: {}", s.state.as_str());
             if let Some(pid) = s.monitor_pid {
                 println!("monitor pid: {pid}");
             }
             println!("pending: {}", s.pending);
-            println!("database: {database}");
+            println!("database: {}", field(&database));
         }
     }
     Ok(0)
@@ -48,7 +49,8 @@ pub fn rename(from: Option<&str>, force: bool, new: &str) -> Result<i32> {
     acting.tell(store.as_ref())?;
     println!(
         "renamed '{}' -> '{new}' ({} pending mail follows)",
-        s.name, s.pending
+        safe_name(&s.name),
+        s.pending
     );
     Ok(0)
 }
@@ -63,10 +65,11 @@ pub fn relabel(from: Option<&str>, force: bool, text: &str) -> Result<i32> {
     if !s.project.is_empty() {
         store.remember_label(&s.project, &label)?;
     }
+    let name = safe_name(&s.name);
     if label.is_empty() {
-        println!("label of '{}' cleared", s.name);
+        println!("label of '{name}' cleared");
     } else {
-        println!("label of '{}' set to \"{label}\"", s.name);
+        println!("label of '{name}' set to \"{label}\"");
     }
     Ok(0)
 }
@@ -100,11 +103,11 @@ pub fn disconnect(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
     } else if stopped {
         println!(
             "disconnected '{}' (monitor pid {} stopped)",
-            s.name,
+            safe_name(&s.name),
             pid.context("pid")?
         );
     } else {
-        println!("disconnected '{}'", s.name);
+        println!("disconnected '{}'", safe_name(&s.name));
     }
     Ok(0)
 }

@@ -82,6 +82,7 @@ impl<W: Write> SqlSink for Printer<W> {
                 .map(serde_json::to_string)
                 .collect::<Result<_, _>>()?;
         } else if self.header {
+            let names: Vec<String> = names.iter().map(|n| crate::line::field(n)).collect();
             writeln!(self.out, "{}", names.join("|"))?;
         }
         Ok(())
@@ -106,7 +107,9 @@ impl<W: Write> SqlSink for Printer<W> {
                 .into_iter()
                 .map(|v| match v {
                     serde_json::Value::Null => String::new(),
-                    serde_json::Value::String(s) => s,
+                    // Data never reaches a terminal raw: one safe line per
+                    // row (`--json` keeps the exact values).
+                    serde_json::Value::String(s) => crate::line::field(&s),
                     other => other.to_string(),
                 })
                 .collect();
