@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use inter_session::store::postgres::PostgresStore;
 use inter_session::store::sqlite::SqliteStore;
-use inter_session::store::{Mailbox, NewMessage, Recipients, State};
+use inter_session::store::{Mailbox, NewMessage, Recipients, State, Verbs};
 
 const BIN: &str = env!("CARGO_BIN_EXE_inter-session");
 

@@ -24,7 +24,7 @@ use crate::line;
 use crate::lock::{self, FileLock};
 use crate::pace::{self, PaceConfig, Pacer};
 use crate::signals::install_signals;
-use crate::store::{ClaimRequest, Mailbox, Message, State, Wake};
+use crate::store::{ClaimRequest, Mailbox, Message, State, Verbs, Wake};
 
 /// How often the monitor checks its surroundings (owner alive, stdout open,
 /// database intact) even when nothing happens.

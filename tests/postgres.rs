@@ -971,7 +971,7 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
 
 #[test]
 fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
-    use inter_session::store::{sqlite::SqliteStore, Mailbox, NewMessage, Recipients};
+    use inter_session::store::{sqlite::SqliteStore, Mailbox, NewMessage, Recipients, Verbs};
     let Some(url) = fresh_db() else { return };
     let env = Env::new();
     // 10,000 messages, in-process (the CLI would take minutes): direct and

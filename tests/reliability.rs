@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use inter_session::store::sqlite::SqliteStore;
-use inter_session::store::{Mailbox, NewMessage, Recipients, Session};
+use inter_session::store::{Mailbox, NewMessage, Recipients, Session, Verbs};
 
 // ---------------------------------------------------------------- helpers
 

@@ -5,7 +5,7 @@ use anyhow::Result;
 use super::{me_if_any, open, parse_age, HistoryArgs};
 use crate::identity::UsageError;
 use crate::line::{field, safe_id, safe_name, sanitize};
-use crate::store::{HistoryFilter, NotFound};
+use crate::store::{HistoryFilter, NotFound, Verbs};
 
 pub fn run(from: Option<&str>, args: &HistoryArgs) -> Result<i32> {
     let since = args

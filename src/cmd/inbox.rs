@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::{me_acting, open};
 use crate::line::{self, safe_text};
+use crate::store::Verbs;
 
 pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
     let store = open()?;

@@ -11,7 +11,7 @@ use super::{open, parse_age, sender, sender_and_recipient, BodyArgs};
 use crate::identity::{self, UsageError};
 use crate::line::{field, safe_name};
 use crate::store::{
-    LookupError, Mailbox, Message, NewMessage, NotFound, Recipients, Sent, State,
+    LookupError, Mailbox, Message, NewMessage, NotFound, Recipients, Sent, State, Verbs,
     MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES,
 };
 
@@ -217,6 +217,7 @@ fn parent(store: &dyn Mailbox, id: &str) -> Result<Message> {
 /// `mail send --to T` / `mail send --reply-to ID` / `mail reply ID`.
 pub fn send(
     from: Option<&str>,
+    force: bool,
     to: Option<&str>,
     reply_to: Option<&str>,
     body: &BodyArgs,
@@ -229,7 +230,7 @@ pub fn send(
     let store = open()?;
     let parent = reply_to.map(|id| parent(store.as_ref(), id)).transpose()?;
     let (sender, recipient) = match (to, &parent) {
-        (Some(to), _) => sender_and_recipient(store.as_ref(), from, to)?,
+        (Some(to), _) => sender_and_recipient(store.as_ref(), from, force, to)?,
         (None, Some(p)) => {
             let id = p
                 .sender_id
@@ -240,7 +241,7 @@ pub fn send(
             if s.state == State::Left {
                 return Err(LookupError::Left(s.name).into());
             }
-            (sender(store.as_ref(), from)?, s.address())
+            (sender(store.as_ref(), from, force)?, s.address())
         }
         (None, None) => return Err(UsageError("give --to NAME (or --reply-to ID)".into()).into()),
     };
@@ -253,11 +254,11 @@ pub fn send(
     Ok(0)
 }
 
-pub fn broadcast(from: Option<&str>, project: bool, body: &BodyArgs) -> Result<i32> {
+pub fn broadcast(from: Option<&str>, force: bool, project: bool, body: &BodyArgs) -> Result<i32> {
     let opts = options(body)?;
     let text = read_body(body, MAX_BROADCAST_BYTES)?;
     let store = open()?;
-    let sender = sender(store.as_ref(), from)?;
+    let sender = sender(store.as_ref(), from, force)?;
     let project = if project {
         let cwd = std::env::current_dir().context("could not read the current directory")?;
         Some(identity::project_of(&cwd).display().to_string())
@@ -274,7 +275,14 @@ pub fn broadcast(from: Option<&str>, project: bool, body: &BodyArgs) -> Result<i
 
 /// `mail ask`: send, then wait for the first reply and print its text
 /// (made safe unless `raw`, as `inbox read` prints one).
-pub fn ask(from: Option<&str>, to: &str, timeout: &str, raw: bool, body: &BodyArgs) -> Result<i32> {
+pub fn ask(
+    from: Option<&str>,
+    force: bool,
+    to: &str,
+    timeout: &str,
+    raw: bool,
+    body: &BodyArgs,
+) -> Result<i32> {
     check_recipient_name(to)?;
     let wait = parse_age(timeout)?;
     if wait == 0 {
@@ -290,7 +298,7 @@ pub fn ask(from: Option<&str>, to: &str, timeout: &str, raw: bool, body: &BodyAr
     let (tx, rx) = channel();
     let signal = crate::signals::install_signals(tx.clone())?;
     let store = open()?;
-    let (sender, recipient) = sender_and_recipient(store.as_ref(), from, to)?;
+    let (sender, recipient) = sender_and_recipient(store.as_ref(), from, force, to)?;
     let deadline = Instant::now() + wait;
     // The hold outlives our deadline a little, so the reply cannot slip to
     // the monitor in the instant between our last look and giving up.

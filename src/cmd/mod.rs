@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::identity::{self, UsageError};
-use crate::store::{self, Address, Mailbox, NewMessage, Recipients, Session, State};
+use crate::store::{self, Address, Brief, Mailbox, NewMessage, Recipients, Session, State, Verbs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,7 +46,7 @@ pub struct Cli {
     pub from: Option<String>,
 
     /// With --from: act as a session whose monitor is online under another
-    /// session key (an operator's override; that session is told)
+    /// session key (an operator's override; a changed or drained session is told)
     #[arg(long, global = true, requires = "from")]
     pub force: bool,
 
@@ -505,21 +505,23 @@ pub fn run(cli: Cli) -> Result<i32> {
             body,
         }) => {
             if all {
-                mail::broadcast(from, project, &body)
+                mail::broadcast(from, cli.force, project, &body)
             } else {
-                mail::send(from, to.as_deref(), reply_to.as_deref(), &body)
+                mail::send(from, cli.force, to.as_deref(), reply_to.as_deref(), &body)
             }
         }
         Command::Mail(MailCmd::Broadcast { project, body }) => {
-            mail::broadcast(from, project, &body)
+            mail::broadcast(from, cli.force, project, &body)
         }
-        Command::Mail(MailCmd::Reply { id, body }) => mail::send(from, None, Some(&id), &body),
+        Command::Mail(MailCmd::Reply { id, body }) => {
+            mail::send(from, cli.force, None, Some(&id), &body)
+        }
         Command::Mail(MailCmd::Ask {
             to,
             raw,
             timeout,
             body,
-        }) => mail::ask(from, &to, &timeout, raw, &body),
+        }) => mail::ask(from, cli.force, &to, &timeout, raw, &body),
         Command::List { all, project, json } => list::run(all, project, json),
         Command::Status { json } => session::status(from, json),
         Command::Rename { new } => session::rename(from, cli.force, &new),
@@ -641,12 +643,14 @@ fn live_elsewhere(store: &dyn Mailbox, s: &Session) -> bool {
 }
 
 /// The sender of a message: like `me`, but a new `--from` name is only
-/// registered by the send itself (id 0 here), so a refused send leaves no trace.
-pub fn sender(store: &dyn Mailbox, from: Option<&str>) -> Result<Address> {
+/// registered by the send itself (id 0 here), so a refused send leaves no
+/// trace; and, like `me_acting`, `--from` may not speak as a session whose
+/// monitor is online under another session key unless `force`.
+pub fn sender(store: &dyn Mailbox, from: Option<&str>, force: bool) -> Result<Address> {
     match from {
         Some(name) => {
             identity::validate_name(name)?;
-            Ok(store.address(name)?.unwrap_or_else(|| unregistered(name)))
+            from_brief(store, name, store.brief(name)?, force)
         }
         None => Ok(me(store, None)?.address()),
     }
@@ -657,16 +661,42 @@ pub fn sender(store: &dyn Mailbox, from: Option<&str>) -> Result<Address> {
 pub fn sender_and_recipient(
     store: &dyn Mailbox,
     from: Option<&str>,
+    force: bool,
     to: &str,
 ) -> Result<(Address, Address)> {
     match from {
         Some(name) => {
             identity::validate_name(name)?;
             let (sender, recipient) = store.send_ends(name, to)?;
-            Ok((sender.unwrap_or_else(|| unregistered(name)), recipient))
+            Ok((from_brief(store, name, sender, force)?, recipient))
         }
-        None => Ok((sender(store, None)?, store.resolve_address(to)?)),
+        None => Ok((sender(store, None, force)?, store.resolve_address(to)?)),
     }
+}
+
+/// The `--from` sender `name` as found (`None`: not registered yet). Only a
+/// mailbox that a monitor of another key claimed can be live elsewhere; only
+/// then is its lock asked.
+fn from_brief(
+    store: &dyn Mailbox,
+    name: &str,
+    brief: Option<Brief>,
+    force: bool,
+) -> Result<Address> {
+    let Some(b) = brief else {
+        return Ok(unregistered(name));
+    };
+    let foreign = b
+        .key
+        .as_deref()
+        .is_some_and(|k| k != identity::session_key());
+    if foreign && !force && store.is_online(b.address.id) {
+        bail!(
+            "'{name}' is online under another session; --from may not send as it \
+             (an operator can add --force)"
+        );
+    }
+    Ok(b.address)
 }
 
 /// A `--from` name not registered yet: the send registers it.

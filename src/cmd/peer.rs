@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{me_if_any, open, print_table};
 use crate::identity::{self, this_host};
 use crate::line::{clean_lines, field, safe_name};
-use crate::store::{Mailbox, Peer, State};
+use crate::store::{Mailbox, Peer, State, Verbs};
 use crate::tmux;
 
 /// Variables of the spawner's Claude Code session that must not leak into

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{me_acting, me_if_any, open};
 use crate::identity::{self, pid_alive};
 use crate::line::{field, safe_label, safe_name};
+use crate::store::Verbs;
 
 pub fn status(from: Option<&str>, json: bool) -> Result<i32> {
     let store = open()?;

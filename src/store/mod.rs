@@ -11,11 +11,16 @@
 //! says only how its database does it.
 
 pub mod copy;
+pub mod rules;
+mod verbs;
+
+pub use verbs::Verbs;
 pub mod postgres;
 pub mod sqlite;
 
 use crate::error::Trouble;
 
+use std::collections::HashSet;
 use std::sync::mpsc::Sender;
 
 use anyhow::Result;
@@ -339,9 +344,81 @@ pub enum SendError {
     NoRecipients,
     #[error("broadcast limit reached: at most {BROADCASTS_PER_MINUTE} a minute per sender; try again shortly")]
     RateLimited,
+    #[error("idempotency key '{key}' already sent message {first}, and this send has {what}: nothing was sent (a new message needs a new key)")]
+    KeyReused {
+        key: String,
+        first: String,
+        what: &'static str,
+    },
 }
 
-/// The store, in domain verbs. Implemented by `sqlite::SqliteStore` and
+/// One session, found by what a command knows of it.
+#[derive(Debug, Clone, Copy)]
+pub enum Find<'a> {
+    /// This machine's session with this key (the newest).
+    Key(&'a str),
+    Name(&'a str),
+    Id(i64),
+}
+
+/// Which mailboxes a lean lookup (`Mailbox::briefs`) is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    /// Those named exactly `a` or `b` (the two ends of a send).
+    Names(&'a str, &'a str),
+    Id(i64),
+}
+
+/// A mailbox as a send or a monitor's wake-up needs it: no live state, no
+/// pending count, so that looking it up is one cheap query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Brief {
+    pub address: Address,
+    pub left: bool,
+    /// The session key of the monitor that last claimed it (this machine's
+    /// or another's), if any.
+    pub key: Option<String>,
+}
+
+/// One change to a session's row (`Mailbox::update`); monitors are woken.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    Name(&'a str),
+    Label(&'a str),
+    /// Mark it left (no broadcasts; direct sends refused); its monitor, if
+    /// any, sees that and exits.
+    Left,
+}
+
+/// What a backend's send transaction did, for `Verbs::send` to report.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The message id (the earlier one's, for a duplicate).
+    pub id: String,
+    /// The recipients (id, name), by name.
+    pub recipients: Vec<(i64, String)>,
+    /// An earlier send with the same idempotency key: nothing was written.
+    pub duplicate: bool,
+    /// Which recipients had a live monitor, when the transaction could
+    /// tell (`None`: `Verbs::send` asks).
+    pub online: Option<HashSet<i64>>,
+}
+
+/// An earlier send with the same idempotency key, as the send transaction
+/// found it: what `rules::same_send` compares with the new one.
+#[derive(Debug, Clone)]
+pub struct Earlier {
+    pub id: String,
+    pub kind: String,
+    pub text: String,
+    pub in_reply_to: Option<String>,
+    /// The recipients (id, name), by name.
+    pub recipients: Vec<(i64, String)>,
+}
+
+/// The primitives of one database: how it stores, finds and wakes. What the
+/// product decides over them (names, recipients, duplicates, limits) is
+/// written once, in `Verbs`. Implemented by `sqlite::SqliteStore` and
 /// `postgres::PostgresStore`.
 pub trait Mailbox {
     /// Where the mailbox lives, for `status` (a path or a masked URL).
@@ -349,110 +426,51 @@ pub trait Mailbox {
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
-    fn session_by_key(&self, key: &str) -> Result<Option<Session>>;
-    fn session_by_name(&self, name: &str) -> Result<Option<Session>>;
-    fn session_by_id(&self, id: i64) -> Result<Option<Session>>;
+    /// One session with its live state and pending count.
+    fn find(&self, by: Find) -> Result<Option<Session>>;
     /// Sessions with live state and pending counts, by name.
     fn sessions(&self, include_left: bool) -> Result<Vec<Session>>;
     /// Sessions that have not left whose names start with `prefix`, by name.
     fn sessions_with_prefix(&self, prefix: &str) -> Result<Vec<Session>>;
-    /// The names of the sessions that have not left, in order.
-    fn active_names(&self) -> Result<Vec<String>>;
-    /// Exact name, else unique prefix among sessions that have not left.
-    fn resolve(&self, name_or_prefix: &str) -> Result<Session> {
-        if let Some(s) = self.session_by_name(name_or_prefix)? {
-            if s.state == State::Left {
-                return Err(LookupError::Left(s.name).into());
-            }
-            return Ok(s);
-        }
-        let mut found = self.sessions_with_prefix(name_or_prefix)?;
-        found.retain(|s| prefix_reaches(name_or_prefix, &s.name));
-        match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => {
-                let near = near_names(self.active_names()?, name_or_prefix);
-                let hint = if near.is_empty() {
-                    String::new()
-                } else {
-                    format!("; did you mean: {}?", near.join(", "))
-                };
-                Err(LookupError::Unknown {
-                    name: name_or_prefix.to_string(),
-                    hint,
-                }
-                .into())
-            }
-            _ => Err(LookupError::Ambiguous {
-                prefix: name_or_prefix.to_string(),
-                matches: found.into_iter().map(|s| s.name).collect(),
-            }
-            .into()),
-        }
-    }
-    /// The mailboxes named exactly `a` or `b` (left ones included; in no
-    /// particular order), each with whether it has left: what a send needs,
-    /// with no live state and no pending count, in one query.
-    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>>;
-    /// The mailbox named exactly `name` (left ones included), as a send
-    /// needs it: cheaper than `session_by_name`.
-    fn address(&self, name: &str) -> Result<Option<Address>> {
-        Ok(self.briefs(name, name)?.pop().map(|(a, _)| a))
-    }
-    /// The two ends of a direct send, looked up together: the sender by
-    /// exact name (`None` when not registered yet) and the recipient as
-    /// `resolve_address` finds it.
-    fn send_ends(&self, from: &str, to: &str) -> Result<(Option<Address>, Address)> {
-        let mut sender = None;
-        let mut recipient = None;
-        for (a, left) in self.briefs(from, to)? {
-            if a.name == from {
-                sender = Some(a.clone());
-            }
-            if a.name == to {
-                recipient = Some((a, left));
-            }
-        }
-        Ok((sender, exact_or_resolved(self, to, recipient)?))
-    }
-    /// A mailbox's name and whether it has left (what a monitor checks on
-    /// each wake-up): cheaper than `session_by_id`.
-    fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {
-        Ok(self
-            .session_by_id(id)?
-            .map(|s| (s.name, s.state == State::Left)))
-    }
-    /// `resolve`, as a send needs it.
-    fn resolve_address(&self, name_or_prefix: &str) -> Result<Address> {
-        let exact = self.briefs(name_or_prefix, name_or_prefix)?.pop();
-        exact_or_resolved(self, name_or_prefix, exact)
-    }
+    /// Lean lookups (left ones included; in no particular order), in one query.
+    fn briefs(&self, which: Which) -> Result<Vec<Brief>>;
     /// Register a mailbox without a monitor (offline), if it does not exist.
     fn register(&self, name: &str, key: Option<&str>) -> Result<Session>;
 
-    /// Take `req.name` (or `name-2`, `-3`, … when a live monitor holds it) for
-    /// a monitor; an offline mailbox is taken over, pending mail included.
-    fn claim(&self, req: &ClaimRequest) -> Result<Claim>;
+    /// Take exactly `name` for a monitor (created if new; an offline one
+    /// taken over, pending mail included), unless a live monitor holds it.
+    fn claim_exact(&self, name: &str, req: &ClaimRequest) -> Result<Option<Claim>>;
     /// Mark a session offline after its monitor stops (unless it has left).
     fn release(&self, session_id: i64) -> Result<()>;
     fn is_online(&self, session_id: i64) -> bool;
-
-    fn rename(&self, session_id: i64, new_name: &str) -> Result<()>;
-    fn relabel(&self, session_id: i64, label: &str) -> Result<()>;
-    /// Mark left; returns the monitor pid if one was running.
-    fn disconnect(&self, session_id: i64) -> Result<Option<i64>>;
+    /// Which of these sessions have a live monitor.
+    fn online_of(&self, ids: &[i64]) -> Result<HashSet<i64>> {
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| self.is_online(*id))
+            .collect())
+    }
+    /// Change one field of a session and wake the monitors.
+    fn update(&self, session_id: i64, change: Change) -> Result<()>;
 
     fn remembered_label(&self, project: &str) -> Result<Option<String>>;
     /// Remember a label for a project; an empty label forgets it.
     fn remember_label(&self, project: &str, label: &str) -> Result<()>;
 
-    fn send(&self, msg: &NewMessage) -> Result<Sent>;
+    /// The send transaction: register a new `--from` sender, find an earlier
+    /// send with the same key (checked with `rules::same_send`), choose the
+    /// recipients (`rules::check_rate`, `rules::check_recipients` for a
+    /// broadcast; a left recipient refused), write message and deliveries,
+    /// wake the monitors; nothing is written when anything is refused.
+    fn write_message(&self, msg: &NewMessage) -> Result<Written>;
     /// Undelivered mail for a mailbox in commit order, after `after_seq`,
     /// texts cut to `LINE_PREFIX_CHARS`.
     fn pending(&self, session_id: i64, after_seq: i64, limit: usize) -> Result<Vec<Message>>;
     fn mark_delivered(&self, session_id: i64, seqs: &[i64]) -> Result<()>;
-    /// One message by id or unique id prefix, whole text.
-    fn message(&self, id_prefix: &str) -> Result<Message>;
+    /// The first two messages (by id) whose ids are at or after `id_prefix`
+    /// (upper case), whole texts: `Verbs::message` decides which it is.
+    fn messages_from(&self, id_prefix: &str) -> Result<Vec<Message>>;
     fn history(&self, filter: &HistoryFilter) -> Result<Vec<HistoryRow>>;
 
     /// The first reply to a question sent with `ask_until`, if one came: marked delivered and the
@@ -522,49 +540,6 @@ pub fn trouble(e: &anyhow::Error) -> Option<Trouble> {
     sqlite::trouble(e)
 }
 
-/// The recipient `name_or_prefix` of a send, given its exact-name `briefs`
-/// row (if any): a prefix or an unknown name goes through `resolve`, which
-/// says which it is.
-fn exact_or_resolved<M: Mailbox + ?Sized>(
-    store: &M,
-    name_or_prefix: &str,
-    exact: Option<(Address, bool)>,
-) -> Result<Address> {
-    match exact {
-        Some((a, true)) => Err(LookupError::Left(a.name).into()),
-        Some((a, false)) => Ok(a),
-        None => Ok(store.resolve(name_or_prefix)?.address()),
-    }
-}
-
-/// Whether a recipient given as `prefix` may mean the longer `name`: only
-/// when the name goes on with a letter (`ali` → `alice`), or with `-` and
-/// not merely a number (`rev` → `rev-backend`). Never a numbered sibling:
-/// `w1` is not `w10`, `w` is not `w2`, `alice` is not `alice-2` (the name a
-/// second monitor takes when `alice` is held). Those are refused with the
-/// near matches, so mail never silently reaches a session not meant.
-pub fn prefix_reaches(prefix: &str, name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(prefix) else {
-        return false;
-    };
-    let rest = if prefix.ends_with('-') {
-        rest
-    } else {
-        rest.strip_prefix('-').unwrap_or(rest)
-    };
-    rest.starts_with(|c: char| c.is_ascii_lowercase())
-}
-
-/// Up to five of `names` close to `name`: one contains the other, or they
-/// are at most two edits apart.
-fn near_names(names: Vec<String>, name: &str) -> Vec<String> {
-    names
-        .into_iter()
-        .filter(|n| n.contains(name) || name.contains(n.as_str()) || edit_distance(n, name) <= 2)
-        .take(5)
-        .collect()
-}
-
 /// A LIKE pattern (with `ESCAPE '\'`) for names starting with `prefix`.
 pub(crate) fn prefix_pattern(prefix: &str) -> String {
     format!(
@@ -583,41 +558,6 @@ pub fn now_text() -> String {
         .to_string()
 }
 
-// Name rules shared by the backends.
-
-/// Levenshtein distance, for "did you mean" hints on short names.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
-/// The next candidate name after `name` is held live: `a` → `a-2`, `a-2` → `a-3`.
-pub(crate) fn next_candidate(requested: &str, attempt: u32) -> String {
-    let (base, start) = match requested.rsplit_once('-') {
-        Some((base, n))
-            if !base.is_empty() && n.len() <= 2 && n.parse::<u32>().is_ok_and(|n| n >= 2) =>
-        {
-            (base, n.parse::<u32>().unwrap_or(2))
-        }
-        _ => (requested, 1),
-    };
-    let suffix = format!("-{}", start + attempt);
-    let keep = crate::identity::MAX_NAME_LEN
-        .saturating_sub(suffix.len())
-        .min(base.len());
-    format!("{}{suffix}", base[..keep].trim_end_matches('-'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,45 +566,5 @@ mod tests {
     fn prefix_patterns_match_only_literal_prefixes() {
         assert_eq!(prefix_pattern("ali"), "ali%");
         assert_eq!(prefix_pattern("a_b%c\\"), "a\\_b\\%c\\\\%");
-    }
-
-    #[test]
-    fn a_prefix_never_reaches_a_numbered_sibling() {
-        for (prefix, name) in [
-            ("ali", "alice"),
-            ("rev", "rev-backend"),
-            ("rev-", "rev-backend"),
-            ("w1", "w1-docs"),
-            ("a", "a-b2"),
-        ] {
-            assert!(prefix_reaches(prefix, name), "{prefix} → {name}");
-        }
-        for (prefix, name) in [
-            ("w1", "w10"),
-            ("w", "w2"),
-            ("alice", "alice-2"),
-            ("w", "w-10"),
-            ("w-", "w-1"),
-            ("w", "w-1x"),
-            ("bob", "bob"),
-            ("bob", "alice"),
-            ("rev", "rev-"),
-        ] {
-            assert!(!prefix_reaches(prefix, name), "{prefix} → {name}");
-        }
-    }
-
-    #[test]
-    fn near_names_are_contained_or_two_edits_away_at_most_five() {
-        let names: Vec<String> = ["alice", "alfred", "bob", "alicia", "carol"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(near_names(names.clone(), "alcie"), ["alice", "alicia"]);
-        assert_eq!(near_names(names.clone(), "bbo"), ["bob"]);
-        assert_eq!(near_names(names.clone(), "ali"), ["alice", "alicia"]);
-        assert!(near_names(names, "zzzzzz").is_empty());
-        let many: Vec<String> = (0..9).map(|i| format!("bot{i}")).collect();
-        assert_eq!(near_names(many, "bot").len(), 5);
     }
 }

@@ -444,19 +444,15 @@ impl Mailbox for SqliteStore {
         super::Backend::Sqlite
     }
 
-    fn session_by_key(&self, key: &str) -> Result<Option<Session>> {
-        self.one_session(
-            "s.session_key = ?1 ORDER BY s.since DESC, s.id DESC LIMIT 1",
-            &key,
-        )
-    }
-
-    fn session_by_name(&self, name: &str) -> Result<Option<Session>> {
-        self.one_session("s.name = ?1", &name)
-    }
-
-    fn session_by_id(&self, id: i64) -> Result<Option<Session>> {
-        self.one_session("s.id = ?1", &id)
+    fn find(&self, by: Find) -> Result<Option<Session>> {
+        match by {
+            Find::Key(key) => self.one_session(
+                "s.session_key = ?1 ORDER BY s.since DESC, s.id DESC LIMIT 1",
+                &key,
+            ),
+            Find::Name(name) => self.one_session("s.name = ?1", &name),
+            Find::Id(id) => self.one_session("s.id = ?1", &id),
+        }
     }
 
     fn sessions(&self, include_left: bool) -> Result<Vec<Session>> {
@@ -468,30 +464,32 @@ impl Mailbox for SqliteStore {
         self.query_sessions(cond, &"left")
     }
 
-    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, name, label, state = 'left' FROM sessions WHERE name = ?1 OR name = ?2",
-        )?;
-        let rows = stmt.query_map([a, b], |r| {
-            Ok((
-                Address {
+    fn briefs(&self, which: Which) -> Result<Vec<Brief>> {
+        const COLUMNS: &str = "SELECT id, name, label, state = 'left', session_key FROM sessions";
+        let brief = |r: &rusqlite::Row| {
+            Ok(Brief {
+                address: Address {
                     id: r.get(0)?,
                     name: r.get(1)?,
                     label: r.get(2)?,
                 },
-                r.get(3)?,
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-
-    fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name, state = 'left' FROM sessions WHERE id = ?1")?;
-        Ok(stmt
-            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+                left: r.get(3)?,
+                key: r.get(4)?,
+            })
+        };
+        let rows = match which {
+            Which::Names(a, b) => self
+                .conn
+                .prepare_cached(&format!("{COLUMNS} WHERE name = ?1 OR name = ?2"))?
+                .query_map([a, b], brief)?
+                .collect::<rusqlite::Result<Vec<_>>>(),
+            Which::Id(id) => self
+                .conn
+                .prepare_cached(&format!("{COLUMNS} WHERE id = ?1"))?
+                .query_map([id], brief)?
+                .collect::<rusqlite::Result<Vec<_>>>(),
+        };
+        Ok(rows?)
     }
 
     fn sessions_with_prefix(&self, prefix: &str) -> Result<Vec<Session>> {
@@ -501,67 +499,56 @@ impl Mailbox for SqliteStore {
         )
     }
 
-    fn active_names(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name FROM sessions WHERE state <> 'left' ORDER BY name")?;
-        let names = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(names)
-    }
-
     fn register(&self, name: &str, key: Option<&str>) -> Result<Session> {
         let now = now_text();
         self.conn.execute(
             "INSERT OR IGNORE INTO sessions (name, session_key, state, created_at, since) VALUES (?1, ?2, 'offline', ?3, ?3)",
             params![name, key, now],
         )?;
-        self.session_by_name(name)?
+        self.find(Find::Name(name))?
             .context("session vanished after registering it")
     }
 
-    fn claim(&self, req: &ClaimRequest) -> Result<Claim> {
-        let mut candidate = req.name.to_string();
-        for attempt in 1..=1000u32 {
-            let now = now_text();
-            self.conn.execute(
+    fn claim_exact(&self, name: &str, req: &ClaimRequest) -> Result<Option<Claim>> {
+        let now = now_text();
+        self.conn
+            .execute(
                 "INSERT OR IGNORE INTO sessions (name, state, created_at, since) VALUES (?1, 'offline', ?2, ?2)",
-                params![candidate, now],
-            )?;
-            let id: i64 = self.conn.query_row(
-                "SELECT id FROM sessions WHERE name = ?1",
-                [&candidate],
-                |r| r.get(0),
-            )?;
-            // A brief wait: a `list` probing the lock at this instant must not
-            // make us think the name is held.
-            if let Some(lock) =
-                FileLock::acquire_within(&self.session_lock_path(id), Duration::from_millis(30))?
-            {
-                let tx = self.conn.unchecked_transaction()?;
-                tx.execute(
-                    "UPDATE sessions SET session_key = NULL WHERE session_key = ?1 AND id <> ?2",
-                    params![req.key, id],
-                )?;
-                tx.execute(
-                    "UPDATE sessions SET session_key = ?1, label = ?2, state = 'online', cwd = ?3, project = ?4, \
-                     monitor_pid = ?5, owner_pid = ?6, since = ?7 WHERE id = ?8",
-                    params![req.key, req.label, req.cwd, req.project, req.monitor_pid, req.owner_pid, now, id],
-                )?;
-                tx.commit()?;
-                self.touch();
-                let session = self
-                    .session_by_id(id)?
-                    .context("session vanished after claiming it")?;
-                return Ok(Claim {
-                    session,
-                    presence: Box::new(LockPresence(lock)),
-                });
-            }
-            candidate = next_candidate(req.name, attempt);
-        }
-        bail!("could not find a free name after '{}'", req.name)
+                params![name, now],
+            )
+            .with_context(|| format!("could not register '{name}'"))?;
+        let id: i64 =
+            self.conn
+                .query_row("SELECT id FROM sessions WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })?;
+        // A brief wait: a `list` probing the lock at this instant must not
+        // make us think the name is held.
+        let Some(lock) =
+            FileLock::acquire_within(&self.session_lock_path(id), Duration::from_millis(30))?
+        else {
+            return Ok(None);
+        };
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "UPDATE sessions SET session_key = NULL WHERE session_key = ?1 AND id <> ?2",
+            params![req.key, id],
+        )?;
+        tx.execute(
+            "UPDATE sessions SET session_key = ?1, label = ?2, state = 'online', cwd = ?3, project = ?4, \
+             monitor_pid = ?5, owner_pid = ?6, since = ?7 WHERE id = ?8",
+            params![req.key, req.label, req.cwd, req.project, req.monitor_pid, req.owner_pid, now, id],
+        )?;
+        tx.commit()
+            .with_context(|| format!("could not claim '{name}'"))?;
+        self.touch();
+        let session = self
+            .find(Find::Id(id))?
+            .context("session vanished after claiming it")?;
+        Ok(Some(Claim {
+            session,
+            presence: Box::new(LockPresence(lock)),
+        }))
     }
 
     fn release(&self, session_id: i64) -> Result<()> {
@@ -577,52 +564,24 @@ impl Mailbox for SqliteStore {
         lock::is_held(&self.session_lock_path(session_id))
     }
 
-    fn rename(&self, session_id: i64, new_name: &str) -> Result<()> {
-        let taken: Option<i64> = self
-            .conn
-            .query_row("SELECT id FROM sessions WHERE name = ?1", [new_name], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        match taken {
-            Some(id) if id == session_id => return Ok(()),
-            Some(_) => bail!("name '{new_name}' is already taken; pick another"),
-            None => {}
+    fn update(&self, session_id: i64, change: Change) -> Result<()> {
+        match change {
+            Change::Name(name) => self.conn.execute(
+                "UPDATE sessions SET name = ?1 WHERE id = ?2",
+                params![name, session_id],
+            ),
+            Change::Label(label) => self.conn.execute(
+                "UPDATE sessions SET label = ?1 WHERE id = ?2",
+                params![label, session_id],
+            ),
+            Change::Left => self.conn.execute(
+                "UPDATE sessions SET state = 'left', monitor_pid = NULL, since = ?2 WHERE id = ?1",
+                params![session_id, now_text()],
+            ),
         }
-        self.conn.execute(
-            "UPDATE sessions SET name = ?1 WHERE id = ?2",
-            params![new_name, session_id],
-        )?;
+        .with_context(|| format!("could not update session {session_id}"))?;
         self.touch();
         Ok(())
-    }
-
-    fn relabel(&self, session_id: i64, label: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE sessions SET label = ?1 WHERE id = ?2",
-            params![label, session_id],
-        )?;
-        self.touch();
-        Ok(())
-    }
-
-    fn disconnect(&self, session_id: i64) -> Result<Option<i64>> {
-        let pid: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT monitor_pid FROM sessions WHERE id = ?1",
-                [session_id],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        let online = self.is_online(session_id);
-        self.conn.execute(
-            "UPDATE sessions SET state = 'left', monitor_pid = NULL, since = ?2 WHERE id = ?1",
-            params![session_id, now_text()],
-        )?;
-        self.touch();
-        Ok(if online { pid } else { None })
     }
 
     fn remembered_label(&self, project: &str) -> Result<Option<String>> {
@@ -650,7 +609,7 @@ impl Mailbox for SqliteStore {
         Ok(())
     }
 
-    fn send(&self, msg: &NewMessage) -> Result<Sent> {
+    fn write_message(&self, msg: &NewMessage) -> Result<Written> {
         let id = ulid::Ulid::new().to_string();
         let now = now_text();
         let chars = msg.text.chars().count();
@@ -686,35 +645,18 @@ impl Mailbox for SqliteStore {
                 )
                 .optional()?;
             if let Some(seq) = earlier {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT m.id, r.name FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
-                     JOIN sessions r ON r.id = d.recipient_id WHERE m.seq = ?1 ORDER BY r.name",
-                )?;
-                let rows = stmt
-                    .query_map([seq], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-                let id = rows.first().map(|(id, _)| id.clone()).unwrap_or_default();
-                let recipients = rows
-                    .into_iter()
-                    .map(|(_, name)| SentTo {
-                        name,
-                        status: "duplicate, not resent",
-                    })
-                    .collect();
-                return Ok(Sent {
-                    id,
-                    recipients,
+                let earlier = earlier_send(&tx, seq)?;
+                rules::same_send(&earlier, msg)?;
+                return Ok(Written {
+                    id: earlier.id,
+                    recipients: earlier.recipients,
                     duplicate: true,
+                    online: None,
                 });
             }
         }
         let recipients: Vec<(i64, String)> = match &msg.to {
             Recipients::One(rid) => {
-                if *rid == sender_id && !msg.note_to_self {
-                    return Err(SendError::SelfSend(msg.sender.name.clone()).into());
-                }
                 let row: Option<(String, String)> = tx
                     .query_row(
                         "SELECT name, state FROM sessions WHERE id = ?1",
@@ -739,9 +681,7 @@ impl Mailbox for SqliteStore {
                     params![sender_id, since],
                     |r| r.get(0),
                 )?;
-                if recent >= BROADCASTS_PER_MINUTE {
-                    return Err(SendError::RateLimited.into());
-                }
+                rules::check_rate(recent)?;
                 let mut stmt = tx.prepare_cached(
                     "SELECT id, name FROM sessions WHERE state <> 'left' AND id <> ?1 \
                      AND (?2 IS NULL OR project = ?2) ORDER BY name",
@@ -749,9 +689,7 @@ impl Mailbox for SqliteStore {
                 let rows = stmt
                     .query_map(params![sender_id, project], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
-                if rows.is_empty() {
-                    return Err(SendError::NoRecipients.into());
-                }
+                rules::check_recipients(&rows)?;
                 rows
             }
         };
@@ -807,22 +745,11 @@ impl Mailbox for SqliteStore {
         }
         tx.commit().context("could not commit the message")?;
         self.touch();
-
-        let recipients = recipients
-            .into_iter()
-            .map(|(rid, name)| SentTo {
-                name,
-                status: if self.is_online(rid) {
-                    "delivered"
-                } else {
-                    "queued"
-                },
-            })
-            .collect();
-        Ok(Sent {
+        Ok(Written {
             id,
             recipients,
             duplicate: false,
+            online: None,
         })
     }
 
@@ -867,25 +794,17 @@ impl Mailbox for SqliteStore {
         Ok(())
     }
 
-    fn message(&self, id_prefix: &str) -> Result<Message> {
-        let prefix = id_prefix.to_ascii_uppercase();
+    fn messages_from(&self, id_prefix: &str) -> Result<Vec<Message>> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, b.body) \
              FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id \
-             WHERE m.id >= ?1 AND m.id < ?1 || 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ' ORDER BY m.id LIMIT 2"
+             WHERE m.id >= ?1 ORDER BY m.id LIMIT 2"
         );
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let found = stmt
-            .query_map([&prefix], message_from_row)?
+            .query_map([id_prefix], message_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut found = found.into_iter().filter(|m| m.id.starts_with(&prefix));
-        match (found.next(), found.next()) {
-            (Some(m), None) => Ok(m),
-            (None, _) => Err(NotFound(format!("no message with id '{id_prefix}'")).into()),
-            (Some(_), Some(_)) => {
-                bail!("message id prefix '{id_prefix}' is ambiguous; give more of it")
-            }
-        }
+        Ok(found)
     }
 
     fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryRow>> {
@@ -1013,7 +932,7 @@ impl Mailbox for SqliteStore {
         )?;
         tx.commit()?;
         self.touch();
-        self.session_by_id(id)?.context("peer mailbox vanished")
+        self.find(Find::Id(id))?.context("peer mailbox vanished")
     }
 
     fn peer(&self, name: &str) -> Result<Option<Peer>> {
@@ -1260,6 +1179,31 @@ fn sql_error_text(e: &rusqlite::Error) -> String {
         rusqlite::Error::MultipleStatement => "sql takes one statement at a time".to_string(),
         other => format!("sql error: {other}"),
     }
+}
+
+/// The earlier send `seq` (same sender and idempotency key), as
+/// `rules::same_send` compares it.
+fn earlier_send(tx: &Connection, seq: i64) -> Result<Earlier> {
+    let (id, kind, text, in_reply_to): (String, String, String, Option<String>) = tx.query_row(
+        "SELECT m.id, m.kind, COALESCE(m.text, b.body), m.in_reply_to \
+         FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id WHERE m.seq = ?1",
+        [seq],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    let recipients = tx
+        .prepare_cached(
+            "SELECT r.id, r.name FROM deliveries d JOIN sessions r ON r.id = d.recipient_id \
+             WHERE d.message_seq = ?1 ORDER BY r.name",
+        )?
+        .query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Earlier {
+        id,
+        kind,
+        text,
+        in_reply_to,
+        recipients,
+    })
 }
 
 fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {

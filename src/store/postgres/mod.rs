@@ -71,10 +71,10 @@ use ::postgres::types::{ToSql, Type};
 use ::postgres::{Client, SimpleQueryMessage, Statement};
 use anyhow::{bail, Context, Result};
 
-use super::{next_candidate, prefix_pattern};
+use super::prefix_pattern;
 use super::{
-    now_text, Address, Claim, ClaimRequest, HistoryFilter, HistoryRow, Mailbox, Message,
-    NewMessage, NotFound, Peer, Sent, SentTo, Session, SqlResult, Subscription, Wake,
+    now_text, Address, Brief, Change, Claim, ClaimRequest, Find, HistoryFilter, HistoryRow,
+    Mailbox, Message, NewMessage, Peer, Session, SqlResult, Subscription, Wake, Which, Written,
     LINE_PREFIX_CHARS,
 };
 use crate::datadir;
@@ -88,7 +88,7 @@ use rows::{
 };
 use schema::migrate;
 pub(in crate::store) use send::hold_sends;
-use send::{typed, SendOutcome, Typed};
+use send::{typed, Typed};
 pub use target::mask_url;
 use target::Target;
 
@@ -125,6 +125,9 @@ pub struct PostgresStore {
     /// Sessions this process claimed, with the monitor pid it recorded.
     claimed: RefCell<HashMap<i64, i64>>,
     notice: Arc<Notice>,
+    /// A monitor's lock connection that did not get the name it tried,
+    /// kept for the next candidate name.
+    spare_locker: RefCell<Option<Client>>,
 }
 
 /// Create the local data folder (session-key locks stay on this machine)
@@ -176,6 +179,7 @@ impl PostgresStore {
             interest: RefCell::new(BTreeSet::new()),
             claimed: RefCell::new(HashMap::new()),
             notice: Arc::new(Notice::default()),
+            spare_locker: RefCell::new(None),
         };
         let masked = store.target.masked.clone();
         store.run(|c| migrate(c, &masked))?;
@@ -340,56 +344,53 @@ impl Mailbox for PostgresStore {
         super::Backend::Postgres
     }
 
-    fn session_by_key(&self, key: &str) -> Result<Option<Session>> {
-        // Session keys are local to their machine.
-        self.one_session(
-            "s.session_key = $1 AND s.host = $2 ORDER BY s.since DESC, s.id DESC LIMIT 1",
-            &[&key, &self.host],
-        )
-    }
-
-    fn session_by_name(&self, name: &str) -> Result<Option<Session>> {
-        self.one_session("s.name = $1", &[&name])
-    }
-
-    fn session_by_id(&self, id: i64) -> Result<Option<Session>> {
-        self.one_session("s.id = $1", &[&id])
+    fn find(&self, by: Find) -> Result<Option<Session>> {
+        match by {
+            // Session keys are local to their machine.
+            Find::Key(key) => self.one_session(
+                "s.session_key = $1 AND s.host = $2 ORDER BY s.since DESC, s.id DESC LIMIT 1",
+                &[&key, &self.host],
+            ),
+            Find::Name(name) => self.one_session("s.name = $1", &[&name]),
+            Find::Id(id) => self.one_session("s.id = $1", &[&id]),
+        }
     }
 
     /// On the fresh connection of a `mail send`, each table and view a
     /// statement touches costs its planning a catalog load: one lean query.
-    fn briefs(&self, a: &str, b: &str) -> Result<Vec<(Address, bool)>> {
-        self.run(|c| {
-            c.query_typed(
-                "SELECT id, name, label, state = 'left' FROM sessions WHERE name = $1 OR name = $2",
-                &typed(&[&a, &b]),
-            )?
-            .iter()
-            .map(|r| {
-                Ok((
-                    Address {
-                        id: r.try_get(0)?,
-                        name: r.try_get(1)?,
-                        label: r.try_get(2)?,
-                    },
-                    r.try_get(3)?,
-                ))
+    /// A monitor asks by id on every wake-up: prepared once.
+    fn briefs(&self, which: Which) -> Result<Vec<Brief>> {
+        // Session keys are local to their machine: another's means nothing here.
+        const COLUMNS: &str = "SELECT id, name, label, state = 'left', \
+             CASE WHEN host = $1 THEN session_key END FROM sessions";
+        let brief = |r: &::postgres::Row| -> Result<Brief> {
+            Ok(Brief {
+                address: Address {
+                    id: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    label: r.try_get(2)?,
+                },
+                left: r.try_get(3)?,
+                key: r.try_get(4)?,
             })
-            .collect()
-        })
-    }
-
-    fn name_and_left(&self, id: i64) -> Result<Option<(String, bool)>> {
+        };
         self.run(|c| {
-            let st = self.prepared(
-                c,
-                "name_and_left",
-                || "SELECT name, state = 'left' FROM sessions WHERE id = $1".into(),
-                &[Type::INT8],
-            )?;
-            c.query_opt(&st, &[&id])?
-                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-                .transpose()
+            let rows = match which {
+                Which::Names(a, b) => c.query_typed(
+                    &format!("{COLUMNS} WHERE name = $2 OR name = $3"),
+                    &typed(&[&self.host, &a, &b]),
+                )?,
+                Which::Id(id) => {
+                    let st = self.prepared(
+                        c,
+                        "brief_by_id",
+                        || format!("{COLUMNS} WHERE id = $2"),
+                        &[Type::TEXT, Type::INT8],
+                    )?;
+                    c.query(&st, &[&self.host, &id])?
+                }
+            };
+            rows.iter().map(brief).collect()
         })
     }
 
@@ -408,18 +409,6 @@ impl Mailbox for PostgresStore {
         )
     }
 
-    fn active_names(&self) -> Result<Vec<String>> {
-        self.run(|c| {
-            c.query(
-                "SELECT name FROM sessions WHERE state <> 'left' ORDER BY name",
-                &[],
-            )?
-            .iter()
-            .map(|r| r.try_get(0).map_err(anyhow::Error::from))
-            .collect()
-        })
-    }
-
     fn register(&self, name: &str, key: Option<&str>) -> Result<Session> {
         let now = now_text();
         self.run(|c| {
@@ -430,29 +419,34 @@ impl Mailbox for PostgresStore {
             )?;
             Ok(())
         })?;
-        self.session_by_name(name)?
+        self.find(Find::Name(name))?
             .context("session vanished after registering it")
     }
 
-    fn claim(&self, req: &ClaimRequest) -> Result<Claim> {
-        // The dedicated connection: it holds the lock and later LISTENs.
-        let mut locker = {
-            let deadline = Instant::now() + COMMAND_PATIENCE;
-            loop {
-                match self.target.connect() {
-                    Ok(c) => break c,
-                    Err(e) => {
-                        let e = anyhow::Error::from(e);
-                        if !is_transient(&e) || Instant::now() >= deadline {
-                            return Err(tidy(e, &self.target.masked));
+    fn claim_exact(&self, name: &str, req: &ClaimRequest) -> Result<Option<Claim>> {
+        // The dedicated connection: it holds the lock and later LISTENs
+        // (one that failed to get the name before is tried again).
+        let spare = self.spare_locker.borrow_mut().take();
+        let mut locker = match spare {
+            Some(c) => c,
+            None => {
+                let deadline = Instant::now() + COMMAND_PATIENCE;
+                loop {
+                    match self.target.connect() {
+                        Ok(c) => break c,
+                        Err(e) => {
+                            let e = anyhow::Error::from(e);
+                            if !is_transient(&e) || Instant::now() >= deadline {
+                                return Err(tidy(e, &self.target.masked));
+                            }
+                            std::thread::sleep(Duration::from_millis(200));
                         }
-                        std::thread::sleep(Duration::from_millis(200));
                     }
                 }
             }
         };
-        let mut candidate = req.name.to_string();
-        for attempt in 1..=1000u32 {
+        {
+            let candidate = name;
             let now = now_text();
             let id: i64 = self.run(|c| {
                 c.execute(
@@ -504,16 +498,16 @@ impl Mailbox for PostgresStore {
                 let link = self.new_link(Some(held), Some(locker));
                 *self.link.borrow_mut() = Some(Arc::clone(&link));
                 let session = self
-                    .session_by_id(id)?
+                    .find(Find::Id(id))?
                     .context("session vanished after claiming it")?;
-                return Ok(Claim {
+                return Ok(Some(Claim {
                     session,
                     presence: Box::new(LinkPresence(link)),
-                });
+                }));
             }
-            candidate = next_candidate(req.name, attempt);
+            *self.spare_locker.borrow_mut() = Some(locker);
+            Ok(None)
         }
-        bail!("could not find a free name after '{}'", req.name)
     }
 
     fn release(&self, session_id: i64) -> Result<()> {
@@ -544,64 +538,27 @@ impl Mailbox for PostgresStore {
             .is_ok_and(|ids| ids.contains(&session_id))
     }
 
-    fn rename(&self, session_id: i64, new_name: &str) -> Result<()> {
-        let taken: Option<i64> = self.run(|c| {
-            Ok(
-                match c.query_opt("SELECT id FROM sessions WHERE name = $1", &[&new_name])? {
-                    Some(r) => Some(r.try_get(0)?),
-                    None => None,
-                },
-            )
-        })?;
-        match taken {
-            Some(id) if id == session_id => return Ok(()),
-            Some(_) => bail!("name '{new_name}' is already taken; pick another"),
-            None => {}
-        }
-        self.run(|c| {
-            c.execute(
-                "UPDATE sessions SET name = $1 WHERE id = $2",
-                &[&new_name, &session_id],
-            )?;
-            notify(c, &[session_id], true)?;
-            Ok(())
-        })
-    }
-
-    fn relabel(&self, session_id: i64, label: &str) -> Result<()> {
-        self.run(|c| {
-            c.execute(
-                "UPDATE sessions SET label = $1 WHERE id = $2",
-                &[&label, &session_id],
-            )?;
-            notify(c, &[session_id], true)?;
-            Ok(())
-        })
-    }
-
-    fn disconnect(&self, session_id: i64) -> Result<Option<i64>> {
-        let pid: Option<i64> = self.run(|c| {
-            Ok(
-                match c.query_opt(
-                    "SELECT monitor_pid FROM sessions WHERE id = $1",
-                    &[&session_id],
-                )? {
-                    Some(r) => r.try_get(0)?,
-                    None => None,
-                },
-            )
-        })?;
-        let online = self.is_online(session_id);
+    fn update(&self, session_id: i64, change: Change) -> Result<()> {
         let now = now_text();
         self.run(|c| {
-            c.execute(
-                "UPDATE sessions SET state = 'left', monitor_pid = NULL, since = $2 WHERE id = $1",
-                &[&session_id, &now],
-            )?;
+            match change {
+                Change::Name(name) => c.execute(
+                    "UPDATE sessions SET name = $1 WHERE id = $2",
+                    &[&name, &session_id],
+                )?,
+                Change::Label(label) => c.execute(
+                    "UPDATE sessions SET label = $1 WHERE id = $2",
+                    &[&label, &session_id],
+                )?,
+                Change::Left => c.execute(
+                    "UPDATE sessions SET state = 'left', monitor_pid = NULL, since = $2 WHERE id = $1",
+                    &[&session_id, &now],
+                )?,
+            };
             notify(c, &[session_id], true)?;
             Ok(())
-        })?;
-        Ok(if online { pid } else { None })
+        })
+        .with_context(|| format!("could not update session {session_id}"))
     }
 
     fn remembered_label(&self, project: &str) -> Result<Option<String>> {
@@ -633,53 +590,17 @@ impl Mailbox for PostgresStore {
         })
     }
 
-    fn send(&self, msg: &NewMessage) -> Result<Sent> {
+    fn write_message(&self, msg: &NewMessage) -> Result<Written> {
         let id = ulid::Ulid::new().to_string();
         let attempts = Cell::new(0u32);
-        let SendOutcome {
-            recipients,
-            duplicate,
-            id: sent_id,
-            online,
-        } = self.run(|c| {
+        self.run(|c| {
             attempts.set(attempts.get() + 1);
             self.send_once(c, msg, &id, attempts.get() > 1)
-        })?;
-        if duplicate {
-            return Ok(Sent {
-                id: sent_id,
-                recipients: recipients
-                    .into_iter()
-                    .map(|(_, name)| SentTo {
-                        name,
-                        status: "duplicate, not resent",
-                    })
-                    .collect(),
-                duplicate: true,
-            });
-        }
-        let online = match online {
-            Some(known) => known,
-            None => {
-                let ids: Vec<i64> = recipients.iter().map(|(rid, _)| *rid).collect();
-                self.online_ids(&ids).unwrap_or_default()
-            }
-        };
-        Ok(Sent {
-            id: sent_id,
-            recipients: recipients
-                .into_iter()
-                .map(|(rid, name)| SentTo {
-                    name,
-                    status: if online.contains(&rid) {
-                        "delivered"
-                    } else {
-                        "queued"
-                    },
-                })
-                .collect(),
-            duplicate: false,
         })
+    }
+
+    fn online_of(&self, ids: &[i64]) -> Result<HashSet<i64>> {
+        self.online_ids(ids)
     }
 
     fn pending(&self, session_id: i64, after_seq: i64, limit: usize) -> Result<Vec<Message>> {
@@ -732,27 +653,18 @@ impl Mailbox for PostgresStore {
         })
     }
 
-    fn message(&self, id_prefix: &str) -> Result<Message> {
-        let prefix = id_prefix.to_ascii_uppercase();
+    fn messages_from(&self, id_prefix: &str) -> Result<Vec<Message>> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS}, COALESCE(m.text, b.body) \
              FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id \
-             WHERE m.id >= $1 AND m.id < $1 || 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ' ORDER BY m.id LIMIT 2"
+             WHERE m.id >= $1 ORDER BY m.id LIMIT 2"
         );
-        let found: Vec<Message> = self.run(|c| {
-            c.query(sql.as_str(), &[&prefix])?
+        self.run(|c| {
+            c.query(sql.as_str(), &[&id_prefix])?
                 .iter()
                 .map(message_from_row)
                 .collect()
-        })?;
-        let mut found = found.into_iter().filter(|m| m.id.starts_with(&prefix));
-        match (found.next(), found.next()) {
-            (Some(m), None) => Ok(m),
-            (None, _) => Err(NotFound(format!("no message with id '{id_prefix}'")).into()),
-            (Some(_), Some(_)) => {
-                bail!("message id prefix '{id_prefix}' is ambiguous; give more of it")
-            }
-        }
+        })
     }
 
     fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryRow>> {
@@ -943,7 +855,7 @@ impl Mailbox for PostgresStore {
             tx.commit()?;
             Ok(id)
         })?;
-        self.session_by_id(id)?.context("peer mailbox vanished")
+        self.find(Find::Id(id))?.context("peer mailbox vanished")
     }
 
     fn peer(&self, name: &str) -> Result<Option<Peer>> {
@@ -1051,15 +963,4 @@ fn text_to_json(text: &str, ty: &Type) -> serde_json::Value {
         return (text == "t").into();
     }
     text.into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn candidates_are_flat() {
-        assert_eq!(next_candidate("a", 1), "a-2");
-        assert_eq!(next_candidate("a-2", 1), "a-3");
-    }
 }

@@ -10,24 +10,12 @@ use ::postgres::types::{ToSql, Type};
 use ::postgres::Client;
 use anyhow::{bail, Context, Result};
 
+use super::rows::stored_to_text;
 use super::rows::{lock_held_sql, text_to_stored};
 use super::{PostgresStore, LOCK_NS, SEND_KEY};
 use crate::store::{
-    now_text, LookupError, NewMessage, Recipients, SendError, BROADCASTS_PER_MINUTE, INLINE_CHARS,
+    now_text, rules, Earlier, LookupError, NewMessage, Recipients, Written, INLINE_CHARS,
 };
-
-/// What the send transaction did.
-pub(super) struct SendOutcome {
-    /// The recipients (id, name), by name; ids are 0 for a duplicate.
-    pub(super) recipients: Vec<(i64, String)>,
-    /// An earlier send with the same idempotency key: nothing was written.
-    pub(super) duplicate: bool,
-    /// The message id (the earlier one's, for a duplicate).
-    pub(super) id: String,
-    /// Which recipients had a live monitor, when the transaction could
-    /// tell (`None`: look it up after the commit).
-    pub(super) online: Option<HashSet<i64>>,
-}
 
 impl PostgresStore {
     /// The send transaction. On a retry, first looks for the message by id:
@@ -38,7 +26,7 @@ impl PostgresStore {
         msg: &NewMessage,
         id: &str,
         retry: bool,
-    ) -> Result<SendOutcome> {
+    ) -> Result<Written> {
         let now = now_text();
         let chars = msg.text.chars().count();
         // The commit-order lock is held until commit: seq order is commit
@@ -70,7 +58,7 @@ impl PostgresStore {
                     .iter()
                     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
                     .collect::<Result<Vec<_>>>()?;
-                return Ok(SendOutcome {
+                return Ok(Written {
                     recipients,
                     duplicate: false,
                     id: id.to_string(),
@@ -103,25 +91,12 @@ impl PostgresStore {
                 &typed(&[&sender_id, &key, &since]),
             )?;
             if let Some(row) = earlier {
-                let seq: i64 = row.try_get(0)?;
-                let rows = tx.query_typed(
-                    "SELECT m.id, r.name FROM deliveries d JOIN messages m ON m.seq = d.message_seq \
-                     JOIN sessions r ON r.id = d.recipient_id WHERE m.seq = $1 ORDER BY r.name",
-                    &typed(&[&seq]),
-                )?;
-                let mut first_id = String::new();
-                let mut recipients = Vec::new();
-                for r in &rows {
-                    let mid: String = r.try_get(0)?;
-                    if first_id.is_empty() {
-                        first_id = mid;
-                    }
-                    recipients.push((0, r.try_get(1)?));
-                }
-                return Ok(SendOutcome {
-                    recipients,
+                let earlier = earlier_send(&mut tx, row.try_get(0)?)?;
+                rules::same_send(&earlier, msg)?;
+                return Ok(Written {
+                    id: earlier.id,
+                    recipients: earlier.recipients,
                     duplicate: true,
-                    id: first_id,
                     online: None,
                 });
             }
@@ -131,9 +106,6 @@ impl PostgresStore {
         // here, with whether each one's monitor is live.
         let (rids, online): (Vec<i64>, Option<HashSet<i64>>) = match &msg.to {
             Recipients::One(rid) => {
-                if *rid == sender_id && !msg.note_to_self {
-                    return Err(SendError::SelfSend(msg.sender.name.clone()).into());
-                }
                 // Whether its monitor is live is asked after the commit,
                 // while that monitor is already fetching the message.
                 (vec![*rid], None)
@@ -146,9 +118,7 @@ impl PostgresStore {
                         &typed(&[&sender_id, &since]),
                     )?
                     .try_get(0)?;
-                if recent >= BROADCASTS_PER_MINUTE {
-                    return Err(SendError::RateLimited.into());
-                }
+                rules::check_rate(recent)?;
                 let rows = tx.query_typed(
                     &format!(
                         "SELECT s.id, (s.state = 'online' AND {}) FROM sessions s \
@@ -157,9 +127,7 @@ impl PostgresStore {
                     ),
                     &typed(&[&sender_id, project]),
                 )?;
-                if rows.is_empty() {
-                    return Err(SendError::NoRecipients.into());
-                }
+                rules::check_recipients(&rows)?;
                 let mut online = HashSet::new();
                 let mut rids = Vec::with_capacity(rows.len());
                 for r in &rows {
@@ -245,7 +213,8 @@ impl PostgresStore {
         if recipients.is_empty() {
             // Nothing was written (dropping `tx` rolls back the rest). Say why.
             let Recipients::One(rid) = &msg.to else {
-                return Err(SendError::NoRecipients.into());
+                rules::check_recipients(&recipients)?;
+                bail!("the recipients' mailboxes vanished; try again");
             };
             let gone = tx.query_typed_opt(
                 "SELECT name, state = 'left' FROM sessions WHERE id = $1",
@@ -260,13 +229,39 @@ impl PostgresStore {
         if msg.ask_until.is_some() {
             self.interest.borrow_mut().insert(sender_id);
         }
-        Ok(SendOutcome {
+        Ok(Written {
             recipients,
             duplicate: false,
             id: id.to_string(),
             online,
         })
     }
+}
+
+/// The earlier send `seq` (same sender and idempotency key), as
+/// `rules::same_send` compares it.
+fn earlier_send(tx: &mut SendTx, seq: i64) -> Result<Earlier> {
+    let m = tx.query_typed_one(
+        "SELECT m.id, m.kind, COALESCE(m.text, b.body), m.text_escaped, m.in_reply_to \
+         FROM messages m LEFT JOIN blobs b ON b.id = m.blob_id WHERE m.seq = $1",
+        &typed(&[&seq]),
+    )?;
+    let recipients = tx
+        .query_typed(
+            "SELECT r.id, r.name FROM deliveries d JOIN sessions r ON r.id = d.recipient_id \
+             WHERE d.message_seq = $1 ORDER BY r.name",
+            &typed(&[&seq]),
+        )?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<(i64, String)>>>()?;
+    Ok(Earlier {
+        id: m.try_get(0)?,
+        kind: m.try_get(1)?,
+        text: stored_to_text(m.try_get(2)?, m.try_get(3)?),
+        in_reply_to: m.try_get(4)?,
+        recipients,
+    })
 }
 
 /// The send transaction: begun together with its lock in one round trip
