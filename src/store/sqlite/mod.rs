@@ -15,23 +15,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::*;
 use crate::datadir;
+pub(crate) use open::{may_write, trouble};
+use open::{migrate, open_connection, open_failed, recover_stale_siblings, schema_version};
+use sql::SQL_DEFAULT_SECS;
+
+mod open;
+mod sql;
 use crate::identity::this_host;
 use crate::lock::{self, FileLock};
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0001_init",
+        include_str!("../../../migrations/0001_init.sql"),
+    ),
     (
         "0002_peers",
-        include_str!("../../migrations/0002_peers.sql"),
+        include_str!("../../../migrations/0002_peers.sql"),
     ),
     (
         "0003_conversations",
-        include_str!("../../migrations/0003_conversations.sql"),
+        include_str!("../../../migrations/0003_conversations.sql"),
     ),
 ];
 
@@ -227,212 +236,6 @@ impl SqliteStore {
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
-}
-
-/// Context for a failure while opening: "corrupt, move it aside" only when
-/// SQLite says so (not a database, corrupt), never for a full disk or a
-/// failed write, where that advice would throw good mail away.
-fn open_failed(path: &Path, e: impl Into<anyhow::Error>) -> anyhow::Error {
-    let e: anyhow::Error = e.into();
-    if trouble(&e) == Some(Trouble::Corrupt) {
-        e.context(not_a_mailbox(path))
-    } else {
-        e.context(format!("could not open the mailbox at {}", path.display()))
-    }
-}
-
-/// What kind of trouble the first SQLite failure in an error chain is, if
-/// it is one a person can act on (SQLite's result codes, not its text).
-pub(crate) fn trouble(e: &anyhow::Error) -> Option<Trouble> {
-    e.chain()
-        .find_map(|c| c.downcast_ref::<rusqlite::Error>().and_then(trouble_of))
-}
-
-/// The trouble one SQLite error is, if it is a failure a person can act on.
-fn trouble_of(e: &rusqlite::Error) -> Option<Trouble> {
-    use rusqlite::{ffi, ErrorCode};
-    let rusqlite::Error::SqliteFailure(f, _) = e else {
-        return None;
-    };
-    match f.code {
-        ErrorCode::DiskFull => Some(Trouble::DiskFull),
-        // A write past a file size limit (`ulimit -f`) is EFBIG, which
-        // SQLite reports as an I/O error; a full disk with no room for the
-        // 32 KiB `-shm` file fails every open with SQLITE_IOERR_SHMSIZE.
-        ErrorCode::SystemIoFailure
-            if [
-                ffi::SQLITE_IOERR_WRITE,
-                ffi::SQLITE_IOERR_SHMSIZE,
-                ffi::SQLITE_IOERR_TRUNCATE,
-            ]
-            .contains(&f.extended_code) =>
-        {
-            Some(Trouble::WriteFailed)
-        }
-        ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt => Some(Trouble::Corrupt),
-        ErrorCode::ReadOnly => Some(Trouble::ReadOnly),
-        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Some(Trouble::Busy),
-        _ => None,
-    }
-}
-
-fn not_a_mailbox(path: &Path) -> String {
-    format!(
-        "{} is not a readable inter-session mailbox (corrupt, or not an SQLite database); move it aside to start fresh",
-        path.display()
-    )
-}
-
-fn open_connection(path: &Path, read_only: bool) -> Result<Connection> {
-    if read_only {
-        return open_read_only(path);
-    }
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(path, flags)
-        .with_context(|| format!("could not open mailbox at {}", path.display()))?;
-    // SQLite's default busy handler backs off up to 100 ms a try, which
-    // leaves a monitor asleep long after a burst of short transactions;
-    // ours retries every fraction of a millisecond, for up to ~10 s.
-    conn.busy_handler(Some(busy_retry))?;
-    // journal_size_limit: after a checkpoint the WAL shrinks back to 4 MiB
-    // (a huge or failed transaction would otherwise keep its disk space for
-    // as long as any monitor holds the database open).
-    conn.execute_batch(
-        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 4194304;",
-    )
-    .map_err(|e| open_failed(path, e))?;
-    Ok(conn)
-}
-
-/// A connection that never writes. A WAL database is read through its
-/// `-shm` file, which a read-only folder may not hold and cannot create;
-/// then, when there is no `-wal` either (everything is in the main file),
-/// the file is read as immutable.
-fn open_read_only(path: &Path) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-    let conn = Connection::open_with_flags(path, flags)
-        .with_context(|| format!("could not open mailbox at {}", path.display()))?;
-    conn.busy_handler(Some(busy_retry))?;
-    let readable = conn.query_row("PRAGMA user_version", [], |_| Ok(()));
-    let wal = sibling(path, "-wal");
-    match readable {
-        Ok(()) => Ok(conn),
-        Err(e) if trouble_of(&e).is_some_and(|t| t != Trouble::Corrupt) && !wal.exists() => {
-            drop(conn);
-            let uri = format!(
-                "file:{}?immutable=1",
-                path.display()
-                    .to_string()
-                    .replace('%', "%25")
-                    .replace('?', "%3f")
-                    .replace('#', "%23")
-            );
-            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
-                .with_context(|| format!("could not open mailbox at {}", path.display()))
-        }
-        Err(e) => Err(open_failed(path, e)),
-    }
-}
-
-/// `mailbox.db-wal`, `mailbox.db-shm`: SQLite's files beside the database.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-/// Whether this process may write `path` (a missing file: its folder).
-fn may_write(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid C string; faccessat only reads it.
-    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
-}
-
-/// SQLite gives `-wal` and `-shm` the database file's mode when it creates
-/// them: a read while the database was read-only (chmod 0400) leaves them
-/// read-only, and every later write fails on them. Ours, in our private
-/// folder: make them writable again once the database is.
-fn recover_stale_siblings(db: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    for suffix in ["-wal", "-shm"] {
-        let file = sibling(db, suffix);
-        let Ok(meta) = std::fs::symlink_metadata(&file) else {
-            continue;
-        };
-        // SAFETY: geteuid cannot fail.
-        let mine = meta.uid() == unsafe { libc::geteuid() };
-        if meta.file_type().is_file() && mine && meta.mode() & 0o200 == 0 {
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).with_context(
-                || {
-                    format!(
-                        "{} is read-only and could not be fixed; remove it (no inter-session process running) and retry",
-                        file.display()
-                    )
-                },
-            )?;
-        }
-    }
-    Ok(())
-}
-
-fn busy_retry(attempt: i32) -> bool {
-    if attempt > 20_000 {
-        return false;
-    }
-    // The other writer is most often a monitor marking a line delivered
-    // (a transaction of ~0.1 ms): look again soon, then back off.
-    let attempt = u64::try_from(attempt).unwrap_or(0);
-    let micros = if attempt < 8 {
-        20 + attempt * 20
-    } else {
-        200 + (attempt % 7) * 60 + (attempt / 100).min(800)
-    };
-    std::thread::sleep(Duration::from_micros(micros));
-    true
-}
-
-fn schema_version(conn: &Connection) -> Result<usize> {
-    let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    Ok(usize::try_from(v).unwrap_or(usize::MAX))
-}
-
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| open_failed(path, e))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        bail!(
-            "could not switch {} to WAL mode (got {mode})",
-            path.display()
-        );
-    }
-    let version = schema_version(conn)?;
-    if version == 0 {
-        // A non-empty file with no schema of ours is somebody else's database.
-        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-        if tables > 0 {
-            bail!(
-                "{} holds another program's database (no inter-session schema); refusing to touch it",
-                path.display()
-            );
-        }
-    }
-    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)
-            .with_context(|| format!("migration {name} failed"))?;
-        tx.pragma_update(None, "user_version", i64::try_from(i + 1)?)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 impl Mailbox for SqliteStore {
@@ -977,207 +780,7 @@ impl Mailbox for SqliteStore {
     }
 
     fn query_stream(&self, sql: &str, limits: &SqlLimits, out: &mut dyn SqlSink) -> Result<()> {
-        // Its own read-only connection, so nothing set here (the
-        // authorizer, the progress handler) outlives the query.
-        let conn = open_connection(&self.db_path, true)?;
-        conn.pragma_update(None, "query_only", true)?;
-        // No ATTACH of other files, no extension loading (off by default in
-        // this build; the limit makes ATTACH fail outright).
-        conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_ATTACHED, 0)?;
-        // Checked as each statement is compiled, including the ones a
-        // `pragma_*` table function compiles while the query runs.
-        let refusal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let slot = Arc::clone(&refusal);
-        conn.authorizer(Some(
-            move |ctx: rusqlite::hooks::AuthContext<'_>| match sql_authorize(&ctx.action) {
-                Ok(()) => rusqlite::hooks::Authorization::Allow,
-                Err(why) => {
-                    if let Ok(mut slot) = slot.lock() {
-                        slot.get_or_insert(why);
-                    }
-                    rusqlite::hooks::Authorization::Deny
-                }
-            },
-        ))?;
-        let clock = Arc::new(WorkClock::new(limits.time));
-        let (ticking, stop) = (Arc::clone(&clock), Arc::clone(&limits.stop));
-        conn.progress_handler(
-            1000,
-            Some(move || stop.load(Ordering::Relaxed) || ticking.over()),
-        )?;
-        let failed = |e: rusqlite::Error| -> anyhow::Error {
-            if let Some(why) = refusal.lock().ok().and_then(|mut r| r.take()) {
-                return anyhow::anyhow!(why);
-            }
-            if matches!(&e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::OperationInterrupted)
-            {
-                return if limits.stop.load(Ordering::Relaxed) {
-                    SqlStopped::Interrupted.into()
-                } else {
-                    SqlStopped::TimedOut(limits.time).into()
-                };
-            }
-            anyhow::anyhow!("{}", sql_error_text(&e))
-        };
-        let mut stmt = conn.prepare(sql).map_err(failed)?;
-        if !stmt.readonly() {
-            bail!("sql is read-only: only queries (SELECT, read-only PRAGMA, EXPLAIN) are allowed");
-        }
-        let columns: Vec<String> = stmt.column_names().into_iter().map(String::from).collect();
-        let n = columns.len();
-        out.columns(&columns)?;
-        let mut rows = stmt.query([]).map_err(failed)?;
-        loop {
-            if limits.stop.load(Ordering::Relaxed) {
-                return Err(SqlStopped::Interrupted.into());
-            }
-            let Some(row) = rows.next().map_err(failed)? else {
-                break;
-            };
-            let mut values = Vec::with_capacity(n);
-            for i in 0..n {
-                use rusqlite::types::ValueRef;
-                values.push(match row.get_ref(i)? {
-                    ValueRef::Null => serde_json::Value::Null,
-                    ValueRef::Integer(v) => v.into(),
-                    ValueRef::Real(v) => v.into(),
-                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-                    ValueRef::Blob(b) => format!("<{} bytes>", b.len()).into(),
-                });
-            }
-            // Out of the database while the row is written: a slow reader
-            // (a pager) does not use up the query's time.
-            let paused = std::time::Instant::now();
-            out.row(values)?;
-            clock.resume(paused);
-        }
-        Ok(())
-    }
-}
-
-/// The default time limit of a `sql` query, in seconds.
-pub const SQL_DEFAULT_SECS: u64 = 5;
-
-/// Time a query has worked: a deadline that moves later by the time spent
-/// outside SQLite, read from the progress handler.
-struct WorkClock {
-    start: std::time::Instant,
-    /// Nanoseconds after `start`.
-    deadline: std::sync::atomic::AtomicU64,
-}
-
-impl WorkClock {
-    fn new(limit: Duration) -> WorkClock {
-        WorkClock {
-            start: std::time::Instant::now(),
-            deadline: u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX).into(),
-        }
-    }
-
-    fn over(&self) -> bool {
-        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        now > self.deadline.load(Ordering::Relaxed)
-    }
-
-    fn resume(&self, paused: std::time::Instant) {
-        let away = u64::try_from(paused.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let d = self.deadline.load(Ordering::Relaxed);
-        self.deadline
-            .store(d.saturating_add(away), Ordering::Relaxed);
-    }
-}
-
-/// Pragmas `sql` runs without an argument: each only reads.
-const READ_PRAGMAS: &[&str] = &[
-    "application_id",
-    "auto_vacuum",
-    "cache_size",
-    "collation_list",
-    "compile_options",
-    "data_version",
-    "database_list",
-    "encoding",
-    "foreign_key_check",
-    "foreign_keys",
-    "freelist_count",
-    "function_list",
-    "integrity_check",
-    "journal_mode",
-    "max_page_count",
-    "module_list",
-    "page_count",
-    "page_size",
-    "pragma_list",
-    "quick_check",
-    "schema_version",
-    "synchronous",
-    "table_list",
-    "user_version",
-];
-
-/// Pragmas `sql` runs with an argument: table-valued ones whose argument
-/// names what to read (`pragma table_info(history)`), never a new setting.
-const TABLE_PRAGMAS: &[&str] = &[
-    "foreign_key_check",
-    "foreign_key_list",
-    "index_info",
-    "index_list",
-    "index_xinfo",
-    "integrity_check",
-    "quick_check",
-    "table_info",
-    "table_list",
-    "table_xinfo",
-];
-
-/// What `sql` lets a statement do, action by action (SQLite's authorizer):
-/// read tables, views and functions, and the read-only pragmas above.
-/// Everything else, including a pragma that sets something
-/// (`writable_schema`, `query_only`), transactions and savepoints, is
-/// refused with the reason.
-fn sql_authorize(action: &rusqlite::hooks::AuthAction<'_>) -> Result<(), String> {
-    use rusqlite::hooks::AuthAction as A;
-    let listed = |list: &[&str], name: &str| list.iter().any(|p| p.eq_ignore_ascii_case(name));
-    match action {
-        A::Select | A::Read { .. } | A::Recursive => Ok(()),
-        A::Function { function_name } if !function_name.eq_ignore_ascii_case("load_extension") => {
-            Ok(())
-        }
-        A::Pragma {
-            pragma_name,
-            pragma_value: None,
-        } if listed(READ_PRAGMAS, pragma_name) => Ok(()),
-        A::Pragma {
-            pragma_name,
-            pragma_value: Some(_),
-        } if listed(TABLE_PRAGMAS, pragma_name) => Ok(()),
-        A::Pragma {
-            pragma_name,
-            pragma_value,
-        } => Err(format!(
-            "sql is read-only: PRAGMA {}{} is refused (read-only pragmas such as `pragma table_info(history)` or `pragma user_version` are allowed)",
-            pragma_name.escape_debug(),
-            if pragma_value.is_some() { " with a value" } else { "" }
-        )),
-        A::Transaction { .. } | A::Savepoint { .. } => Err(
-            "sql runs one query on its own: BEGIN, COMMIT, ROLLBACK, SAVEPOINT and RELEASE are refused"
-                .to_string(),
-        ),
-        A::Attach { .. } | A::Detach { .. } => {
-            Err("sql reads this mailbox only: ATTACH and DETACH are refused".to_string())
-        }
-        _ => Err(
-            "sql is read-only: only queries (SELECT, read-only PRAGMA, EXPLAIN) are allowed"
-                .to_string(),
-        ),
-    }
-}
-
-fn sql_error_text(e: &rusqlite::Error) -> String {
-    match e {
-        rusqlite::Error::SqliteFailure(_, Some(msg)) => format!("sql error: {msg}"),
-        rusqlite::Error::MultipleStatement => "sql takes one statement at a time".to_string(),
-        other => format!("sql error: {other}"),
+        sql::query_stream(&self.db_path, sql, limits, out)
     }
 }
 
