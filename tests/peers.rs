@@ -2,7 +2,9 @@
 //! binary driving a real tmux server. Every test runs its own tmux server on
 //! a socket of its own (`INTER_SESSION_TMUX_SOCKET`), killed when the test
 //! ends, pass or fail. Every wait is on a printed monitor line or on
-//! `peer read` output polled with a deadline, never a fixed sleep.
+//! `peer read` output polled with a deadline, never a fixed sleep. Without
+//! tmux each test but the one of a missing tmux skips loudly
+//! (support/needs.rs).
 
 mod support;
 use support::*;
@@ -31,7 +33,13 @@ struct Peers {
 }
 
 impl Peers {
-    fn new(tag: &str) -> Peers {
+    /// None (the test skipped loudly) when tmux is not installed.
+    fn new(tag: &str) -> Option<Peers> {
+        have_tmux().then(|| Peers::without_tmux(tag))
+    }
+
+    /// For the test of a missing tmux, which runs everywhere.
+    fn without_tmux(tag: &str) -> Peers {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let sock = format!("is-test-{}-{n}-{tag}", std::process::id());
@@ -118,7 +126,11 @@ impl Peers {
 
 impl Drop for Peers {
     fn drop(&mut self) {
-        let _ = self.tmux(&["kill-server"]);
+        // Not `self.tmux`: that fails the test where tmux is missing.
+        let _ = Command::new("tmux")
+            .args(["-L", &self.sock, "kill-server"])
+            .stdin(Stdio::null())
+            .output();
         // tmux leaves its socket file behind; remove ours.
         let dir = std::env::var_os("TMUX_TMPDIR")
             .filter(|d| !d.is_empty())
@@ -175,7 +187,9 @@ fn msg_from<'a>(line: &'a str, from: &str, text: &str) -> Option<&'a str> {
 
 #[test]
 fn round_trip_pane_mails_lead_as_its_own_name() {
-    let p = Peers::new("rt");
+    let Some(p) = Peers::new("rt") else {
+        return;
+    };
     let mut lead = p.env.monitor("lead", &["--name", "lead"]);
     p.env.wait_online("lead");
 
@@ -241,7 +255,9 @@ fn round_trip_pane_mails_lead_as_its_own_name() {
 
 #[test]
 fn mail_sent_right_after_spawn_is_queued_and_replayed_in_the_pane() {
-    let p = Peers::new("queue");
+    let Some(p) = Peers::new("queue") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     let out = p.ok(
         "lead",
@@ -282,7 +298,9 @@ fn mail_sent_right_after_spawn_is_queued_and_replayed_in_the_pane() {
 
 #[test]
 fn peer_send_types_text_literally() {
-    let p = Peers::new("lit");
+    let Some(p) = Peers::new("lit") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     p.wait_prompt("w1");
     let typed = r#"echo 'a;b' "$HOME" \; ok"#;
@@ -308,7 +326,9 @@ fn peer_send_types_text_literally() {
 /// still arrive exactly as given.
 #[test]
 fn peer_send_text_ending_in_semicolon_is_literal() {
-    let p = Peers::new("semi");
+    let Some(p) = Peers::new("semi") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     p.wait_prompt("w1");
     for (typed, word, output) in [
@@ -332,7 +352,9 @@ fn peer_send_text_ending_in_semicolon_is_literal() {
 
 #[test]
 fn kill_dead_unknown_duplicate_and_invalid_names() {
-    let p = Peers::new("life");
+    let Some(p) = Peers::new("life") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     p.spawn("w2", SHELL);
     p.spawn("w3", SHELL);
@@ -415,13 +437,15 @@ fn kill_dead_unknown_duplicate_and_invalid_names() {
 
 #[test]
 fn users_default_tmux_server_is_untouched() {
+    let Some(p) = Peers::new("default") else {
+        return;
+    };
     let snapshot = || {
         let o = tmux_on(None, &["ls"]);
         (o.status.code(), o.stdout, o.stderr)
     };
     let before = snapshot();
 
-    let p = Peers::new("default");
     p.spawn("u1", SHELL);
     p.spawn("u2", SHELL);
     p.wait_prompt("u1");
@@ -481,7 +505,9 @@ done
 
 #[test]
 fn scripted_agent_answers_three_turns_over_mail() {
-    let p = Peers::new("agent");
+    let Some(p) = Peers::new("agent") else {
+        return;
+    };
     let script = write_file(p.env.tmp.path(), "agent.sh", FAKE_AGENT.as_bytes());
     let mut lead = p.env.monitor("lead", &["--name", "lead"]);
     p.env.wait_online("lead");
@@ -519,7 +545,9 @@ fn scripted_agent_answers_three_turns_over_mail() {
 
 #[test]
 fn status_and_list_json_fields() {
-    let p = Peers::new("json");
+    let Some(p) = Peers::new("json") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     p.wait_prompt("w1");
 
@@ -556,7 +584,9 @@ fn status_and_list_json_fields() {
 
 #[test]
 fn prompt_is_typed_once_ready_in_the_given_folder() {
-    let p = Peers::new("prompt");
+    let Some(p) = Peers::new("prompt") else {
+        return;
+    };
     let dir = p.env.tmp.path().join("work dir");
     std::fs::create_dir(&dir).expect("mkdir");
     let dir = std::fs::canonicalize(&dir).expect("canonicalize");
@@ -602,7 +632,7 @@ fn prompt_is_typed_once_ready_in_the_given_folder() {
 
 #[test]
 fn missing_tmux_is_one_clear_line() {
-    let p = Peers::new("notmux");
+    let p = Peers::without_tmux("notmux");
     let empty = p.env.tmp.path().join("empty-bin");
     std::fs::create_dir(&empty).expect("mkdir");
     let out = p

@@ -559,7 +559,11 @@ fn status_names_the_database_with_the_password_masked() {
     let json: Value =
         serde_json::from_str(&pg.ok("ka", &["--from", "alice", "status", "--json"])).expect("json");
     let Some(password) = password else {
-        pg::skip("its masking check: the server URL has no password");
+        pg::skip_part(
+            "its masking check",
+            "the server in INTER_SESSION_TEST_PG_URL has no password in its URL; \
+             give it one (`.ci/pg-throwaway start` does)",
+        );
         return;
     };
     assert!(!out.contains(&password), "{out}");
@@ -673,13 +677,11 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn new(tag: &str) -> Tmux {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            panic!("tmux peers need tmux: apt-get install -y tmux");
-        }
-        Tmux {
+    /// None (the test skipped loudly) without tmux.
+    fn new(tag: &str) -> Option<Tmux> {
+        support::have_tmux().then(|| Tmux {
             sock: format!("is-pg-test-{}-{tag}", std::process::id()),
-        }
+        })
     }
 }
 
@@ -701,7 +703,9 @@ impl Drop for Tmux {
 #[test]
 fn tmux_peers_belong_to_the_host_that_spawned_them() {
     let Some(url) = fresh_db() else { return };
-    let tmux = Tmux::new("hosts");
+    let Some(tmux) = Tmux::new("hosts") else {
+        return;
+    };
     let laptop = Pg::on(url.clone()).host("laptop");
     let buildbox = Pg::on(url).host("buildbox");
     let peer = |pg: &Pg, args: &[&str]| -> Output {
@@ -852,7 +856,11 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
         Some(server) => server.admin_url(),
         None => match pg::server_url() {
             Some(url) => {
-                pg::skip("its restart half: it restarts a PostgreSQL server of its own and there is no initdb here");
+                pg::skip_part(
+                    "its restart half",
+                    "it restarts a PostgreSQL server of its own and PostgreSQL is not \
+                     installed here (no initdb); install it: `apt-get install -y postgresql`",
+                );
                 url
             }
             None => return,
@@ -1264,8 +1272,8 @@ fn tls_sslmode_and_passwords_on_a_server_that_checks_them() {
     if !pg::can_launch() {
         return;
     }
-    if Command::new("openssl").arg("version").output().is_err() {
-        panic!("the TLS test makes its certificates with the openssl command-line tool: apt-get install -y openssl");
+    if !support::have_openssl() {
+        return;
     }
     // SAFETY: geteuid cannot fail.
     let owner = if unsafe { libc::geteuid() } == 0 {

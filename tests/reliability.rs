@@ -652,21 +652,7 @@ fn sender_processes_sigkilled_200_times_leave_only_whole_messages() {
         assert_eq!(*head, format!("body={class} to={to}"), "reported send {id}");
     }
     assert_eq!(env.sql("pragma integrity_check"), "ok");
-    let mut stock_checked = false;
-    if let Ok(out) = std::process::Command::new("sqlite3")
-        .arg(env.db())
-        .arg("pragma integrity_check;")
-        .output()
-    {
-        if out.status.success() {
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                "ok",
-                "stock sqlite3 integrity_check"
-            );
-            stock_checked = true;
-        }
-    }
+    let stock_checked = stock_integrity_check(&env.db());
     drop(stmt);
     drop(db);
 
@@ -1294,9 +1280,18 @@ fn disk_full_on_a_real_file_system_fails_clearly_and_keeps_the_mailbox_whole() {
     let fs = match LoopMount::new(12 << 20) {
         Ok(fs) => fs,
         Err(why) => {
-            eprintln!(
-                "\n*** NO LOOP MOUNT ({why}): the full-file-system case is SKIPPED; the file size \
-                 limit case covers disk full ***\n"
+            let need = if why == "not root" {
+                "root"
+            } else {
+                "loop-mount"
+            };
+            skip(
+                need,
+                &format!(
+                    "no loop mount here ({why}), so no full ext4 file system: run the tests \
+                     as root where loop devices and mkfs.ext4 exist to cover it (the file \
+                     size limit case covers disk full meanwhile)"
+                ),
             );
             record(
                 "5b disk full (file system)",
@@ -1521,8 +1516,10 @@ fn other_owner_is_refused_and_nothing_listens_on_the_network() {
 
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "\n*** NOT ROOT: the `chown nobody` ownership checks are SKIPPED (run as root to cover them) ***\n"
+        skip_part(
+            "root",
+            "its `chown nobody` ownership checks",
+            "not root; run the tests as root to cover them",
         );
         record(
             "6 access",

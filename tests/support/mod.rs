@@ -3,6 +3,9 @@
 //! whose stdout lines are read with timeouts (never fixed sleeps).
 #![allow(dead_code)]
 
+mod needs;
+pub use needs::*;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -498,4 +501,25 @@ pub fn name_tokens(line: &str) -> std::collections::BTreeSet<String> {
         .filter(|t| !t.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// `PRAGMA integrity_check` of `db` in the stock sqlite3 shell must say
+/// `ok`; true when it ran, false when the shell is missing (that part of
+/// the test skipped loudly).
+pub fn stock_integrity_check(db: &Path) -> bool {
+    let Some(shell) = sqlite3_shell(Some("its stock sqlite3 integrity check")) else {
+        return false;
+    };
+    let out = Command::new(shell)
+        .arg(db)
+        .arg("pragma integrity_check;")
+        .output()
+        .expect("run sqlite3");
+    assert!(out.status.success(), "stock sqlite3: {out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "stock sqlite3 integrity_check"
+    );
+    true
 }

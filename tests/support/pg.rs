@@ -7,9 +7,15 @@
 //! port on 127.0.0.1, the socket in the temp dir, `fsync=off`, as the
 //! `postgres` user when running as root), stopped when the test binary ends.
 //! Without either — no URL and no PostgreSQL installed — every PostgreSQL
-//! test SKIPS with a line written straight to stderr (past libtest's output
-//! capture, so it shows even when the test passes). A URL that does not work,
-//! or an installed PostgreSQL that will not start, FAILS the tests.
+//! test SKIPS loudly (`support::skip`, need `postgres`: one line, the
+//! end-of-run list, a failure under `INTER_SESSION_TEST_REQUIRE=all`). A URL
+//! that does not work, or an installed PostgreSQL that will not start, FAILS
+//! the tests.
+//!
+//! PostgreSQL's programs are found in `/usr/lib/postgresql/<newest>/bin`,
+//! else on `PATH`; `INTER_SESSION_TEST_PG_BIN=<dir>` (test-only) searches
+//! only that folder, so `INTER_SESSION_TEST_PG_BIN=/nonexistent` hides an
+//! installed PostgreSQL to try the fresh-machine path.
 //!
 //! Included with `#[path = "support/pg.rs"] mod pg;` next to `mod support;`.
 #![allow(dead_code)]
@@ -208,8 +214,16 @@ fn run_pg(program: &Path, args: &[&str], as_postgres: bool) -> Result<Output, St
         .map_err(|e| format!("could not run {}: {e}", program.display()))
 }
 
-/// The newest installed PostgreSQL's bin folder (Debian layout), else one on PATH.
+/// The test-only override of where PostgreSQL's programs are.
+pub const BIN_VAR: &str = "INTER_SESSION_TEST_PG_BIN";
+
+/// The newest installed PostgreSQL's bin folder (Debian layout), else one on
+/// PATH; only `$INTER_SESSION_TEST_PG_BIN` when that is set.
 pub fn find_pg_bin() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_VAR).filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return (dir.join("initdb").exists() && dir.join("pg_ctl").exists()).then_some(dir);
+    }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -254,21 +268,14 @@ fn free_port() -> Result<u16, String> {
 
 // ------------------------------------------------------------ skipping
 
-/// Say, past libtest's capture, that the current test (or a part of it) is
-/// skipped: the reason in full once per test binary, then one short line
-/// per test.
+/// Skip the current test loudly: there is no PostgreSQL to test against.
 pub fn skip(why: &str) {
-    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    let mut err = std::io::stderr().lock();
-    if said.iter().any(|w| w == why) {
-        let _ = writeln!(err, "*** SKIPPED {test} (PostgreSQL: as above) ***");
-    } else {
-        let _ = writeln!(err, "*** SKIPPED {test}: {why} ***");
-        said.push(why.to_string());
-    }
+    crate::support::skip("postgres", why);
+}
+
+/// Skip one part of the current test loudly.
+pub fn skip_part(part: &str, why: &str) {
+    crate::support::skip_part("postgres", part, why);
 }
 
 /// Whether this machine can start clusters of its own (tests that restart
@@ -278,8 +285,8 @@ pub fn can_launch() -> bool {
         return true;
     }
     skip(
-        "this test starts a PostgreSQL server of its own and there is no initdb here; \
-         install PostgreSQL (Debian/Ubuntu: `apt-get install -y postgresql`)",
+        "this test starts a PostgreSQL server of its own and PostgreSQL is not installed \
+         (no initdb); install it: `apt-get install -y postgresql` (Debian/Ubuntu)",
     );
     false
 }
