@@ -24,7 +24,6 @@ mod support;
 use support::*;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -134,15 +133,6 @@ fn assert_refused(env: &Env, c: Command, codes: &[i32], what: &str) -> String {
     line
 }
 
-/// A monitor (`--pace off`) run in `dir`.
-fn monitor_in(env: &Env, key: &str, dir: &Path, args: &[&str]) -> Monitor {
-    let mut c = env.cmd(key);
-    c.current_dir(dir)
-        .args(["inbox", "watch", "--pace", "off"])
-        .args(args);
-    Monitor::spawn(c)
-}
-
 // ---------------------------------------------------------------- the cases
 
 fn direct_line_is_exact_with_and_without_label(env: &Env) {
@@ -164,7 +154,11 @@ fn direct_line_is_exact_with_and_without_label(env: &Env) {
     // bob's label is remembered for this one.)
     let elsewhere = env.tmp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("mkdir");
-    let carol = monitor_in(env, "kc", &elsewhere, &["--name", "carol"]);
+    let carol = env
+        .monitor_with("kc")
+        .dir(&elsewhere)
+        .args(&["--name", "carol"])
+        .spawn();
     up(env, &carol, "carol");
     let out = env.ok("kc", &["mail", "send", "--to", "alice", "--text", "hello"]);
     let id2 = sent_id(&out);
@@ -392,7 +386,7 @@ fn forged_header_and_hostile_body_stay_one_safe_line(env: &Env) {
             "hi",
         ],
     ));
-    refused(&forged, &[1, 2], "a forged --from");
+    refused(&forged, &[2], "a forged --from");
     // The raw text is kept.
     let raw = env.run("x", &["inbox", "read", &id]);
     assert!(raw.status.success());
@@ -455,6 +449,10 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
     );
 }
 
+/// Exit codes (SPEC §5): a name or label that breaks its rule is a usage
+/// error (2, SPEC §3); a text that cannot be sent (empty, too long, not
+/// UTF-8, an unreadable file) and a recipient or session that is not there
+/// are runtime failures (1).
 fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     // A database worth protecting: alice online, bob registered, one message.
     let mut alice = env.monitor("ka", &["--name", "alice"]);
@@ -466,31 +464,32 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     });
 
     let dir = env.tmp.path();
-    let send = |extra: &[&str]| {
-        let mut args = vec!["--from", "bob", "mail", "send", "--to", "alice"];
-        args.extend(extra);
-        cmd_args(env, "kb", &args)
+    let as_bob = |args: &[&str]| {
+        let mut all = vec!["--from", "bob", "mail"];
+        all.extend(args);
+        cmd_args(env, "kb", &all)
     };
-    assert_refused(env, send(&["--text", ""]), &[1, 2], "empty --text");
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "--to", "alice"];
+        args.extend(extra);
+        as_bob(&args)
+    };
+    assert_refused(env, send(&["--text", ""]), &[1], "empty --text");
     assert_refused(
         env,
         send(&["--text", "  \n\t  \r\n"]),
-        &[1, 2],
+        &[1],
         "whitespace-only --text",
     );
-    assert_refused(env, send(&[]), &[1, 2], "empty stdin");
+    assert_refused(env, send(&[]), &[1], "empty stdin");
     let empty = write_file(dir, "empty.txt", b"");
-    assert_refused(
-        env,
-        send(&["--text-file", empty.to_str().expect("path")]),
-        &[1, 2],
-        "empty file",
-    );
+    let empty = empty.to_str().expect("path");
+    assert_refused(env, send(&["--text-file", empty]), &[1], "empty file");
     let bad = write_file(dir, "bad.bin", b"hello \xff\xfe world");
     let line = assert_refused(
         env,
         send(&["--text-file", bad.to_str().expect("path")]),
-        &[1, 2],
+        &[1],
         "invalid UTF-8",
     );
     assert!(line.to_lowercase().contains("utf-8"), "{line}");
@@ -498,56 +497,48 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     assert_refused(
         env,
         send(&["--text-file", big.to_str().expect("path")]),
-        &[1, 2],
+        &[1],
         "direct over 10 MiB",
     );
     let wide = write_file(dir, "wide.txt", &vec![b'b'; 256 * 1024 + 1]);
+    let wide = wide.to_str().expect("path");
     assert_refused(
         env,
-        cmd_args(
-            env,
-            "kb",
-            &[
-                "--from",
-                "bob",
-                "mail",
-                "broadcast",
-                "--text-file",
-                wide.to_str().expect("path"),
-            ],
-        ),
-        &[1, 2],
+        as_bob(&["broadcast", "--text-file", wide]),
+        &[1],
         "broadcast over 256 KiB",
+    );
+    assert_refused(
+        env,
+        as_bob(&["send", "--all", "--text-file", wide]),
+        &[1],
+        "send --all over 256 KiB",
+    );
+    assert_refused(
+        env,
+        as_bob(&["broadcast", "--text", ""]),
+        &[1],
+        "empty broadcast",
     );
     let missing = dir.join("no-such-file.txt");
     assert_refused(
         env,
         send(&["--text-file", missing.to_str().expect("path")]),
-        &[1, 2],
+        &[1],
         "missing --text-file",
     );
 
     // Unknown and mistyped recipients.
     let line = assert_refused(
         env,
-        cmd_args(
-            env,
-            "kb",
-            &["--from", "bob", "mail", "send", "--to", "x", "--text", "hi"],
-        ),
+        as_bob(&["send", "--to", "x", "--text", "hi"]),
         &[1],
         "unknown recipient",
     );
     assert!(line.contains("no session named 'x'"), "{line}");
     let line = assert_refused(
         env,
-        cmd_args(
-            env,
-            "kb",
-            &[
-                "--from", "bob", "mail", "send", "--to", "alcie", "--text", "hi",
-            ],
-        ),
+        as_bob(&["send", "--to", "alcie", "--text", "hi"]),
         &[1],
         "typo recipient",
     );
@@ -572,6 +563,7 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     for args in [
         &["mail", "send", "--to", "alice", "--text", "hi"][..],
         &["mail", "broadcast", "--text", "hi"][..],
+        &["mail", "send", "--all", "--text", "hi"][..],
         &["inbox", "check"][..],
         &["rename", "newname"][..],
     ] {
@@ -583,20 +575,33 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
         );
         assert!(line.contains(NOT_CONNECTED), "{args:?}: {line}");
     }
-    // Invalid names, as a monitor's name, a new name or a sender.
-    for bad in ["Alice", "a_b", "-a", "a b", "é"] {
+    // Invalid names, as a monitor's name (and its `connect` alias), a new
+    // name or a sender: usage errors that state the rule.
+    let long = "x".repeat(41);
+    for bad in ["Alice", "", "a_b", long.as_str(), "-a", "a b", "é"] {
+        // `--name=…` and `--` so that "-a" reaches the program, not clap.
         let name_arg = format!("--name={bad}");
+        let what = format!("inbox watch --name {bad:?}");
         let line = assert_refused(
             env,
             cmd_args(env, "kbad", &["inbox", "watch", "--pace", "off", &name_arg]),
             &[2],
-            &format!("inbox watch --name {bad:?}"),
+            &what,
         );
-        assert!(line.contains("a-z") && line.contains("0-9"), "{line}");
+        assert!(
+            line.contains("a-z") && line.contains("0-9"),
+            "{what}: the rule is not stated: {line}"
+        );
+        assert_refused(
+            env,
+            cmd_args(env, "kbad", &["connect", "--pace", "off", "--", bad]),
+            &[2],
+            &format!("connect {bad:?}"),
+        );
         assert_refused(
             env,
             cmd_args(env, "ka", &["rename", "--", bad]),
-            &[1, 2],
+            &[2],
             &format!("rename {bad:?}"),
         );
         let from_arg = format!("--from={bad}");
@@ -607,10 +612,14 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
                 "kbad",
                 &[&from_arg, "mail", "send", "--to", "alice", "--text", "x"],
             ),
-            &[1, 2],
+            &[2],
             &format!("--from {bad:?}"),
         );
     }
+    // INTER_SESSION_NAME is held to the same rule.
+    let mut c = cmd_args(env, "kbad", &["inbox", "watch", "--pace", "off"]);
+    c.env("INTER_SESSION_NAME", "Not_Valid");
+    assert_refused(env, c, &[2], "INTER_SESSION_NAME=Not_Valid");
     // A refused `sql` write changes nothing.
     assert_refused(
         env,
@@ -620,6 +629,9 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     );
 
     // The limits themselves are allowed, and alice still gets her mail.
+    let forty = "x".repeat(40);
+    let forty_mon = env.monitor("k40", &["--name", &forty]);
+    up(env, &forty_mon, &forty);
     let edge = write_file(dir, "edge.txt", &vec![b'c'; 256 * 1024]);
     let out = env.ok(
         "kb",
@@ -635,6 +647,27 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     let edge_id = sent_id(&out);
     let l = expect_msg(&mut alice, &edge_id);
     assert!(l.contains("truncated=262144"), "{l}");
+    let edge = write_file(dir, "edge10.txt", &vec![b'd'; 10 * 1024 * 1024]);
+    let edge = edge.to_str().expect("path");
+    let id = sent_id(&env.ok(
+        "kb",
+        &[
+            "--from",
+            "bob",
+            "mail",
+            "send",
+            "--to",
+            "alice",
+            "--text-file",
+            edge,
+        ],
+    ));
+    assert_eq!(
+        env.sql(&format!(
+            "select length(text) from history where id = '{id}'"
+        )),
+        (10 * 1024 * 1024).to_string()
+    );
     let after = env.send("bob", "alice", "still fine");
     alice.until(Duration::from_secs(10), |l| {
         line_id(l) == Some(after.as_str())
@@ -730,8 +763,23 @@ fn recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox(env: 
     }
     let mut carol = env.monitor("carol", &["--name", "carol"]);
     up(env, &carol, "carol");
-    // A unique prefix finds its mailbox; the line names the real sender.
-    let id = send_as(env, "bob", "car", "by prefix");
+    // A unique prefix finds its mailbox, named in the confirmation; the
+    // line names the real sender.
+    let out = env.ok(
+        "bob",
+        &[
+            "--from",
+            "bob",
+            "mail",
+            "send",
+            "--to",
+            "car",
+            "--text",
+            "by prefix",
+        ],
+    );
+    let id = sent_id(&out);
+    assert_eq!(out, format!("sent {id} -> carol (delivered)\n"));
     assert_eq!(
         expect_msg(&mut carol, &id),
         format!("[inter-session msg={id} from=\"bob\"] by prefix")

@@ -12,109 +12,25 @@ mod support;
 use support::*;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Stdio;
+use std::sync::mpsc::channel;
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------- helpers
 
-fn state_of(env: &Env, name: &str) -> String {
-    let out = env.ok("probe", &["list", "--all", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == name)
-        .map(|s| s["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
+/// alice's monitor (key `ka`) with `vars` in its environment and its
+/// stderr kept.
+fn watch_alice(env: &Env, vars: &[(&str, &str)]) -> Monitor {
+    let m = env
+        .monitor_with("ka")
+        .args(&["--name", "alice"])
+        .keep_stderr();
+    vars.iter().fold(m, |m, (k, v)| m.var(k, v)).spawn()
 }
 
-/// A monitor whose stderr goes to a file (support's Monitor inherits it) and
-/// whose environment can carry extra variables.
-struct Watch {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    err: PathBuf,
-}
-
-impl Watch {
-    fn start(env: &Env, key: &str, name: &str, vars: &[(&str, &str)]) -> Watch {
-        let err = env
-            .tmp
-            .path()
-            .join(format!("{key}-{}.stderr", std::process::id()));
-        let errf = std::fs::File::create(&err).expect("stderr file");
-        let mut c = env.cmd(key);
-        c.args(["inbox", "watch", "--pace", "off", "--name", name]);
-        for (k, v) in vars {
-            c.env(k, v);
-        }
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(errf);
-        let mut child = c.spawn().expect("spawn monitor");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watch {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-            err,
-        }
-    }
-
-    fn next_line(&mut self, timeout: Duration) -> Option<String> {
-        let l = self.lines.recv_timeout(timeout).ok()?;
-        self.seen.push(l.clone());
-        Some(l)
-    }
-
-    fn line(&mut self) -> String {
-        self.next_line(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no line; saw {:?}", self.seen))
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Lines still buffered after the process ended.
-    fn rest(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(l) = self.next_line(Duration::from_secs(5)) {
-            out.push(l);
-        }
-        out
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn state_of(env: &Env, name: &str) -> serde_json::Value {
+    session(env, name)["state"].clone()
 }
 
 /// CPU time (user + system, all threads) of a process, in seconds.
@@ -141,7 +57,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn notification_alone_wakes_the_monitor() {
     let env = Env::new();
     register(&env, "bob");
-    let mut mon = Watch::start(&env, "ka", "alice", &[("INTER_SESSION_POLL_MS", "3600000")]);
+    let mut mon = watch_alice(&env, &[("INTER_SESSION_POLL_MS", "3600000")]);
     env.wait_online("alice");
     for i in 0..200 {
         let id = send_as(&env, "bob", "alice", &format!("w{i}"));
@@ -163,7 +79,7 @@ fn notification_alone_wakes_the_monitor() {
 fn deleted_sentinel_is_watched_again() {
     let env = Env::new();
     register(&env, "bob");
-    let mut mon = Watch::start(&env, "ka", "alice", &[("INTER_SESSION_POLL_MS", "3600000")]);
+    let mut mon = watch_alice(&env, &[("INTER_SESSION_POLL_MS", "3600000")]);
     env.wait_online("alice");
     let sentinel = env.data.join("mailbox.db.notify");
     for round in 0..3 {
@@ -325,13 +241,13 @@ fn sigkilled_senders_leave_only_complete_messages() {
 
 // ---------------------------------------------------------------- 6. environment faults
 
-fn assert_notices_database_fault(mut mon: Watch, what: &str) {
+fn assert_notices_database_fault(mut mon: Monitor, what: &str) {
     let st = mon
         .wait_exit(Duration::from_secs(5))
         .unwrap_or_else(|| panic!("monitor still running 5 s after the database was {what}"));
     assert!(st.code().is_some(), "monitor died by a signal: {st:?}");
     let mut lines = mon.seen.clone();
-    lines.extend(mon.rest());
+    lines.extend(mon.rest(Duration::from_secs(5)));
     let last = lines.last().cloned().unwrap_or_default();
     assert!(
         last.starts_with("[inter-session] "),
@@ -352,7 +268,7 @@ fn assert_notices_database_fault(mut mon: Watch, what: &str) {
 fn database_deleted_under_monitor_is_noticed() {
     let env = Env::new();
     register(&env, "bob");
-    let mut mon = Watch::start(&env, "ka", "alice", &[]);
+    let mut mon = watch_alice(&env, &[]);
     env.wait_online("alice");
     let id = send_as(&env, "bob", "alice", "before");
     assert_eq!(line_id(&mon.line()), Some(id.as_str()));
@@ -364,7 +280,7 @@ fn database_deleted_under_monitor_is_noticed() {
 fn database_replaced_under_monitor_is_noticed() {
     let env = Env::new();
     register(&env, "bob");
-    let mut mon = Watch::start(&env, "ka", "alice", &[]);
+    let mut mon = watch_alice(&env, &[]);
     env.wait_online("alice");
     let id = send_as(&env, "bob", "alice", "before");
     assert_eq!(line_id(&mon.line()), Some(id.as_str()));
@@ -410,16 +326,7 @@ fn closed_stdout_stops_the_monitor_without_marking_mail_delivered() {
     for i in 0..3 {
         send_as(&env, "bob", "alice", &format!("unread {i}"));
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_child(&mut child, Duration::from_secs(3));
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -449,14 +356,9 @@ fn sigterm_exits_zero_and_marks_nothing_more() {
     assert_eq!(line_id(&mon.line()), Some(id.as_str()));
     // The line is marked delivered just after it is written; a SIGTERM in
     // between rightly leaves it pending (at-least-once), so wait for the mark.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pending_count(&env) != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the printed line was never marked delivered"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for("the printed line to be marked delivered", || {
+        pending_count(&env) == 0
+    });
     mon.signal(libc::SIGTERM);
     env.send("bob", "alice", "after the signal");
     let st = mon
@@ -538,7 +440,7 @@ fn monitor_exits_when_its_owner_is_gone() {
         .spawn()
         .expect("spawn sleep");
     let pid = owner.id();
-    let mut mon = Watch::start(&env, "ka", "alice", &[("CLAUDE_PID", &pid.to_string())]);
+    let mut mon = watch_alice(&env, &[("CLAUDE_PID", &pid.to_string())]);
     env.wait_online("alice");
     owner.kill().expect("kill owner");
     owner.wait().expect("reap owner");

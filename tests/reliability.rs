@@ -24,11 +24,10 @@ mod support;
 use support::*;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,60 +88,9 @@ fn count(env: &Env, q: &str) -> usize {
     env.sql(q).parse().expect("count")
 }
 
-/// A monitor whose lines carry the instant they were read, and whose
-/// process exit is observable without consuming the lines.
-struct Watch {
-    child: Child,
-    lines: Receiver<(Instant, String)>,
-}
-
-impl Watch {
-    fn start(env: &Env, key: &str, name: &str) -> Watch {
-        let mut c = env.cmd(key);
-        c.args(["inbox", "watch", "--pace", "off", "--name", name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = c.spawn().expect("spawn monitor");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Watch { child, lines: rx }
-    }
-
-    fn next(&self, timeout: Duration) -> Option<(Instant, String)> {
-        self.lines.recv_timeout(timeout).ok()
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(pid, sig) };
-    }
-
-    /// Wait for the exit, then every line still in the pipe.
-    fn finish(mut self) -> (Option<i32>, Vec<(Instant, String)>) {
-        let st = self.child.wait().expect("wait");
-        let mut rest = Vec::new();
-        while let Some(l) = self.next(Duration::from_secs(5)) {
-            rest.push(l);
-        }
-        (st.code(), rest)
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// alice's monitor, key `ka`.
+fn watch_alice(env: &Env) -> Monitor {
+    env.monitor("ka", &["--name", "alice"])
 }
 
 // ---------------------------------------------------------------- 1. monitor killed
@@ -196,7 +144,7 @@ fn monitor_sigkilled_20_times_while_5000_messages_stream_in() {
     kill_at.sort_unstable();
 
     let env = Env::new();
-    let mut mon = Watch::start(&env, "ka", "alice");
+    let mut mon = watch_alice(&env);
     env.wait_online("alice");
     {
         let store = open_store(&env);
@@ -250,7 +198,7 @@ fn monitor_sigkilled_20_times_while_5000_messages_stream_in() {
                 "not all printed in time: {} distinct of {TOTAL} after {kills} kills",
                 st.counts.len()
             );
-            if let Some((_, l)) = mon.next(Duration::from_millis(100)) {
+            if let Some(l) = mon.next_line(Duration::from_millis(100)) {
                 st.take(l, run);
                 lines += 1;
                 if kill_at.get(kills).is_some_and(|at| lines >= *at) {
@@ -261,13 +209,13 @@ fn monitor_sigkilled_20_times_while_5000_messages_stream_in() {
                     }
                     mon.signal(libc::SIGKILL);
                     let (_, rest) = mon.finish();
-                    for (_, l) in rest {
+                    for l in rest {
                         st.take(l, run);
                         lines += 1;
                     }
                     kills += 1;
                     run += 1;
-                    mon = Watch::start(&env, "ka", "alice");
+                    mon = watch_alice(&env);
                 }
             }
             if senders_done.load(Ordering::SeqCst) == all as u64 && st.counts.len() >= TOTAL {
@@ -902,7 +850,7 @@ fn hundred_thousand_offline_messages_replay_in_order_with_bounded_memory() {
     assert_eq!(count(&env, "select count(*) from pending"), n);
 
     let replay = Instant::now();
-    let mon = Watch::start(&env, "ka", "alice");
+    let mut mon = watch_alice(&env);
     let pid = mon.child.id();
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -923,8 +871,8 @@ fn hundred_thousand_offline_messages_replay_in_order_with_bounded_memory() {
     let mut got = 0usize;
     let mut first_rss = None;
     while got < n {
-        let (_, l) = mon
-            .next(Duration::from_secs(30))
+        let l = mon
+            .next_line(Duration::from_secs(30))
             .unwrap_or_else(|| panic!("replay stalled after {got} of {n}"));
         let (who, i) = tag_of(line_text(&l)).unwrap_or_else(|| panic!("odd line {l:?}"));
         let want = next.entry(who.clone()).or_default();
@@ -1549,24 +1497,9 @@ fn other_owner_is_refused_and_nothing_listens_on_the_network() {
     for (what, path) in [("data folder", env.data.clone()), ("database", env.db())] {
         chown(&path, NOBODY);
         for args in cases {
-            let mut c = env.cmd("kb");
-            c.args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = c.spawn().expect("spawn");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let st = loop {
-                if let Some(st) = child.try_wait().expect("try_wait") {
-                    break st;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("{what} owned by nobody: {args:?} did not exit (it should refuse)");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            let out = child.wait_with_output().expect("output");
+            // (A command that does not refuse but runs on fails the test here.)
+            let out = run_within(cmd_args(&env, "kb", args));
+            let st = out.status;
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(
                 st.code(),
@@ -2304,27 +2237,26 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
             }
         });
 
-        let take = |run: &mut Vec<(Instant, String)>, counts: &mut HashMap<String, usize>| {
-            for (_, l) in run.iter() {
+        let take = |run: &mut Vec<String>, counts: &mut HashMap<String, usize>| {
+            for l in run.iter() {
                 let id = line_id(l).unwrap_or_else(|| panic!("odd line {l:?}"));
                 assert!(!l.contains(" cont]"), "{l}");
                 *counts.entry(id.to_string()).or_default() += 1;
             }
         };
 
-        let mut mon = Watch::start(&env, "ka", "alice");
+        let mut mon = watch_alice(&env);
         for cycle in 0..cycles {
             // Readiness: the monitor prints live mail.
-            let mut run: Vec<(Instant, String)> = Vec::new();
+            let mut run: Vec<String> = Vec::new();
             let want = 1 + rng.below(5) as usize;
             while run.len() < want {
                 let l = mon
-                    .next(Duration::from_secs(15))
+                    .next_line(Duration::from_secs(15))
                     .unwrap_or_else(|| panic!("cycle {cycle}: the monitor printed nothing"));
                 assert!(
-                    line_id(&l.1).is_some(),
-                    "cycle {cycle}: unexpected line {:?}",
-                    l.1
+                    line_id(&l).is_some(),
+                    "cycle {cycle}: unexpected line {l:?}"
                 );
                 run.push(l);
             }
@@ -2349,20 +2281,17 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
             // exited, so the two race for the key.
             mon.signal(libc::SIGTERM);
             let early = cycle % 2 == 1;
-            let next = early.then(|| Watch::start(&env, "ka", "alice"));
+            let next = early.then(|| watch_alice(&env));
             if early {
                 overlaps += 1;
             }
-            let (code, rest) = std::mem::replace(
-                &mut mon,
-                next.unwrap_or_else(|| Watch::start(&env, "ka", "alice")),
-            )
-            .finish();
+            let (code, rest) =
+                std::mem::replace(&mut mon, next.unwrap_or_else(|| watch_alice(&env))).finish();
             assert_eq!(code, Some(0), "cycle {cycle}: SIGTERM exit code");
             run.extend(rest);
             run_ids.push(
                 run.iter()
-                    .filter_map(|l| line_id(&l.1).map(String::from))
+                    .filter_map(|l| line_id(l).map(String::from))
                     .collect(),
             );
             take(&mut run, &mut counts);
@@ -2372,13 +2301,13 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
         let total = sent.lock().unwrap().len();
         let ids: Vec<String> = sent.lock().unwrap().clone();
         assert_eq!(ids.len(), total);
-        let mut run: Vec<(Instant, String)> = Vec::new();
+        let mut run: Vec<String> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut got: HashSet<String> = counts.keys().cloned().collect();
         while !ids.iter().all(|id| got.contains(id)) {
             assert!(Instant::now() < deadline, "the last run never caught up");
-            if let Some(l) = mon.next(Duration::from_millis(200)) {
-                got.insert(line_id(&l.1).expect("id").to_string());
+            if let Some(l) = mon.next_line(Duration::from_millis(200)) {
+                got.insert(line_id(&l).expect("id").to_string());
                 run.push(l);
             }
         }
@@ -2389,7 +2318,7 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
         if !run.is_empty() {
             run_ids.push(
                 run.iter()
-                    .filter_map(|l| line_id(&l.1).map(String::from))
+                    .filter_map(|l| line_id(l).map(String::from))
                     .collect(),
             );
             take(&mut run, &mut counts);

@@ -1,15 +1,23 @@
 //! Shared helpers for integration tests: a temp data folder, running the
 //! real binary with a clean environment, and monitors as child processes
 //! whose stdout lines are read with timeouts (never fixed sleeps).
+//!
+//! `Env` is a data folder plus the variables every command gets (e.g.
+//! `INTER_SESSION_DATABASE_URL` for a PostgreSQL mailbox:
+//! `Env::new().with(…)`); `env.monitor(key, args)` starts a monitor, and
+//! `env.monitor_with(key)` builds one with extra environment, another
+//! working folder or its stderr kept. What a test needs from the machine
+//! (tmux, PostgreSQL, …) and how it skips without it: needs.rs.
 #![allow(dead_code)]
 
 mod needs;
 pub use needs::*;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_inter-session");
@@ -37,15 +45,17 @@ impl Env {
     /// clean-up of inherited `INTER_SESSION*` variables), e.g.
     /// `INTER_SESSION_DATABASE_URL` for a PostgreSQL mailbox.
     pub fn with_vars(vars: &[(&str, &str)]) -> Env {
-        let mut env = Env::new();
-        env.vars = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        env
+        vars.iter().fold(Env::new(), |env, (k, v)| env.with(k, v))
     }
 
-    /// The value `with_vars` gave `name`, if any.
+    /// This `Env` with `name=value` set for every command it runs.
+    pub fn with(mut self, name: &str, value: &str) -> Env {
+        self.vars.retain(|(k, _)| k != name);
+        self.vars.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// The value `with` gave `name`, if any.
     pub fn var(&self, name: &str) -> Option<&str> {
         self.vars
             .iter()
@@ -93,6 +103,14 @@ impl Env {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// `args` as `key` must exit with `code`; returns its stderr.
+    pub fn fails(&self, key: &str, args: &[&str], code: i32) -> String {
+        let out = self.run(key, args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: stderr {err:?}");
+        err
+    }
+
     /// Send a direct message as `from` and return its id.
     pub fn send(&self, from: &str, to: &str, text: &str) -> String {
         let out = self.ok(
@@ -104,9 +122,19 @@ impl Env {
 
     /// Start a monitor for `key` with extra args; `--pace off` always.
     pub fn monitor(&self, key: &str, args: &[&str]) -> Monitor {
-        let mut c = self.cmd(key);
-        c.args(["inbox", "watch", "--pace", "off"]).args(args);
-        Monitor::spawn(c)
+        self.monitor_with(key).args(args).spawn()
+    }
+
+    /// A monitor for `key` (`inbox watch --pace off`) to set up further:
+    /// more arguments, environment, working folder, its stderr kept.
+    pub fn monitor_with(&self, key: &str) -> MonitorBuilder<'_> {
+        let mut cmd = self.cmd(key);
+        cmd.args(["inbox", "watch", "--pace", "off"]);
+        MonitorBuilder {
+            env: self,
+            cmd,
+            keep_stderr: false,
+        }
     }
 
     pub fn db(&self) -> PathBuf {
@@ -120,23 +148,75 @@ impl Env {
 
     /// Block until `name` shows as online in `list --json`.
     pub fn wait_online(&self, name: &str) {
+        self.wait_state(name, "online");
+    }
+
+    /// Block until `name` is in `state` in `list --all --json` (20 s at most).
+    pub fn wait_state(&self, name: &str, state: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let out = self.run("probe", &["list", "--json"]);
+            let out = self.run("probe", &["list", "--all", "--json"]);
             if out.status.success() {
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-                let online = v
+                let there = v
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|s| s["name"] == name && s["state"] == "online");
-                if online {
+                    .any(|s| s["name"] == name && s["state"] == state);
+                if there {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "{name} never came online");
+            assert!(Instant::now() < deadline, "{name} never became {state}");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+/// A monitor being set up (`Env::monitor_with`).
+pub struct MonitorBuilder<'a> {
+    env: &'a Env,
+    cmd: Command,
+    keep_stderr: bool,
+}
+
+impl MonitorBuilder<'_> {
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.cmd.args(args);
+        self
+    }
+
+    /// `name=value` in its environment.
+    pub fn var(mut self, name: &str, value: &str) -> Self {
+        self.cmd.env(name, value);
+        self
+    }
+
+    /// Run in `dir` instead of the temp folder.
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    /// Keep its stderr in a file (`Monitor::stderr`) instead of the test's.
+    pub fn keep_stderr(mut self) -> Self {
+        self.keep_stderr = true;
+        self
+    }
+
+    pub fn spawn(self) -> Monitor {
+        if !self.keep_stderr {
+            return Monitor::spawn(self.cmd);
+        }
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = self.env.tmp.path().join(format!(
+            "monitor-{}.stderr",
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&path).expect("stderr file");
+        let mut m = Monitor::spawn_with(self.cmd, file.into());
+        m.stderr_file = Some(path);
+        m
     }
 }
 
@@ -156,13 +236,17 @@ pub struct Monitor {
     pub child: Child,
     lines: Receiver<String>,
     pub seen: Vec<String>,
+    stderr_file: Option<PathBuf>,
 }
 
 impl Monitor {
-    pub fn spawn(mut c: Command) -> Monitor {
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+    /// Start `c` with stdin closed and its stderr the test's.
+    pub fn spawn(c: Command) -> Monitor {
+        Monitor::spawn_with(c, Stdio::inherit())
+    }
+
+    fn spawn_with(mut c: Command, stderr: Stdio) -> Monitor {
+        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
         let mut child = c.spawn().expect("spawn monitor");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = channel();
@@ -178,18 +262,15 @@ impl Monitor {
             child,
             lines: rx,
             seen: Vec::new(),
+            stderr_file: None,
         }
     }
 
     /// The next line, or None after `timeout` (or at end of output).
     pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
-        match self.lines.recv_timeout(timeout) {
-            Ok(l) => {
-                self.seen.push(l.clone());
-                Some(l)
-            }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        let l = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(l.clone());
+        Some(l)
     }
 
     /// Require a next line within 10 s.
@@ -211,10 +292,15 @@ impl Monitor {
         }
     }
 
+    /// No further line within `quiet`.
+    pub fn silent(&mut self, quiet: Duration) {
+        if let Some(l) = self.next_line(quiet) {
+            panic!("unexpected line: {l}");
+        }
+    }
+
     pub fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(pid, sig) };
+        signal(&self.child, sig);
     }
 
     /// SIGTERM and wait for the exit code.
@@ -229,17 +315,8 @@ impl Monitor {
     }
 
     /// Wait for the process to exit by itself within `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, timeout)
     }
 
     /// All remaining lines until the process closes stdout.
@@ -250,12 +327,49 @@ impl Monitor {
         }
         out
     }
+
+    /// Wait for the exit (after a signal), then take every line still in
+    /// the pipe: its exit code and those lines.
+    pub fn finish(mut self) -> (Option<i32>, Vec<String>) {
+        let st = self.child.wait().expect("wait");
+        (st.code(), self.rest(Duration::from_secs(5)))
+    }
+
+    /// What it wrote to stderr so far (`MonitorBuilder::keep_stderr`).
+    pub fn stderr(&self) -> String {
+        let path = self
+            .stderr_file
+            .as_ref()
+            .expect("a monitor started with keep_stderr");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
 }
 
 impl Drop for Monitor {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// kill(2) `sig` to a child of ours.
+pub fn signal(child: &Child, sig: i32) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(pid, sig) };
+}
+
+/// Wait for `child` to exit by itself within `timeout`.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -288,43 +402,52 @@ pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
     wait_until(what, Duration::from_secs(10), cond);
 }
 
-/// Run a command to completion (stdin closed), killing it and failing the
-/// test if it takes over 15 s (a refused command must not start a monitor).
-pub fn run_within(mut c: Command) -> Output {
-    use std::io::Read;
+/// Spawn `c` with stdin closed and stdout/stderr piped (see `finish`).
+pub fn spawn_piped(mut c: Command) -> Child {
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn inter-session");
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + Duration::from_secs(15);
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn inter-session")
+}
+
+/// Wait for a child of `spawn_piped` (killing it and failing the test after
+/// `limit`): its output and how long the wait took.
+pub fn finish(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
     let status = loop {
         if let Some(st) = child.try_wait().expect("try_wait") {
             break st;
         }
-        if Instant::now() > deadline {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{c:?} did not finish within 15 s");
+            panic!("inter-session did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    Output {
+    let took = start.elapsed();
+    let output = Output {
         status,
         stdout: out.join().expect("stdout thread"),
         stderr: err.join().expect("stderr thread"),
-    }
+    };
+    (output, took)
+}
+
+/// Run a command to completion (stdin closed), killing it and failing the
+/// test if it takes over 15 s (a refused command must not start a monitor).
+pub fn run_within(c: Command) -> Output {
+    finish(spawn_piped(c), Duration::from_secs(15)).0
 }
 
 pub fn cmd_args(env: &Env, key: &str, args: &[&str]) -> Command {
