@@ -18,38 +18,6 @@ use serde_json::Value;
 
 // ---------------------------------------------------------------- helpers
 
-/// What must not change when a command is refused.
-fn snapshot(env: &Env) -> Vec<String> {
-    [
-        "select count(*) from messages",
-        "select count(*) from history",
-        "select count(*) from sessions",
-        "select group_concat(name || ':' || label, ',') from (select name, label from sessions order by name)",
-    ]
-    .iter()
-    .map(|q| env.sql(q))
-    .collect()
-}
-
-/// Run `c`, require it refused (see `refused`) and the database unchanged.
-fn assert_refused(env: &Env, c: Command, codes: &[i32], what: &str) -> String {
-    let before = snapshot(env);
-    let line = refused(&run_within(c), codes, what);
-    assert_eq!(snapshot(env), before, "{what}: the database changed");
-    line
-}
-
-/// `list --json` (with `--all` when asked).
-fn listed(env: &Env, all: bool) -> Vec<Value> {
-    let args: &[&str] = if all {
-        &["list", "--all", "--json"]
-    } else {
-        &["list", "--json"]
-    };
-    let v: Value = serde_json::from_str(&env.ok("probe", args)).expect("list --json is JSON");
-    v.as_array().expect("list --json is an array").clone()
-}
-
 fn mode(p: &Path) -> u32 {
     std::fs::symlink_metadata(p)
         .expect("stat")
@@ -77,18 +45,6 @@ fn sqlite3(shell: &Path, db: &Path, q: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8")
-}
-
-/// `history --json` as `from`, with extra flags.
-fn history_json(env: &Env, from: &str, flags: &[&str]) -> Vec<Value> {
-    let mut all = vec!["--from", from, "history", "--json"];
-    all.extend(flags);
-    let v: Value = serde_json::from_str(&env.ok("probe", &all)).expect("history --json is JSON");
-    v.as_array().expect("array").clone()
-}
-
-fn ids_of(rows: &[Value]) -> Vec<&str> {
-    rows.iter().map(|r| r["id"].as_str().expect("id")).collect()
 }
 
 // ------------------------------------------------------- 1. two sessions
@@ -123,7 +79,7 @@ fn live_name_collisions_get_flat_suffixes_and_prefixes_resolve() {
     assert!(!got.contains("-2-"), "nested suffix: {notice}");
     env.wait_online(got);
     assert!(
-        !listed(&env, true)
+        !sessions(&env)
             .iter()
             .any(|s| s["name"].as_str().is_some_and(|n| n.contains("-2-"))),
         "a nested -2-2 name exists"
@@ -145,7 +101,7 @@ fn live_name_collisions_get_flat_suffixes_and_prefixes_resolve() {
                 "--from", "bob", "mail", "send", "--to", "ali", "--text", "x",
             ],
         ),
-        &[1],
+        1,
         "ambiguous prefix",
     );
     let names = name_tokens(&line);
@@ -161,7 +117,7 @@ fn live_name_collisions_get_flat_suffixes_and_prefixes_resolve() {
             "k1",
             &["mail", "send", "--to", "alice", "--text", "me"],
         ),
-        &[1],
+        1,
         "self-send",
     );
     assert_refused(
@@ -173,7 +129,7 @@ fn live_name_collisions_get_flat_suffixes_and_prefixes_resolve() {
                 "--from", "alice-2", "mail", "send", "--to", "alice-2", "--text", "me",
             ],
         ),
-        &[1],
+        1,
         "self-send via --from",
     );
     drop(a2);
@@ -208,7 +164,7 @@ fn name_of_a_dead_monitor_is_taken_over_with_its_pending_mail() {
     let st: Value = serde_json::from_str(&env.ok("new-key", &["status", "--json"])).expect("json");
     assert_eq!(st["name"], "alice", "{st}");
     assert!(
-        !listed(&env, true).iter().any(|s| s["name"] == "alice-2"),
+        !sessions(&env).iter().any(|s| s["name"] == "alice-2"),
         "took alice-2 instead of alice"
     );
 }
@@ -251,7 +207,7 @@ fn auto_name_env_name_and_key_reuse() {
         format!("[inter-session msg={id} from=\"bob\"] welcome back")
     );
     assert!(
-        !listed(&env, true).iter().any(|s| s["name"] == "other-dir"),
+        !sessions(&env).iter().any(|s| s["name"] == "other-dir"),
         "auto-named again"
     );
 }
@@ -280,7 +236,7 @@ fn second_monitor_for_the_same_key_exits_zero_with_notice() {
     env.wait_online("alice");
     let id = env.send("bob", "alice", "still yours");
     expect_msg(&mut alice, &id);
-    assert!(!listed(&env, true).iter().any(|s| s["name"] == "alice-2"));
+    assert!(!sessions(&env).iter().any(|s| s["name"] == "alice-2"));
 }
 
 /// The per-key lock file goes with the monitor that held it, so a data
@@ -371,7 +327,7 @@ fn group_writable_data_folder_or_database_is_refused() {
     for args in cases {
         let line = refused(
             &run_within(cmd_args(&env, "kc", args)),
-            &[1],
+            1,
             &format!("0770 folder: {args:?}"),
         );
         assert!(
@@ -386,7 +342,7 @@ fn group_writable_data_folder_or_database_is_refused() {
     for args in cases {
         let line = refused(
             &run_within(cmd_args(&env, "kc", args)),
-            &[1],
+            1,
             &format!("0660 database: {args:?}"),
         );
         assert!(
@@ -439,7 +395,7 @@ fn symlinked_data_folder_or_database_is_refused() {
     ] {
         refused(
             &run_within(cmd_args(&env, "kc", args)),
-            &[1],
+            1,
             &format!("symlinked folder: {args:?}"),
         );
     }
@@ -461,7 +417,7 @@ fn symlinked_data_folder_or_database_is_refused() {
     ] {
         refused(
             &run_within(cmd_args(&env2, "kc", args)),
-            &[1],
+            1,
             &format!("symlinked database: {args:?}"),
         );
     }
@@ -493,7 +449,7 @@ fn a_non_sqlite_file_in_place_of_the_database_is_left_untouched() {
     ] {
         refused(
             &run_within(cmd_args(&env, "k", args)),
-            &[1],
+            1,
             &format!("garbage database: {args:?}"),
         );
         assert_eq!(
@@ -539,7 +495,7 @@ fn status_and_list_report_the_session() {
         serde_json::from_str(&env.ok("nobody", &["status", "--json"])).expect("status --json");
     assert_eq!(st["connected"], false, "{st}");
 
-    let list = listed(&env, false);
+    let list = list_json(&env, &[]);
     assert_eq!(list.len(), 2, "{list:?}");
     let a = list
         .iter()
@@ -585,7 +541,7 @@ fn rename_moves_pending_mail_and_keeps_the_monitor() {
     let s = session(&env, "alicia");
     assert_eq!(s["pending"], 2, "{s}");
     assert!(
-        !listed(&env, true).iter().any(|s| s["name"] == "alice"),
+        !sessions(&env).iter().any(|s| s["name"] == "alice"),
         "old name still listed"
     );
     let line = assert_refused(
@@ -597,7 +553,7 @@ fn rename_moves_pending_mail_and_keeps_the_monitor() {
                 "--from", "bob", "mail", "send", "--to", "alice", "--text", "x",
             ],
         ),
-        &[1],
+        1,
         "send to the old name",
     );
     assert!(line.contains("no session named 'alice'"), "{line}");
@@ -633,7 +589,7 @@ fn rename_moves_pending_mail_and_keeps_the_monitor() {
     assert_refused(
         &env,
         cmd_args(&env, "ka", &["rename", "bob"]),
-        &[1],
+        1,
         "rename to a taken name",
     );
 }
@@ -676,7 +632,7 @@ fn relabel_changes_the_label_in_later_lines() {
                     "inbox", "watch", "--pace", "off", "--name", "zed", "--label", bad,
                 ],
             ),
-            &[2],
+            2,
             &format!("inbox watch --label {bad:?}"),
         );
     }
@@ -684,13 +640,13 @@ fn relabel_changes_the_label_in_later_lines() {
     assert_refused(
         &env,
         cmd_args(&env, "kb", &["relabel", "has \"quotes\""]),
-        &[2],
+        2,
         "label with quotes",
     );
     assert_refused(
         &env,
         cmd_args(&env, "kb", &["relabel", &"x".repeat(61)]),
-        &[2],
+        2,
         "61-char label",
     );
 }
@@ -778,7 +734,7 @@ fn disconnect_stops_the_monitor_and_leaves_the_session() {
     assert!(st.success(), "{st:?}");
 
     assert!(
-        !listed(&env, false).iter().any(|s| s["name"] == "alice"),
+        !list_json(&env, &[]).iter().any(|s| s["name"] == "alice"),
         "list shows a left session"
     );
     assert_eq!(session(&env, "alice")["state"], "left", "list --all");
@@ -799,7 +755,7 @@ fn disconnect_stops_the_monitor_and_leaves_the_session() {
                 "--from", "bob", "mail", "send", "--to", "alice", "--text", "x",
             ],
         ),
-        &[1],
+        1,
         "send to a left session",
     );
     assert!(line.contains("alice"), "{line}");
@@ -895,7 +851,7 @@ fn history_with_filters() {
             "k",
             &["--from", "alice", "history", "--since", "soon"],
         )),
-        &[2],
+        2,
         "bad --since",
     );
     refused(
@@ -904,7 +860,7 @@ fn history_with_filters() {
             "k",
             &["--from", "alice", "history", "--with", "nosuch"],
         )),
-        &[1],
+        1,
         "unknown --with",
     );
 }
@@ -933,7 +889,7 @@ fn sql_is_read_only() {
         vacuum_into.as_str(),
         "select 1; delete from messages",
     ] {
-        assert_refused(&env, cmd_args(&env, "k", &["sql", q]), &[1], q);
+        assert_refused(&env, cmd_args(&env, "k", &["sql", q]), 1, q);
         assert_eq!(env.sql("pragma user_version"), version, "{q}");
         assert_eq!(env.sql("select text from history"), "keep me", "{q}");
     }
@@ -1017,12 +973,12 @@ fn inbox_read_prints_the_exact_text() {
     assert!(!common.is_empty());
     refused(
         &run_within(cmd_args(&env, "k", &["inbox", "read", &common])),
-        &[1],
+        1,
         "ambiguous id prefix",
     );
     refused(
         &run_within(cmd_args(&env, "k", &["inbox", "read", "ZZZZZZ"])),
-        &[1],
+        1,
         "unknown id",
     );
 }
@@ -1150,7 +1106,7 @@ fn the_61st_broadcast_in_a_minute_is_refused() {
                 "one too many",
             ],
         ),
-        &[1],
+        1,
         "61st broadcast",
     );
     assert!(line.contains("60"), "{line}");
@@ -1169,7 +1125,7 @@ fn the_61st_broadcast_in_a_minute_is_refused() {
                 "one too many",
             ],
         ),
-        &[1],
+        1,
         "61st via send --all",
     );
     // Another sender, and direct mail, are not limited.

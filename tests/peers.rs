@@ -153,10 +153,6 @@ fn tmux_on(sock: Option<&str>, args: &[&str]) -> Output {
         .expect("run tmux")
 }
 
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Exit code `code` and exactly one non-empty stderr line; returns it.
 fn fails_with(out: &Output, code: i32) -> String {
     let err = stderr_of(out);

@@ -456,16 +456,17 @@ pub fn cmd_args(env: &Env, key: &str, args: &[&str]) -> Command {
     c
 }
 
-/// A refused command: exit code among `codes`, nothing on stdout, exactly
-/// one non-empty line on stderr (returned).
-pub fn refused(out: &Output, codes: &[i32], what: &str) -> String {
-    let code = out.status.code();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        code.is_some_and(|c| codes.contains(&c)),
-        "{what}: exit {code:?}, wanted one of {codes:?}; stderr {err:?}; stdout {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
+}
+
+/// Exactly one non-empty stderr line (returned).
+pub fn one_stderr_line(out: &Output, what: &str) -> String {
+    let err = stderr_of(out);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(
         lines.len(),
@@ -473,12 +474,76 @@ pub fn refused(out: &Output, codes: &[i32], what: &str) -> String {
         "{what}: want exactly one stderr line, got {err:?}"
     );
     assert!(!lines[0].trim().is_empty(), "{what}: blank stderr line");
+    lines[0].to_string()
+}
+
+/// A refused command: exit `code` (SPEC §5: 1 a runtime failure, 2 a usage
+/// error), nothing on stdout, exactly one non-empty line on stderr (returned).
+pub fn refused(out: &Output, code: i32, what: &str) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: wrong exit; stderr {:?}; stdout {:?}",
+        stderr_of(out),
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(
         out.stdout.is_empty(),
         "{what}: stdout not empty: {:?}",
         String::from_utf8_lossy(&out.stdout)
     );
-    lines[0].to_string()
+    one_stderr_line(out, what)
+}
+
+/// What must not change when a command is refused, read through `sql` (so
+/// on either backend): every table's row count, the history rows, the
+/// highest seq, and each session's name, label and state.
+pub fn snapshot(env: &Env) -> Vec<String> {
+    [
+        "select (select count(*) from sessions) || ' ' || (select count(*) from messages) \
+         || ' ' || (select count(*) from deliveries) || ' ' || (select count(*) from blobs) \
+         || ' ' || (select count(*) from project_labels) || ' ' || (select count(*) from peers) \
+         || ' ' || (select count(*) from asks) || ' ' || (select count(*) from history) \
+         || ' ' || (select coalesce(max(seq), 0) from messages)",
+        "select name || ':' || label || ':' || state from sessions order by name",
+    ]
+    .iter()
+    .map(|q| env.sql(q))
+    .collect()
+}
+
+/// Run `c`: refused (see `refused`) with exit `code`, and `snapshot` of
+/// the database the same before and after. Returns the stderr line.
+pub fn assert_refused_by<S: PartialEq + std::fmt::Debug>(
+    env: &Env,
+    c: Command,
+    code: i32,
+    what: &str,
+    snapshot: impl Fn(&Env) -> S,
+) -> String {
+    let before = snapshot(env);
+    let line = refused(&run_within(c), code, what);
+    assert_eq!(snapshot(env), before, "{what}: the database changed");
+    line
+}
+
+/// `assert_refused_by` with support's `snapshot`.
+pub fn assert_refused(env: &Env, c: Command, code: i32, what: &str) -> String {
+    assert_refused_by(env, c, code, what, snapshot)
+}
+
+/// `history --json` as `from`, with extra flags.
+pub fn history_json(env: &Env, from: &str, flags: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["--from", from, "history", "--json"];
+    all.extend(flags);
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok("probe", &all)).expect("history --json is JSON");
+    v.as_array().expect("history --json is an array").clone()
+}
+
+/// The `id`s of `history --json` rows.
+pub fn ids_of(rows: &[serde_json::Value]) -> Vec<&str> {
+    rows.iter().map(|r| r["id"].as_str().expect("id")).collect()
 }
 
 /// A small xorshift generator; the seed (from `var`, else the clock) is
@@ -537,11 +602,18 @@ pub fn table_pending(table: &str, name: &str) -> String {
         .to_string()
 }
 
+/// `list --json` with `flags`.
+pub fn list_json(env: &Env, flags: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["list", "--json"];
+    args.extend(flags);
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok("probe", &args)).expect("list --json is JSON");
+    v.as_array().expect("list --json is an array").clone()
+}
+
 /// `list --all --json`: every session, left ones too.
 pub fn sessions(env: &Env) -> Vec<serde_json::Value> {
-    let v: serde_json::Value = serde_json::from_str(&env.ok("probe", &["list", "--all", "--json"]))
-        .expect("list --json is JSON");
-    v.as_array().expect("list --json is an array").clone()
+    list_json(env, &["--all"])
 }
 
 /// One session's row of `list --all --json`.
