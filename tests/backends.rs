@@ -396,10 +396,17 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
     let mut mon = env.monitor("ka", &["--name", "alice"]);
     env.wait_online("alice");
 
-    // 2,000 code points, some of them two bytes long; then four-byte ones.
+    // 2,000 code points, some of them two bytes long; then four-byte ones;
+    // then quotes, brackets, a tab and three-byte ones.
     let long: String = "héllo wörld ".chars().cycle().take(2000).collect();
     let emoji: String = "😀".repeat(2000);
-    for text in [&long, &emoji] {
+    let mixed: String = "Lorem ipsum, dolor ✓ é 日本 \"q\" [b] \t~"
+        .chars()
+        .cycle()
+        .take(2000)
+        .collect();
+    let mut ids = Vec::new();
+    for text in [&long, &emoji, &mixed] {
         let id = send_as(env, "bob", "alice", text);
         let first = mon.line();
         let header = format!("[inter-session msg={id} from=\"bob\" truncated=2000] ");
@@ -426,6 +433,7 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
             );
             assert_eq!(out.stdout, text.as_bytes(), "inbox read {what}");
         }
+        ids.push(id);
     }
     // Raw: newlines, CR LF, backslashes and a NUL kept; nothing added.
     let raw = "line one\nline two\r\n\ttabbed \\0 \\\\ nul\0end\n";
@@ -439,6 +447,19 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
         &run_within(cmd_args(env, "x", &["inbox", "read", "ZZZZZZ"])),
         1,
         "unknown id",
+    );
+    // Two ids sent within a moment share a prefix: not unique, refused.
+    let common: String = ids[0]
+        .chars()
+        .zip(id.chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a)
+        .collect();
+    assert!(!common.is_empty(), "{} and {id}", ids[0]);
+    refused(
+        &run_within(cmd_args(env, "x", &["inbox", "read", &common])),
+        1,
+        "ambiguous id prefix",
     );
     let sentinel = send_as(env, "bob", "alice", "after");
     assert_eq!(

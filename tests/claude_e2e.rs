@@ -224,16 +224,7 @@ impl Claude {
 
     /// Wait for it to exit by itself.
     fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_child(&mut self.child, timeout)
     }
 
     /// SIGTERM to Claude Code alone (as when its terminal goes away) and
@@ -374,6 +365,28 @@ fn assert_nothing_dropped(model: &FakeModel) {
                 model.dump()
             );
         }
+    }
+}
+
+/// `claude -p "connect as cc1"` on `model`'s script, once cc1 is online;
+/// bob is registered (as the sender of what follows).
+fn cc1_online(bin: &Path, env: &Env, model: &FakeModel) -> Claude {
+    let claude = Claude::spawn(bin, env.tmp.path(), &env.data, model, "connect as cc1", &[]);
+    assert!(
+        wait_state(&env.data, "cc1", "online", Duration::from_secs(60)),
+        "cc1 never came online\n{}\n{}",
+        model.dump(),
+        claude.output()
+    );
+    env.ok("bob-key", &["--from", "bob", "status"]);
+    claude
+}
+
+/// Each of `ids` is in `r`'s event lines exactly once.
+fn assert_each_shown_once(r: &Request, ids: &[String]) {
+    let counts = event_ids(r);
+    for id in ids {
+        assert_eq!(counts.get(id), Some(&1), "{id} not shown exactly once");
     }
 }
 
@@ -689,14 +702,7 @@ fn burst_of_200_reaches_the_model_once_each() {
     let env = Env::new();
     let data = env.data.clone();
     let model = FakeModel::start(Script::steps(connect_steps("cc1", 600, 600_000)));
-    let claude = Claude::spawn(&bin, env.tmp.path(), &data, &model, "connect as cc1", &[]);
-    assert!(
-        wait_state(&data, "cc1", "online", Duration::from_secs(60)),
-        "cc1 never came online\n{}\n{}",
-        model.dump(),
-        claude.output()
-    );
-    env.ok("bob-key", &["--from", "bob", "status"]);
+    let claude = cc1_online(&bin, &env, &model);
 
     // 200 messages from 10 senders at once.
     let t0 = Instant::now();
@@ -732,10 +738,7 @@ fn burst_of_200_reaches_the_model_once_each() {
     });
     let shown_in = t0.elapsed();
     assert_nothing_dropped(&model);
-    let counts = event_ids(&all);
-    for id in &ids {
-        assert_eq!(counts.get(id), Some(&1), "{id} not shown exactly once");
-    }
+    assert_each_shown_once(&all, &ids);
     let lines = events(&all)
         .into_iter()
         .filter(|l| l.contains(" from=\"bob\"] burst "))
@@ -755,7 +758,6 @@ fn rearm_after_expiry_is_lossless() {
         return;
     };
     let env = Env::new();
-    let data = env.data.clone();
     // Arms alternate between one that ends itself (`--window 20` with
     // `timeout_ms` 20000: our notice) and one that Claude Code kills
     // (`timeout_ms` 12000 under `--window 600`: its expiry notice, SIGTERM).
@@ -780,14 +782,7 @@ fn rearm_after_expiry_is_lossless() {
     };
     let model = FakeModel::start(Script::steps(connect_steps("cc1", 20, 20_000)).then(rearm));
     let t0 = Instant::now();
-    let claude = Claude::spawn(&bin, env.tmp.path(), &data, &model, "connect as cc1", &[]);
-    assert!(
-        wait_state(&data, "cc1", "online", Duration::from_secs(60)),
-        "cc1 never came online\n{}\n{}",
-        model.dump(),
-        claude.output()
-    );
-    env.ok("bob-key", &["--from", "bob", "status"]);
+    let claude = cc1_online(&bin, &env, &model);
 
     // Mail keeps coming, two a second, across both kinds of end.
     let mut ids = Vec::new();
@@ -817,10 +812,7 @@ fn rearm_after_expiry_is_lossless() {
             claude.output()
         );
     };
-    let counts = event_ids(&all);
-    for id in &ids {
-        assert_eq!(counts.get(id), Some(&1), "{id} not shown exactly once");
-    }
+    assert_each_shown_once(&all, &ids);
     assert_nothing_dropped(&model);
     let ends = ends.lock().expect("ends").clone();
     assert!(
