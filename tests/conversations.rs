@@ -48,6 +48,16 @@ fn start_ask(env: &Env, key: &str, to: &str, timeout: &str, text: &str) -> Child
     ))
 }
 
+/// `mail reply <id> --text <text>` as session key `key`; the reply's id.
+fn reply(env: &Env, key: &str, id: &str, text: &str) -> String {
+    sent_id(&env.ok(key, &["mail", "reply", id, "--text", text]))
+}
+
+/// The monitor line of reply `id` from `from` to message `re`.
+fn reply_line(id: &str, from: &str, re: &str, text: &str) -> String {
+    format!("[inter-session msg={id} from=\"{from}\" re={re}] {text}")
+}
+
 /// Run `args` as `key`: exit 2, nothing on stdout, one stderr line, and
 /// the database unchanged. Returns the stderr line.
 fn refused_usage(env: &Env, key: &str, args: &[&str]) -> String {
@@ -87,10 +97,7 @@ fn replies_carry_re_and_history_thread_shows_the_whole_thread() {
     let out = env.ok("kbob", &["mail", "reply", &q, "--text", "answer: 8080"]);
     let r1 = sent_id(&out);
     assert_eq!(out, format!("sent {r1} -> alice (delivered)\n"));
-    assert_eq!(
-        alice.line(),
-        format!("[inter-session msg={r1} from=\"bob\" re={q}] answer: 8080")
-    );
+    assert_eq!(alice.line(), reply_line(&r1, "bob", &q, "answer: 8080"));
 
     // Level 3, twice: `mail send --reply-to` (no --to) and `mail reply` do
     // the same thing: to the parent's sender, re=<parent>, same thread.
@@ -100,20 +107,14 @@ fn replies_carry_re_and_history_thread_shows_the_whole_thread() {
     );
     let r2a = sent_id(&out);
     assert_eq!(out, format!("sent {r2a} -> bob (delivered)\n"));
-    assert_eq!(
-        bob.line(),
-        format!("[inter-session msg={r2a} from=\"alice\" re={r1}] thanks (send)")
-    );
+    assert_eq!(bob.line(), reply_line(&r2a, "alice", &r1, "thanks (send)"));
     let out = env.ok(
         "kalice",
         &["mail", "reply", &r1, "--text", "thanks (reply)"],
     );
     let r2b = sent_id(&out);
     assert_eq!(out, format!("sent {r2b} -> bob (delivered)\n"));
-    assert_eq!(
-        bob.line(),
-        format!("[inter-session msg={r2b} from=\"alice\" re={r1}] thanks (reply)")
-    );
+    assert_eq!(bob.line(), reply_line(&r2b, "alice", &r1, "thanks (reply)"));
     let row = |id: &str| {
         env.sql(&format!(
             "select sender || '|' || recipient || '|' || in_reply_to || '|' || thread_id \
@@ -238,13 +239,10 @@ fn ask_prints_the_exact_reply_and_the_askers_monitor_does_not() {
     );
 
     // A second reply to the same question is ordinary mail, with re=.
-    let r2 = sent_id(&env.ok(
-        "kbob",
-        &["mail", "reply", &q, "--text", "answer: one more thing"],
-    ));
+    let r2 = reply(&env, "kbob", &q, "answer: one more thing");
     assert_eq!(
         alice.line(),
-        format!("[inter-session msg={r2} from=\"bob\" re={q}] answer: one more thing")
+        reply_line(&r2, "bob", &q, "answer: one more thing")
     );
     wait_for("alice's pending to reach 0", || {
         session(&env, "alice")["pending"] == 0
@@ -286,13 +284,10 @@ fn ask_to_an_offline_peer_times_out_queued_and_a_late_reply_reaches_the_mailbox(
         format!("[inter-session msg={q} from=\"alice\"] question: still there?")
     );
     // bob's late reply lands in alice's mailbox: her monitor prints it.
-    let r = sent_id(&env.ok(
-        "kbob",
-        &["mail", "reply", &q, "--text", "answer: yes, sorry"],
-    ));
+    let r = reply(&env, "kbob", &q, "answer: yes, sorry");
     assert_eq!(
         alice.line(),
-        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: yes, sorry")
+        reply_line(&r, "bob", &q, "answer: yes, sorry")
     );
 
     // A timeout with bob online (question printed, no answer) says delivered.
@@ -447,11 +442,8 @@ fn sigint_to_a_waiting_ask_exits_130_and_leaves_the_question_in_its_thread() {
     assert_eq!(rows[0]["status"], "delivered");
 
     // The question still stands: bob's reply reaches alice's monitor.
-    let r = sent_id(&env.ok("kbob", &["mail", "reply", &q, "--text", "answer: no"]));
-    assert_eq!(
-        alice.line(),
-        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: no")
-    );
+    let r = reply(&env, "kbob", &q, "answer: no");
+    assert_eq!(alice.line(), reply_line(&r, "bob", &q, "answer: no"));
     let rows = history_json(&env, "bob", &["--thread", &r]);
     assert_eq!(ids_of(&rows), [q.as_str(), r.as_str()]);
 }
@@ -469,14 +461,11 @@ fn a_reply_held_for_a_killed_ask_reaches_the_running_monitor() {
     let q = line_id(&bob.line()).expect("question line").to_string();
     let _ = ask.kill();
     let _ = ask.wait();
-    let r = sent_id(&env.ok("kbob", &["mail", "reply", &q, "--text", "answer: late"]));
+    let r = reply(&env, "kbob", &q, "answer: late");
     let later = env.send("bob", "alice", "later news");
     expect_msg(&mut alice, &later);
     let line = alice.until(Duration::from_secs(15), |l| line_id(l) == Some(r.as_str()));
-    assert_eq!(
-        line,
-        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: late")
-    );
+    assert_eq!(line, reply_line(&r, "bob", &q, "answer: late"));
 }
 
 // ---------------------------------------------------------------- 5. TTL
@@ -653,10 +642,7 @@ fn mail_held_over_a_minute_prints_queued_and_fresh_mail_does_not() {
             "fresh reply",
         ],
     ));
-    assert_eq!(
-        bob.line(),
-        format!("[inter-session msg={r} from=\"alice\" re={b}] fresh reply")
-    );
+    assert_eq!(bob.line(), reply_line(&r, "alice", &b, "fresh reply"));
 }
 
 // --------------------------------------------------------- 7. idempotency

@@ -19,14 +19,25 @@ use std::time::Duration;
 
 // ---------------------------------------------------------------- helpers
 
-/// alice's monitor (key `ka`) with `vars` in its environment and its
-/// stderr kept.
-fn watch_alice(env: &Env, vars: &[(&str, &str)]) -> Monitor {
+/// bob registered, and alice's monitor (key `ka`, `vars` in its
+/// environment, its stderr kept) online.
+fn alice_up(env: &Env, vars: &[(&str, &str)]) -> Monitor {
+    register(env, "bob");
     let m = env
         .monitor_with("ka")
         .args(&["--name", "alice"])
         .keep_stderr();
-    vars.iter().fold(m, |m, (k, v)| m.var(k, v)).spawn()
+    let m = vars.iter().fold(m, |m, (k, v)| m.var(k, v)).spawn();
+    env.wait_online("alice");
+    m
+}
+
+/// `alice_up`, and a message from bob printed.
+fn alice_got_one(env: &Env) -> Monitor {
+    let mut m = alice_up(env, &[]);
+    let id = send_as(env, "bob", "alice", "before");
+    assert_eq!(line_id(&m.line()), Some(id.as_str()));
+    m
 }
 
 fn state_of(env: &Env, name: &str) -> serde_json::Value {
@@ -56,9 +67,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn notification_alone_wakes_the_monitor() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = watch_alice(&env, &[("INTER_SESSION_POLL_MS", "3600000")]);
-    env.wait_online("alice");
+    let mut mon = alice_up(&env, &[("INTER_SESSION_POLL_MS", "3600000")]);
     for i in 0..200 {
         let id = send_as(&env, "bob", "alice", &format!("w{i}"));
         let l = mon.next_line(Duration::from_secs(5)).unwrap_or_else(|| {
@@ -78,9 +87,7 @@ fn notification_alone_wakes_the_monitor() {
 #[test]
 fn deleted_sentinel_is_watched_again() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = watch_alice(&env, &[("INTER_SESSION_POLL_MS", "3600000")]);
-    env.wait_online("alice");
+    let mut mon = alice_up(&env, &[("INTER_SESSION_POLL_MS", "3600000")]);
     let sentinel = env.data.join("mailbox.db.notify");
     for round in 0..3 {
         std::fs::remove_file(&sentinel).expect("remove the sentinel");
@@ -101,11 +108,7 @@ fn deleted_sentinel_is_watched_again() {
 #[test]
 fn idle_monitor_uses_almost_no_cpu() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = env.monitor("ka", &["--name", "alice"]);
-    env.wait_online("alice");
-    let id = env.send("bob", "alice", "wake once");
-    assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    let mut mon = alice_got_one(&env);
     let pid = mon.child.id();
     let before = cpu_seconds(pid);
     // Measuring idleness itself: this sleep is the measurement window.
@@ -267,11 +270,7 @@ fn assert_notices_database_fault(mut mon: Monitor, what: &str) {
 #[test]
 fn database_deleted_under_monitor_is_noticed() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = watch_alice(&env, &[]);
-    env.wait_online("alice");
-    let id = send_as(&env, "bob", "alice", "before");
-    assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    let mon = alice_got_one(&env);
     std::fs::remove_file(env.db()).expect("delete db");
     assert_notices_database_fault(mon, "deleted");
 }
@@ -279,11 +278,7 @@ fn database_deleted_under_monitor_is_noticed() {
 #[test]
 fn database_replaced_under_monitor_is_noticed() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = watch_alice(&env, &[]);
-    env.wait_online("alice");
-    let id = send_as(&env, "bob", "alice", "before");
-    assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    let mon = alice_got_one(&env);
     let copy = env.data.join("mailbox.db.copy");
     std::fs::copy(env.db(), &copy).expect("copy db");
     std::fs::rename(&copy, env.db()).expect("replace db");
@@ -349,11 +344,7 @@ fn closed_stdout_stops_the_monitor_without_marking_mail_delivered() {
 #[test]
 fn sigterm_exits_zero_and_marks_nothing_more() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = env.monitor("ka", &["--name", "alice"]);
-    env.wait_online("alice");
-    let id = env.send("bob", "alice", "before");
-    assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    let mut mon = alice_got_one(&env);
     // The line is marked delivered just after it is written; a SIGTERM in
     // between rightly leaves it pending (at-least-once), so wait for the mark.
     wait_for("the printed line to be marked delivered", || {
@@ -440,8 +431,7 @@ fn monitor_exits_when_its_owner_is_gone() {
         .spawn()
         .expect("spawn sleep");
     let pid = owner.id();
-    let mut mon = watch_alice(&env, &[("CLAUDE_PID", &pid.to_string())]);
-    env.wait_online("alice");
+    let mut mon = alice_up(&env, &[("CLAUDE_PID", &pid.to_string())]);
     owner.kill().expect("kill owner");
     owner.wait().expect("reap owner");
     let want = format!("[inter-session] owning session (pid {pid}) is gone; exiting");

@@ -11,7 +11,6 @@ use support::*;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -25,11 +24,21 @@ const SHELL: &str = "bash --norc --noprofile";
 
 // ---------------------------------------------------------------- helpers
 
-/// A data folder plus a tmux server of this test's own. Dropping it kills
-/// that server (and with it every pane and the monitors running in them).
+/// A data folder whose commands use a tmux server of this test's own
+/// (support's `TmuxServer`, `INTER_SESSION_TMUX_SOCKET`); it derefs to that
+/// `Env`. Dropping it kills the server (and with it every pane and the
+/// monitors running in them).
 struct Peers {
     env: Env,
-    sock: String,
+    server: TmuxServer,
+}
+
+impl std::ops::Deref for Peers {
+    type Target = Env;
+
+    fn deref(&self) -> &Env {
+        &self.env
+    }
 }
 
 impl Peers {
@@ -40,40 +49,11 @@ impl Peers {
 
     /// For the test of a missing tmux, which runs everywhere.
     fn without_tmux(tag: &str) -> Peers {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let sock = format!("is-test-{}-{n}-{tag}", std::process::id());
+        let server = TmuxServer::named(tag);
         Peers {
-            env: Env::new(),
-            sock,
+            env: Env::new().with(SOCKET_VAR, &server.sock),
+            server,
         }
-    }
-
-    /// `Env::cmd` (clean environment, data folder, key) on our socket.
-    fn cmd(&self, key: &str) -> Command {
-        let mut c = self.env.cmd(key);
-        c.env(SOCKET_VAR, &self.sock);
-        c
-    }
-
-    fn run(&self, key: &str, args: &[&str]) -> Output {
-        self.cmd(key)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run inter-session")
-    }
-
-    /// Run and require exit 0; returns stdout.
-    fn ok(&self, key: &str, args: &[&str]) -> String {
-        let out = self.run(key, args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed ({:?}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
     fn json(&self, key: &str, args: &[&str]) -> Value {
@@ -120,24 +100,7 @@ impl Peers {
 
     /// tmux itself, on this test's socket.
     fn tmux(&self, args: &[&str]) -> Output {
-        tmux_on(Some(&self.sock), args)
-    }
-}
-
-impl Drop for Peers {
-    fn drop(&mut self) {
-        // Not `self.tmux`: that fails the test where tmux is missing.
-        let _ = Command::new("tmux")
-            .args(["-L", &self.sock, "kill-server"])
-            .stdin(Stdio::null())
-            .output();
-        // tmux leaves its socket file behind; remove ours.
-        let dir = std::env::var_os("TMUX_TMPDIR")
-            .filter(|d| !d.is_empty())
-            .map_or_else(|| "/tmp".into(), std::path::PathBuf::from);
-        // SAFETY: getuid(2) cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.sock));
+        self.server.tmux(args)
     }
 }
 
@@ -186,8 +149,8 @@ fn round_trip_pane_mails_lead_as_its_own_name() {
     let Some(p) = Peers::new("rt") else {
         return;
     };
-    let mut lead = p.env.monitor("lead", &["--name", "lead"]);
-    p.env.wait_online("lead");
+    let mut lead = p.monitor("lead", &["--name", "lead"]);
+    p.wait_online("lead");
 
     // Spawned from inside a Claude Code session: its variables must not
     // reach the pane (tmux hands its server's environment on).
@@ -213,7 +176,7 @@ fn round_trip_pane_mails_lead_as_its_own_name() {
     assert!(is_ulid(&id), "{line}");
     // Stored as sent by w1 to lead: the pane's environment alone said so.
     assert_eq!(
-        p.env.sql(&format!(
+        p.sql(&format!(
             "select sender || ' ' || recipient from history where id = '{id}'"
         )),
         "w1 lead"
@@ -235,7 +198,7 @@ fn round_trip_pane_mails_lead_as_its_own_name() {
         .find(|l| l.starts_with("env: "))
         .expect("env line");
     let fields: Vec<&str> = env_line["env: ".len()..].split('|').collect();
-    let data = p.env.data.display().to_string();
+    let data = p.data.display().to_string();
     assert_eq!(
         fields[..5],
         ["w1", "lead", "none", "none", data.as_str()],
@@ -277,7 +240,7 @@ fn mail_sent_right_after_spawn_is_queued_and_replayed_in_the_pane() {
     p.read_until("w1", |s| s.lines().any(|l| l == want));
 
     // The monitor in the pane is w1's, online, and marked the mail delivered.
-    p.env.wait_online("w1");
+    p.wait_online("w1");
     let deadline = Instant::now() + WAIT;
     loop {
         let st = p.json("lead", &["peer", "status", "w1", "--json"]);
@@ -504,9 +467,9 @@ fn scripted_agent_answers_three_turns_over_mail() {
     let Some(p) = Peers::new("agent") else {
         return;
     };
-    let script = write_file(p.env.tmp.path(), "agent.sh", FAKE_AGENT.as_bytes());
-    let mut lead = p.env.monitor("lead", &["--name", "lead"]);
-    p.env.wait_online("lead");
+    let script = write_file(p.tmp.path(), "agent.sh", FAKE_AGENT.as_bytes());
+    let mut lead = p.monitor("lead", &["--name", "lead"]);
+    p.wait_online("lead");
 
     let cmd = format!("sh {}", script.display());
     p.spawn("agent", &cmd);
@@ -583,7 +546,7 @@ fn prompt_is_typed_once_ready_in_the_given_folder() {
     let Some(p) = Peers::new("prompt") else {
         return;
     };
-    let dir = p.env.tmp.path().join("work dir");
+    let dir = p.tmp.path().join("work dir");
     std::fs::create_dir(&dir).expect("mkdir");
     let dir = std::fs::canonicalize(&dir).expect("canonicalize");
     let dir_text = dir.display().to_string();
@@ -629,7 +592,7 @@ fn prompt_is_typed_once_ready_in_the_given_folder() {
 #[test]
 fn missing_tmux_is_one_clear_line() {
     let p = Peers::without_tmux("notmux");
-    let empty = p.env.tmp.path().join("empty-bin");
+    let empty = p.tmp.path().join("empty-bin");
     std::fs::create_dir(&empty).expect("mkdir");
     let out = p
         .cmd("lead")

@@ -324,9 +324,10 @@ fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
     let mut asker_monitor = pg.monitor("kq", &["--name", "boss"]);
     pg.wait_state("boss", "online");
 
-    let ask = pg
-        .cmd("kq")
-        .args([
+    let ask = support::spawn_piped(support::cmd_args(
+        &pg,
+        "kq",
+        &[
             "mail",
             "ask",
             "--to",
@@ -335,12 +336,8 @@ fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
             "question: which port?",
             "--timeout",
             "30s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ask");
+        ],
+    ));
     let q = w.line();
     let qid = support::line_id(&q).expect("question id").to_string();
     assert_eq!(q, line_for(&qid, "boss", "question: which port?"));
@@ -569,40 +566,10 @@ fn two_hosts_share_one_database() {
     }
 }
 
-/// A tmux server of the test's own (`INTER_SESSION_TMUX_SOCKET`), killed
-/// with every pane in it when dropped.
-struct Tmux {
-    sock: String,
-}
-
-impl Tmux {
-    /// None (the test skipped loudly) without tmux.
-    fn new(tag: &str) -> Option<Tmux> {
-        support::have_tmux().then(|| Tmux {
-            sock: format!("is-pg-test-{}-{tag}", std::process::id()),
-        })
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.sock, "kill-server"])
-            .stdin(Stdio::null())
-            .output();
-        let dir = std::env::var_os("TMUX_TMPDIR")
-            .filter(|d| !d.is_empty())
-            .map_or_else(|| "/tmp".into(), std::path::PathBuf::from);
-        // SAFETY: getuid(2) cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.sock));
-    }
-}
-
 #[test]
 fn tmux_peers_belong_to_the_host_that_spawned_them() {
     let Some(url) = fresh_db() else { return };
-    let Some(tmux) = Tmux::new("hosts") else {
+    let Some(tmux) = support::TmuxServer::new("hosts") else {
         return;
     };
     let laptop = host(on(&url), "laptop");
@@ -795,9 +762,10 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
     if let Some(server) = &own {
         drop(adm);
         server.stop("fast");
-        let during = pg
-            .cmd("sender")
-            .args([
+        let during = support::spawn_piped(support::cmd_args(
+            &pg,
+            "sender",
+            &[
                 "--from",
                 "bob",
                 "mail",
@@ -806,12 +774,8 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
                 "alice",
                 "--text",
                 "during restart",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a send");
+            ],
+        ));
         // Not a wait for readiness: the send must go through however long
         // the server is away (within its patience); this only makes it meet
         // the stopped server before the restart.

@@ -1047,25 +1047,32 @@ fn ids_until(mon: &mut Monitor, id: &str) -> Vec<String> {
     }
 }
 
-#[test]
-fn disk_full_by_file_size_limit_fails_clearly_and_keeps_the_mailbox_whole() {
-    let started = Instant::now();
-    let env = Env::new();
+/// bob registered, alice's monitor online, and three messages of `sizes`
+/// characters sent to her and printed (each line read, the last one's
+/// too); the monitor and each message's (id, text).
+fn earlier_mail(env: &Env, sizes: [usize; 3]) -> (Monitor, Vec<(String, String)>) {
     env.ok("kb", &["--from", "bob", "status"]);
     let mut mon = env.monitor("ka", &["--name", "alice"]);
     env.wait_online("alice");
-
-    // Earlier mail: inline, a blob, a large blob.
     let mut msgs: Vec<(String, String)> = Vec::new();
-    for (i, n) in [20usize, 1_000, 60_000].into_iter().enumerate() {
+    for (i, n) in sizes.into_iter().enumerate() {
         let text = filler_text(&format!("earlier {i}"), n);
         let f = write_file(env.tmp.path(), &format!("e{i}.txt"), text.as_bytes());
-        let out = send_file_capped(&env, "alice", &f, None);
+        let out = send_file_capped(env, "alice", &f, None);
         assert!(out.status.success());
         msgs.push((sent_id(&String::from_utf8_lossy(&out.stdout)), text));
     }
     let last = msgs.last().map(|m| m.0.clone()).unwrap_or_default();
     assert_eq!(ids_until(&mut mon, &last).len(), 2);
+    (mon, msgs)
+}
+
+#[test]
+fn disk_full_by_file_size_limit_fails_clearly_and_keeps_the_mailbox_whole() {
+    let started = Instant::now();
+    let env = Env::new();
+    // Earlier mail: inline, a blob, a large blob.
+    let (mut mon, mut msgs) = earlier_mail(&env, [20, 1_000, 60_000]);
 
     // A file size cap just above every file in the data folder: opening
     // and reading still work, writing a 2 MB message does not.
@@ -1251,19 +1258,7 @@ fn disk_full_on_a_real_file_system_fails_clearly_and_keeps_the_mailbox_whole() {
     let mut env = Env::new();
     env.data = fs.mnt.join("data");
     let env = env;
-    env.ok("kb", &["--from", "bob", "status"]);
-    let mut mon = env.monitor("ka", &["--name", "alice"]);
-    env.wait_online("alice");
-    let mut msgs: Vec<(String, String)> = Vec::new();
-    for (i, n) in [20usize, 1_000, 200_000].into_iter().enumerate() {
-        let text = filler_text(&format!("earlier {i}"), n);
-        let f = write_file(env.tmp.path(), &format!("e{i}.txt"), text.as_bytes());
-        let out = send_file_capped(&env, "alice", &f, None);
-        assert!(out.status.success());
-        msgs.push((sent_id(&String::from_utf8_lossy(&out.stdout)), text));
-    }
-    let last = msgs.last().map(|m| m.0.clone()).unwrap_or_default();
-    assert_eq!(ids_until(&mut mon, &last).len(), 2);
+    let (mon, mut msgs) = earlier_mail(&env, [20, 1_000, 200_000]);
     wait_for("the monitor's delivery marks", || {
         count(&env, "select count(*) from pending") == 0
     });

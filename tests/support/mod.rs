@@ -718,3 +718,54 @@ pub fn stock_integrity_check(db: &Path) -> bool {
     );
     true
 }
+
+/// A tmux server of a test's own (`tmux -L <sock>`; hand `sock` to the
+/// binary as `INTER_SESSION_TMUX_SOCKET`), killed with every pane in it
+/// when dropped, its socket file removed.
+pub struct TmuxServer {
+    pub sock: String,
+}
+
+impl TmuxServer {
+    /// None (the test skipped loudly) when tmux is not installed.
+    pub fn new(tag: &str) -> Option<TmuxServer> {
+        have_tmux().then(|| TmuxServer::named(tag))
+    }
+
+    /// Without looking for tmux (for the test of a missing tmux).
+    pub fn named(tag: &str) -> TmuxServer {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        TmuxServer {
+            sock: format!("is-test-{}-{n}-{tag}", std::process::id()),
+        }
+    }
+
+    /// tmux itself on this server.
+    pub fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.sock)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tmux")
+    }
+}
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        // Not `self.tmux`: that fails where tmux is missing.
+        let _ = Command::new("tmux")
+            .args(["-L", &self.sock, "kill-server"])
+            .stdin(Stdio::null())
+            .output();
+        // tmux leaves its socket file behind; remove ours.
+        let dir = std::env::var_os("TMUX_TMPDIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| "/tmp".into(), PathBuf::from);
+        // SAFETY: getuid(2) cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.sock));
+    }
+}
