@@ -667,20 +667,7 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     let l = expect_msg(&mut alice, &edge_id);
     assert!(l.contains("truncated=262144"), "{l}");
     let edge = write_file(dir, "edge10.txt", &vec![b'd'; 10 * 1024 * 1024]);
-    let edge = edge.to_str().expect("path");
-    let id = sent_id(&env.ok(
-        "kb",
-        &[
-            "--from",
-            "bob",
-            "mail",
-            "send",
-            "--to",
-            "alice",
-            "--text-file",
-            edge,
-        ],
-    ));
+    let id = send_file_as(env, "bob", "alice", &edge);
     assert_eq!(
         env.sql(&format!(
             "select length(text) from history where id = '{id}'"

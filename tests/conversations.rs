@@ -760,41 +760,27 @@ fn bad_conversation_input_is_one_line_exit_2_and_writes_nothing() {
     offline(&env, "bob");
     offline(&env, "alice");
     let known = env.send("bob", "alice", "a real message");
-    let send = |extra: &[&str]| {
-        let mut a = vec!["--from", "alice", "mail", "send", "--to", "bob"];
-        a.extend(extra);
-        a.extend(["--text", "x"]);
-        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    // `--from alice mail <args>`, and with `--text x` after `extra`:
+    // `send --to bob`, `ask --to bob`, `reply <id>`.
+    let as_alice = |args: &[&str]| -> Vec<String> {
+        ["--from", "alice", "mail"]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect()
     };
+    let with_text =
+        |verb: &[&str], extra: &[&str]| as_alice(&[verb, extra, &["--text", "x"]].concat());
+    let send = |extra: &[&str]| with_text(&["send", "--to", "bob"], extra);
+    let ask = |extra: &[&str]| with_text(&["ask", "--to", "bob"], extra);
+    let reply_to = |id: &str, extra: &[&str]| with_text(&["reply", id], extra);
+    const UNKNOWN: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
     let long_key = "k".repeat(201);
     let cases: Vec<Vec<String>> = vec![
         // Replies to an id that does not exist (well-formed, and not).
-        [
-            "--from",
-            "alice",
-            "mail",
-            "reply",
-            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ["--from", "alice", "mail", "reply", "nope", "--text", "x"]
-            .map(String::from)
-            .to_vec(),
-        [
-            "--from",
-            "alice",
-            "mail",
-            "send",
-            "--reply-to",
-            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
+        reply_to(UNKNOWN, &[]),
+        reply_to("nope", &[]),
+        as_alice(&["send", "--reply-to", UNKNOWN, "--text", "x"]),
         send(&["--ttl", "0"]),
         send(&["--ttl", "0s"]),
         send(&["--ttl=-5m"]),
@@ -802,57 +788,11 @@ fn bad_conversation_input_is_one_line_exit_2_and_writes_nothing() {
         send(&["--idempotency-key", &long_key]),
         send(&["--idempotency-key", ""]),
         send(&["--expires", "tomorrow"]),
-        [
-            "--from", "alice", "mail", "reply", &known, "--ttl", "abc", "--text", "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "--from",
-            "alice",
-            "mail",
-            "reply",
-            &known,
-            "--idempotency-key",
-            &long_key,
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "--from",
-            "alice",
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "0",
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "--from",
-            "alice",
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "0s",
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "--from", "alice", "mail", "ask", "--to", "bob", "--ttl", "abc", "--text", "x",
-        ]
-        .map(String::from)
-        .to_vec(),
+        reply_to(&known, &["--ttl", "abc"]),
+        reply_to(&known, &["--idempotency-key", &long_key]),
+        ask(&["--timeout", "0"]),
+        ask(&["--timeout", "0s"]),
+        ask(&["--ttl", "abc"]),
     ];
     for args in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

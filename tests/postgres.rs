@@ -376,32 +376,21 @@ fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
         "expired"
     );
     // Idempotent sends: the second writes nothing.
-    let a = pg.ok(
-        "kq",
-        &[
-            "mail",
-            "send",
-            "--to",
-            "off",
-            "--idempotency-key",
-            "k-1",
-            "--text",
-            "once",
-        ],
-    );
-    let b = pg.ok(
-        "kq",
-        &[
-            "mail",
-            "send",
-            "--to",
-            "off",
-            "--idempotency-key",
-            "k-1",
-            "--text",
-            "once",
-        ],
-    );
+    let [a, b] = [(); 2].map(|()| {
+        pg.ok(
+            "kq",
+            &[
+                "mail",
+                "send",
+                "--to",
+                "off",
+                "--idempotency-key",
+                "k-1",
+                "--text",
+                "once",
+            ],
+        )
+    });
     assert_eq!(
         b,
         format!("sent {} -> off (duplicate, not resent)\n", sent_id(&a))

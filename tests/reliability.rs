@@ -1676,19 +1676,7 @@ fn hostile_text_corpus_never_forges_a_line_and_reads_back_exactly() {
     let mut refused_empty = Vec::new();
     for (i, (name, body)) in corpus.iter().enumerate() {
         let file = write_file(env.tmp.path(), &format!("c{i}.txt"), body);
-        let out = env.run(
-            "kb",
-            &[
-                "--from",
-                "bob",
-                "mail",
-                "send",
-                "--to",
-                "alice",
-                "--text-file",
-                file.to_str().expect("path"),
-            ],
-        );
+        let out = run_within(send_file_cmd(&env, "kb", "bob", "alice", &file));
         if !out.status.success() {
             // Only a body with nothing visible may be refused (empty text).
             let err = String::from_utf8_lossy(&out.stderr);
@@ -1715,19 +1703,7 @@ fn hostile_text_corpus_never_forges_a_line_and_reads_back_exactly() {
     let mut surrogate_refusals = 0;
     for (i, b) in bad.iter().enumerate() {
         let file = write_file(env.tmp.path(), &format!("bad{i}.txt"), b);
-        let out = env.run(
-            "ke",
-            &[
-                "--from",
-                "eve",
-                "mail",
-                "send",
-                "--to",
-                "alice",
-                "--text-file",
-                file.to_str().expect("path"),
-            ],
-        );
+        let out = run_within(send_file_cmd(&env, "ke", "eve", "alice", &file));
         assert_eq!(
             out.status.code(),
             Some(1),

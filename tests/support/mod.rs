@@ -649,22 +649,25 @@ pub fn send_as(env: &Env, from: &str, to: &str, text: &str) -> String {
     ))
 }
 
+/// `--from <from> mail send --to <to> --text-file <file>` as session key `key`.
+pub fn send_file_cmd(env: &Env, key: &str, from: &str, to: &str, file: &Path) -> Command {
+    let mut c = env.cmd(key);
+    c.args(["--from", from, "mail", "send", "--to", to, "--text-file"])
+        .arg(file);
+    c
+}
+
 /// `send_as` with the body read from `file` (`--text-file`).
 pub fn send_file_as(env: &Env, from: &str, to: &str, file: &Path) -> String {
-    let file = file.to_str().expect("path");
-    sent_id(&env.ok(
-        from,
-        &[
-            "--from",
-            from,
-            "mail",
-            "send",
-            "--to",
-            to,
-            "--text-file",
-            file,
-        ],
-    ))
+    let out = run_within(send_file_cmd(env, from, from, to, file));
+    assert!(
+        out.status.success(),
+        "send --text-file {} failed ({:?}): {}",
+        file.display(),
+        out.status,
+        stderr_of(&out)
+    );
+    sent_id(&stdout_of(&out))
 }
 
 /// The text of a message line (after the header).
