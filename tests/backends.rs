@@ -134,8 +134,7 @@ fn assert_refused(env: &Env, c: Command, code: i32, what: &str) -> String {
 // ---------------------------------------------------------------- the cases
 
 fn direct_line_is_exact_with_and_without_label(env: &Env) {
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let mut alice = monitor_up(env, "ka", "alice");
     let bob = env.monitor("kb", &["--name", "bob", "--label", "the builder"]);
     up(env, &bob, "bob");
 
@@ -169,8 +168,7 @@ fn direct_line_is_exact_with_and_without_label(env: &Env) {
 }
 
 fn offline_mail_is_replayed_in_send_order_exactly_once(env: &Env) {
-    let alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let alice = monitor_up(env, "ka", "alice");
     alice.stop();
 
     let mut ids = Vec::new();
@@ -214,8 +212,7 @@ fn offline_mail_is_replayed_in_send_order_exactly_once(env: &Env) {
     assert_eq!(alice.stop(), Some(0));
 
     // Another restart prints nothing old.
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let mut alice = monitor_up(env, "ka", "alice");
     let after = env.send("bob", "alice", "after restart");
     assert_eq!(
         alice.line(),
@@ -474,8 +471,7 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
 /// are runtime failures (1).
 fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     // A database worth protecting: alice online, bob registered, one message.
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let mut alice = monitor_up(env, "ka", "alice");
     let first = env.send("bob", "alice", "first");
     expect_msg(&mut alice, &first);
     wait_for("the first message marked delivered", || {
@@ -767,8 +763,7 @@ fn recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox(env: 
     for name in ["alice", "alfred", "bob", "carol"] {
         register(env, name);
     }
-    let mut carol = env.monitor("carol", &["--name", "carol"]);
-    up(env, &carol, "carol");
+    let mut carol = monitor_up(env, "carol", "carol");
     // A unique prefix finds its mailbox, named in the confirmation; the
     // line names the real sender.
     let out = env.ok(

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 
 /// A monitor for `name` (key `k<name>`) that is up before we go on.
 fn online(env: &Env, name: &str) -> Monitor {
-    let m = env.monitor(&format!("k{name}"), &["--name", name]);
-    up(env, &m, name);
-    m
+    monitor_up(env, &format!("k{name}"), name)
 }
 
 /// Register `name` as a mailbox and leave it offline (its monitor stopped).

@@ -61,8 +61,7 @@ fn sqlite3(shell: &Path, db: &Path, q: &str) -> String {
 #[test]
 fn live_name_collisions_get_flat_suffixes_and_prefixes_resolve() {
     let env = Env::new();
-    let mut a1 = env.monitor("k1", &["--name", "alice"]);
-    up(&env, &a1, "alice");
+    let mut a1 = monitor_up(&env, "k1", "alice");
     let mut a2 = env.monitor("k2", &["--name", "alice"]);
     assert_eq!(
         a2.line(),
@@ -143,8 +142,7 @@ fn live_name_collisions_get_flat_suffixes_and_prefixes_resolve() {
 #[test]
 fn name_of_a_dead_monitor_is_taken_over_with_its_pending_mail() {
     let env = Env::new();
-    let old = env.monitor("old-key", &["--name", "alice"]);
-    up(&env, &old, "alice");
+    let old = monitor_up(&env, "old-key", "alice");
     old.kill(); // SIGKILL: no clean-up ran
     assert_eq!(
         session(&env, "alice")["state"],
@@ -222,8 +220,7 @@ fn auto_name_env_name_and_key_reuse() {
 #[test]
 fn second_monitor_for_the_same_key_exits_zero_with_notice() {
     let env = Env::new();
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(&env, &alice, "alice");
+    let mut alice = monitor_up(&env, "ka", "alice");
     let mut second = env.monitor("ka", &["--name", "alice"]);
     let st = second
         .wait_exit(Duration::from_secs(10))
@@ -269,8 +266,7 @@ fn key_lock_files_are_removed_and_handover_stays_exclusive() {
     }
     // A second monitor started while the first still holds the key waits;
     // when the first ends (and removes its file), the second takes over.
-    let first = env.monitor("kx", &["--name", "alice"]);
-    up(&env, &first, "alice");
+    let first = monitor_up(&env, "kx", "alice");
     let mut second = env.monitor("kx", &["--name", "alice"]);
     first.signal(libc::SIGTERM);
     env.wait_online("alice");
@@ -525,8 +521,7 @@ fn status_and_list_report_the_session() {
 #[test]
 fn rename_moves_pending_mail_and_keeps_the_monitor() {
     let env = Env::new();
-    let alice = env.monitor("ka", &["--name", "alice"]);
-    up(&env, &alice, "alice");
+    let alice = monitor_up(&env, "ka", "alice");
     alice.stop();
     let m1 = env.send("bob", "alice", "one");
     let m2 = env.send("bob", "alice", "two");
@@ -585,8 +580,7 @@ fn rename_moves_pending_mail_and_keeps_the_monitor() {
 #[test]
 fn relabel_changes_the_label_in_later_lines() {
     let env = Env::new();
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(&env, &alice, "alice");
+    let mut alice = monitor_up(&env, "ka", "alice");
     let _bob = env.monitor("kb", &["--name", "bob", "--label", "one"]);
     up(&env, &_bob, "bob");
     let send = || sent_id(&env.ok("kb", &["mail", "send", "--to", "alice", "--text", "hey"]));
@@ -707,10 +701,8 @@ fn labels_are_remembered_per_project() {
 #[test]
 fn disconnect_stops_the_monitor_and_leaves_the_session() {
     let env = Env::new();
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(&env, &alice, "alice");
-    let mut carol = env.monitor("kc", &["--name", "carol"]);
-    up(&env, &carol, "carol");
+    let mut alice = monitor_up(&env, "ka", "alice");
+    let mut carol = monitor_up(&env, "kc", "carol");
     env.ok("kd", &["--from", "dave", "status"]);
     env.ok("kb", &["--from", "bob", "status"]);
 
@@ -903,8 +895,7 @@ fn sql_is_read_only() {
 #[test]
 fn inbox_check_prints_and_marks_delivered() {
     let env = Env::new();
-    let alice = env.monitor("ka", &["--name", "alice"]);
-    up(&env, &alice, "alice");
+    let alice = monitor_up(&env, "ka", "alice");
     alice.stop();
     let m1 = env.send("bob", "alice", "first");
     let m2 = env.send("bob", "alice", "second\nline");
@@ -922,8 +913,7 @@ fn inbox_check_prints_and_marks_delivered() {
     );
 
     // The monitor does not print them again.
-    let mut mon = env.monitor("ka", &["--name", "alice"]);
-    up(&env, &mon, "alice");
+    let mut mon = monitor_up(&env, "ka", "alice");
     let m3 = env.send("bob", "alice", "third");
     expect_msg(&mut mon, &m3);
 }
@@ -931,17 +921,13 @@ fn inbox_check_prints_and_marks_delivered() {
 #[test]
 fn broadcast_reaches_every_other_session_once() {
     let env = Env::new();
-    let mut bob = env.monitor("kb", &["--name", "bob"]);
-    up(&env, &bob, "bob");
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(&env, &alice, "alice");
+    let mut bob = monitor_up(&env, "kb", "bob");
+    let mut alice = monitor_up(&env, "ka", "alice");
     let mut carol = env.monitor("kc", &["--name", "carol", "--label", "cl"]);
     up(&env, &carol, "carol");
-    let dave = env.monitor("kd", &["--name", "dave"]);
-    up(&env, &dave, "dave");
+    let dave = monitor_up(&env, "kd", "dave");
     dave.stop();
-    let erin = env.monitor("ke", &["--name", "erin"]);
-    up(&env, &erin, "erin");
+    let erin = monitor_up(&env, "ke", "erin");
     env.ok("ke", &["disconnect"]);
     drop(erin);
 
@@ -1070,8 +1056,7 @@ fn history_and_pending_views_work_in_the_stock_sqlite3_shell() {
     );
 
     let env = Env::new();
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(&env, &alice, "alice");
+    let mut alice = monitor_up(&env, "ka", "alice");
     let m1 = env.send("bob", "alice", "hello");
     expect_msg(&mut alice, &m1);
     wait_for("hello marked delivered", || {

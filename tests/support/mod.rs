@@ -636,6 +636,13 @@ pub fn up(env: &Env, m: &Monitor, name: &str) {
     });
 }
 
+/// A monitor for `name` with session key `key`, its claim committed (`up`).
+pub fn monitor_up(env: &Env, key: &str, name: &str) -> Monitor {
+    let m = env.monitor(key, &["--name", name]);
+    up(env, &m, name);
+    m
+}
+
 /// Register a mailbox name without a monitor.
 pub fn register(env: &Env, name: &str) {
     env.ok(name, &["--from", name, "status"]);
