@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use pg::{admin, chown, fresh_db, fresh_db_on, user_id, Server, PASSWORD};
 use serde_json::Value;
-use support::{sent_id, session, sessions, wait_until, Env, Monitor};
+use support::{monitor_up, sent_id, session, sessions, wait_until, Env, Monitor};
 
 // ------------------------------------------------------------ helpers
 
@@ -62,8 +62,7 @@ fn line_for(id: &str, from: &str, text: &str) -> String {
 #[test]
 fn direct_mail_between_two_monitors_and_offline_replay() {
     let Some(pg) = fresh() else { return };
-    let mut alice = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let mut alice = monitor_up(&pg, "ka", "alice");
     let mut bob = pg.monitor("kb", &["--name", "bob", "--label", "the builder"]);
     pg.wait_state("bob", "online");
 
@@ -174,8 +173,7 @@ fn direct_mail_between_two_monitors_and_offline_replay() {
 fn names_get_flat_suffixes_and_a_killed_monitor_frees_its_name_at_once() {
     let Some(pg) = fresh() else { return };
     let pg = host(pg, "host-a");
-    let first = pg.monitor("k1", &["--name", "dup"]);
-    pg.wait_state("dup", "online");
+    let first = monitor_up(&pg, "k1", "dup");
     let mut second = pg.monitor("k2", &["--name", "dup"]);
     assert_eq!(
         second.line(),
@@ -257,10 +255,8 @@ fn names_get_flat_suffixes_and_a_killed_monitor_frees_its_name_at_once() {
 #[test]
 fn broadcast_reaches_every_other_session_once_and_is_rate_limited() {
     let Some(pg) = fresh() else { return };
-    let mut alice = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
-    let mut carol = pg.monitor("kc", &["--name", "carol"]);
-    pg.wait_state("carol", "online");
+    let mut alice = monitor_up(&pg, "ka", "alice");
+    let mut carol = monitor_up(&pg, "kc", "carol");
     pg.ok("kd", &["--from", "dave", "status"]); // offline mailbox
     pg.ok("ke", &["--from", "erin", "status"]);
     pg.ok("ke", &["--from", "erin", "disconnect"]); // left: gets nothing
@@ -319,10 +315,8 @@ fn broadcast_reaches_every_other_session_once_and_is_rate_limited() {
 #[test]
 fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
     let Some(pg) = fresh() else { return };
-    let mut w = pg.monitor("kw", &["--name", "w1"]);
-    pg.wait_state("w1", "online");
-    let mut asker_monitor = pg.monitor("kq", &["--name", "boss"]);
-    pg.wait_state("boss", "online");
+    let mut w = monitor_up(&pg, "kw", "w1");
+    let mut asker_monitor = monitor_up(&pg, "kq", "boss");
 
     let ask = support::spawn_piped(support::cmd_args(
         &pg,
@@ -403,8 +397,7 @@ fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
 fn listen_notify_wakes_the_monitor_with_the_poll_off() {
     let Some(pg) = fresh() else { return };
     let pg = pg.with("INTER_SESSION_POLL_MS", "3600000");
-    let mut m = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let mut m = monitor_up(&pg, "ka", "alice");
     let mut waits = Vec::new();
     for i in 0..20 {
         let before = Instant::now();
@@ -509,10 +502,8 @@ fn two_hosts_share_one_database() {
     let Some(url) = fresh_db() else { return };
     let a = host(on(&url), "laptop");
     let b = host(on(&url), "buildbox");
-    let mut alice = a.monitor("ka", &["--name", "alice"]);
-    a.wait_state("alice", "online");
-    let mut bob = b.monitor("kb", &["--name", "bob"]);
-    b.wait_state("bob", "online");
+    let mut alice = monitor_up(&a, "ka", "alice");
+    let mut bob = monitor_up(&b, "kb", "bob");
     // Session keys are local: the same key on the other host is not alice.
     let err = fails(&b, "ka", &["mail", "send", "--to", "bob", "--text", "x"]);
     assert!(err.contains("not connected"), "{err}");
@@ -595,8 +586,7 @@ fn tmux_peers_belong_to_the_host_that_spawned_them() {
             std::thread::sleep(Duration::from_millis(25));
         }
     };
-    let mut alice = buildbox.monitor("ka", &["--name", "alice"]);
-    buildbox.wait_state("alice", "online");
+    let mut alice = monitor_up(&buildbox, "ka", "alice");
 
     let spawned: Value = serde_json::from_str(&peer_ok(
         &laptop,
@@ -722,8 +712,7 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
         },
     };
     let pg = on(&fresh_db_on(&server_url));
-    let mut m = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let mut m = monitor_up(&pg, "ka", "alice");
     let first = pg.send("bob", "alice", "before");
     assert_eq!(m.line(), line_for(&first, "bob", "before"));
 
@@ -959,8 +948,7 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
 #[test]
 fn concurrent_senders_lose_nothing_and_keep_commit_order() {
     let Some(pg) = fresh() else { return };
-    let mut m = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let mut m = monitor_up(&pg, "ka", "alice");
     let senders: Vec<_> = (0..4)
         .map(|s| {
             let cmd_env = (pg.data.clone(), url_of(&pg));
@@ -1212,8 +1200,7 @@ fn tls_sslmode_and_passwords_on_a_server_that_checks_them() {
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={ca}"),
     ));
-    let mut m = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let mut m = monitor_up(&pg, "ka", "alice");
     let id = pg.send("bob", "alice", "over tls");
     assert_eq!(m.line(), line_for(&id, "bob", "over tls"));
 
