@@ -33,9 +33,23 @@ fn on(url: &str) -> Env {
     Env::new().with(DB_VAR, url)
 }
 
+/// A fresh database's URL, or None when the test is skipped (said loudly).
+fn fresh_url() -> Option<String> {
+    fresh_db()
+        .map_err(|why| support::skip("postgres", &why))
+        .ok()
+}
+
+/// The shared server's admin URL, or None when the test is skipped.
+fn fresh_server_url() -> Option<String> {
+    pg::server_url()
+        .map_err(|why| support::skip("postgres", &why))
+        .ok()
+}
+
 /// `on` a fresh database, or None when the test is skipped (said loudly).
 fn fresh() -> Option<Env> {
-    fresh_db().map(|url| on(&url))
+    fresh_url().map(|url| on(&url))
 }
 
 /// The database URL of a data folder made by `on`.
@@ -438,7 +452,8 @@ fn status_names_the_database_with_the_password_masked() {
     let json: Value =
         serde_json::from_str(&pg.ok("ka", &["--from", "alice", "status", "--json"])).expect("json");
     let Some(password) = password else {
-        pg::skip_part(
+        support::skip_part(
+            "postgres",
             "its masking check",
             "the server in INTER_SESSION_TEST_PG_URL has no password in its URL; \
              give it one (`.ci/pg-throwaway start` does)",
@@ -499,7 +514,7 @@ fn sql_refuses_writes_second_statements_and_long_queries() {
 
 #[test]
 fn two_hosts_share_one_database() {
-    let Some(url) = fresh_db() else { return };
+    let Some(url) = fresh_url() else { return };
     let a = host(on(&url), "laptop");
     let b = host(on(&url), "buildbox");
     let mut alice = monitor_up(&a, "ka", "alice");
@@ -548,7 +563,7 @@ fn two_hosts_share_one_database() {
 
 #[test]
 fn tmux_peers_belong_to_the_host_that_spawned_them() {
-    let Some(url) = fresh_db() else { return };
+    let Some(url) = fresh_url() else { return };
     let Some(tmux) = support::TmuxServer::new("hosts") else {
         return;
     };
@@ -699,9 +714,10 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
     };
     let server_url = match &own {
         Some(server) => server.admin_url(),
-        None => match pg::server_url() {
+        None => match fresh_server_url() {
             Some(url) => {
-                pg::skip_part(
+                support::skip_part(
+                    "postgres",
                     "its restart half",
                     "it restarts a PostgreSQL server of its own and PostgreSQL is not \
                      installed here (no initdb); install it: `apt-get install -y postgresql`",
@@ -817,7 +833,7 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
 #[test]
 fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
     use inter_session::store::{sqlite::SqliteStore, Mailbox, NewMessage, Recipients};
-    let Some(url) = fresh_db() else { return };
+    let Some(url) = fresh_url() else { return };
     let env = Env::new();
     // 10,000 messages, in-process (the CLI would take minutes): direct and
     // broadcast, some long, some delivered, a reply thread.
@@ -1104,7 +1120,8 @@ fn make_certs(dir: &Path, owner: Option<u32>) -> Result<(), String> {
 #[test]
 fn tls_sslmode_and_passwords_on_a_server_that_checks_them() {
     // A server of its own, with TLS on and SCRAM passwords.
-    if !pg::can_launch() {
+    if let Err(why) = pg::can_launch() {
+        support::skip("postgres", &why);
         return;
     }
     if !support::have_openssl() {
@@ -1249,7 +1266,7 @@ fn db_copy_command_prints_counts_and_copies_nothing_twice() {
         ],
     );
     let id = sent_id(&out);
-    let Some(url) = fresh_db() else { return };
+    let Some(url) = fresh_url() else { return };
     let out = env.run("k", &["db", "copy", "--to", &url]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");

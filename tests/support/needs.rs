@@ -364,7 +364,7 @@ fn find_or_install_claude_code() -> Result<PathBuf, String> {
         let lines = || err.lines().map(str::trim).filter(|l| !l.is_empty());
         let first = lines()
             .find(|l| l.contains("ERR") || l.contains("error"))
-            .or_else(|| lines().last())
+            .or_else(|| lines().next_back())
             .unwrap_or("");
         return Err(format!(
             "the Claude Code CLI {CLAUDE_CODE_VERSION} is not installed and `{install}` \
