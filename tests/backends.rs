@@ -24,7 +24,6 @@ mod support;
 use support::*;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -70,8 +69,13 @@ on_both_backends!(
 /// A data folder whose commands use a fresh PostgreSQL database, or None
 /// when there is no server (the skip is printed loudly).
 fn postgres_env() -> Option<Env> {
-    let url = pg::fresh_db()?;
-    Some(Env::with_vars(&[(DB_VAR, &url)]))
+    match pg::fresh_db() {
+        Ok(url) => Some(Env::new().with(DB_VAR, &url)),
+        Err(why) => {
+            skip("postgres", &why);
+            None
+        }
+    }
 }
 
 /// Whether the case runs on PostgreSQL.
@@ -91,7 +95,7 @@ const SNAPSHOT_COUNTS: &str = "SELECT (SELECT count(*) FROM sessions), \
 const SNAPSHOT_SESSIONS: &str =
     "SELECT name || ':' || label || ':' || state FROM sessions ORDER BY name";
 
-fn snapshot(env: &Env) -> (Vec<i64>, Vec<String>) {
+fn db_snapshot(env: &Env) -> (Vec<i64>, Vec<String>) {
     match env.var(DB_VAR) {
         Some(url) => {
             let mut c = pg::admin(url);
@@ -127,28 +131,16 @@ fn snapshot(env: &Env) -> (Vec<i64>, Vec<String>) {
     }
 }
 
-/// Run `c`, require it refused (see `refused`) and the database unchanged.
-fn assert_refused(env: &Env, c: Command, codes: &[i32], what: &str) -> String {
-    let before = snapshot(env);
-    let line = refused(&run_within(c), codes, what);
-    assert_eq!(snapshot(env), before, "{what}: the database changed");
-    line
-}
-
-/// A monitor (`--pace off`) run in `dir`.
-fn monitor_in(env: &Env, key: &str, dir: &Path, args: &[&str]) -> Monitor {
-    let mut c = env.cmd(key);
-    c.current_dir(dir)
-        .args(["inbox", "watch", "--pace", "off"])
-        .args(args);
-    Monitor::spawn(c)
+/// Run `c`, require it refused with exit `code` (see `refused`) and the
+/// database unchanged, as read by the backend's own client.
+fn assert_refused(env: &Env, c: Command, code: i32, what: &str) -> String {
+    assert_refused_by(env, c, code, what, db_snapshot)
 }
 
 // ---------------------------------------------------------------- the cases
 
 fn direct_line_is_exact_with_and_without_label(env: &Env) {
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let mut alice = monitor_up(env, "ka", "alice");
     let bob = env.monitor("kb", &["--name", "bob", "--label", "the builder"]);
     up(env, &bob, "bob");
 
@@ -165,7 +157,11 @@ fn direct_line_is_exact_with_and_without_label(env: &Env) {
     // bob's label is remembered for this one.)
     let elsewhere = env.tmp.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("mkdir");
-    let carol = monitor_in(env, "kc", &elsewhere, &["--name", "carol"]);
+    let carol = env
+        .monitor_with("kc")
+        .dir(&elsewhere)
+        .args(&["--name", "carol"])
+        .spawn();
     up(env, &carol, "carol");
     let out = env.ok("kc", &["mail", "send", "--to", "alice", "--text", "hello"]);
     let id2 = sent_id(&out);
@@ -178,8 +174,7 @@ fn direct_line_is_exact_with_and_without_label(env: &Env) {
 }
 
 fn offline_mail_is_replayed_in_send_order_exactly_once(env: &Env) {
-    let alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let alice = monitor_up(env, "ka", "alice");
     alice.stop();
 
     let mut ids = Vec::new();
@@ -223,8 +218,7 @@ fn offline_mail_is_replayed_in_send_order_exactly_once(env: &Env) {
     assert_eq!(alice.stop(), Some(0));
 
     // Another restart prints nothing old.
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let mut alice = monitor_up(env, "ka", "alice");
     let after = env.send("bob", "alice", "after restart");
     assert_eq!(
         alice.line(),
@@ -393,7 +387,7 @@ fn forged_header_and_hostile_body_stay_one_safe_line(env: &Env) {
             "hi",
         ],
     ));
-    refused(&forged, &[1, 2], "a forged --from");
+    refused(&forged, 2, "a forged --from");
     // The raw text is kept.
     let raw = env.run("x", &["inbox", "read", "--raw", &id]);
     assert!(raw.status.success());
@@ -405,10 +399,17 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
     let mut mon = env.monitor("ka", &["--name", "alice"]);
     env.wait_online("alice");
 
-    // 2,000 code points, some of them two bytes long; then four-byte ones.
+    // 2,000 code points, some of them two bytes long; then four-byte ones;
+    // then quotes, brackets, a tab and three-byte ones.
     let long: String = "héllo wörld ".chars().cycle().take(2000).collect();
     let emoji: String = "😀".repeat(2000);
-    for text in [&long, &emoji] {
+    let mixed: String = "Lorem ipsum, dolor ✓ é 日本 \"q\" [b] \t~"
+        .chars()
+        .cycle()
+        .take(2000)
+        .collect();
+    let mut ids = Vec::new();
+    for text in [&long, &emoji, &mixed] {
         let id = send_as(env, "bob", "alice", text);
         let first = mon.line();
         let header = format!("[inter-session msg={id} from=\"bob\" truncated=2000] ");
@@ -435,6 +436,7 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
             );
             assert_eq!(out.stdout, text.as_bytes(), "inbox read {what}");
         }
+        ids.push(id);
     }
     // Raw: newlines, CR LF, backslashes and a NUL kept; nothing added.
     let raw = "line one\nline two\r\n\ttabbed \\0 \\\\ nul\0end\n";
@@ -446,8 +448,21 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
     assert_eq!(out.stdout, raw.as_bytes(), "inbox read of a raw text");
     refused(
         &run_within(cmd_args(env, "x", &["inbox", "read", "ZZZZZZ"])),
-        &[1],
+        1,
         "unknown id",
+    );
+    // Two ids sent within a moment share a prefix: not unique, refused.
+    let common: String = ids[0]
+        .chars()
+        .zip(id.chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a)
+        .collect();
+    assert!(!common.is_empty(), "{} and {id}", ids[0]);
+    refused(
+        &run_within(cmd_args(env, "x", &["inbox", "read", &common])),
+        1,
+        "ambiguous id prefix",
     );
     let sentinel = send_as(env, "bob", "alice", "after");
     assert_eq!(
@@ -456,10 +471,13 @@ fn long_body_is_cut_and_inbox_read_gives_the_original_bytes(env: &Env) {
     );
 }
 
+/// Exit codes (SPEC §5): a name or label that breaks its rule is a usage
+/// error (2, SPEC §3); a text that cannot be sent (empty, too long, not
+/// UTF-8, an unreadable file) and a recipient or session that is not there
+/// are runtime failures (1).
 fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     // A database worth protecting: alice online, bob registered, one message.
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let mut alice = monitor_up(env, "ka", "alice");
     let first = env.send("bob", "alice", "first");
     expect_msg(&mut alice, &first);
     wait_for("the first message marked delivered", || {
@@ -467,31 +485,32 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     });
 
     let dir = env.tmp.path();
-    let send = |extra: &[&str]| {
-        let mut args = vec!["--from", "bob", "mail", "send", "--to", "alice"];
-        args.extend(extra);
-        cmd_args(env, "kb", &args)
+    let as_bob = |args: &[&str]| {
+        let mut all = vec!["--from", "bob", "mail"];
+        all.extend(args);
+        cmd_args(env, "kb", &all)
     };
-    assert_refused(env, send(&["--text", ""]), &[1, 2], "empty --text");
+    let send = |extra: &[&str]| {
+        let mut args = vec!["send", "--to", "alice"];
+        args.extend(extra);
+        as_bob(&args)
+    };
+    assert_refused(env, send(&["--text", ""]), 1, "empty --text");
     assert_refused(
         env,
         send(&["--text", "  \n\t  \r\n"]),
-        &[1, 2],
+        1,
         "whitespace-only --text",
     );
-    assert_refused(env, send(&[]), &[1, 2], "empty stdin");
+    assert_refused(env, send(&[]), 1, "empty stdin");
     let empty = write_file(dir, "empty.txt", b"");
-    assert_refused(
-        env,
-        send(&["--text-file", empty.to_str().expect("path")]),
-        &[1, 2],
-        "empty file",
-    );
+    let empty = empty.to_str().expect("path");
+    assert_refused(env, send(&["--text-file", empty]), 1, "empty file");
     let bad = write_file(dir, "bad.bin", b"hello \xff\xfe world");
     let line = assert_refused(
         env,
         send(&["--text-file", bad.to_str().expect("path")]),
-        &[1, 2],
+        1,
         "invalid UTF-8",
     );
     assert!(line.to_lowercase().contains("utf-8"), "{line}");
@@ -499,57 +518,49 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     assert_refused(
         env,
         send(&["--text-file", big.to_str().expect("path")]),
-        &[1, 2],
+        1,
         "direct over 10 MiB",
     );
     let wide = write_file(dir, "wide.txt", &vec![b'b'; 256 * 1024 + 1]);
+    let wide = wide.to_str().expect("path");
     assert_refused(
         env,
-        cmd_args(
-            env,
-            "kb",
-            &[
-                "--from",
-                "bob",
-                "mail",
-                "broadcast",
-                "--text-file",
-                wide.to_str().expect("path"),
-            ],
-        ),
-        &[1, 2],
+        as_bob(&["broadcast", "--text-file", wide]),
+        1,
         "broadcast over 256 KiB",
+    );
+    assert_refused(
+        env,
+        as_bob(&["send", "--all", "--text-file", wide]),
+        1,
+        "send --all over 256 KiB",
+    );
+    assert_refused(
+        env,
+        as_bob(&["broadcast", "--text", ""]),
+        1,
+        "empty broadcast",
     );
     let missing = dir.join("no-such-file.txt");
     assert_refused(
         env,
         send(&["--text-file", missing.to_str().expect("path")]),
-        &[1, 2],
+        1,
         "missing --text-file",
     );
 
     // Unknown and mistyped recipients.
     let line = assert_refused(
         env,
-        cmd_args(
-            env,
-            "kb",
-            &["--from", "bob", "mail", "send", "--to", "x", "--text", "hi"],
-        ),
-        &[1],
+        as_bob(&["send", "--to", "x", "--text", "hi"]),
+        1,
         "unknown recipient",
     );
     assert!(line.contains("no session named 'x'"), "{line}");
     let line = assert_refused(
         env,
-        cmd_args(
-            env,
-            "kb",
-            &[
-                "--from", "bob", "mail", "send", "--to", "alcie", "--text", "hi",
-            ],
-        ),
-        &[1],
+        as_bob(&["send", "--to", "alcie", "--text", "hi"]),
+        1,
         "typo recipient",
     );
     assert!(
@@ -566,38 +577,52 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
                 "--from", "zed", "mail", "send", "--to", "nosuch", "--text", "hi",
             ],
         ),
-        &[1],
+        1,
         "unknown recipient from a new --from",
     );
     // Not connected: a key with no session and no --from.
     for args in [
         &["mail", "send", "--to", "alice", "--text", "hi"][..],
         &["mail", "broadcast", "--text", "hi"][..],
+        &["mail", "send", "--all", "--text", "hi"][..],
         &["inbox", "check"][..],
         &["rename", "newname"][..],
     ] {
         let line = assert_refused(
             env,
             cmd_args(env, "nobody", args),
-            &[1],
+            1,
             &format!("{args:?} not connected"),
         );
         assert!(line.contains(NOT_CONNECTED), "{args:?}: {line}");
     }
-    // Invalid names, as a monitor's name, a new name or a sender.
-    for bad in ["Alice", "a_b", "-a", "a b", "é"] {
+    // Invalid names, as a monitor's name (and its `connect` alias), a new
+    // name or a sender: usage errors that state the rule.
+    let long = "x".repeat(41);
+    for bad in ["Alice", "", "a_b", long.as_str(), "-a", "a b", "é"] {
+        // `--name=…` and `--` so that "-a" reaches the program, not clap.
         let name_arg = format!("--name={bad}");
+        let what = format!("inbox watch --name {bad:?}");
         let line = assert_refused(
             env,
             cmd_args(env, "kbad", &["inbox", "watch", "--pace", "off", &name_arg]),
-            &[2],
-            &format!("inbox watch --name {bad:?}"),
+            2,
+            &what,
         );
-        assert!(line.contains("a-z") && line.contains("0-9"), "{line}");
+        assert!(
+            line.contains("a-z") && line.contains("0-9"),
+            "{what}: the rule is not stated: {line}"
+        );
+        assert_refused(
+            env,
+            cmd_args(env, "kbad", &["connect", "--pace", "off", "--", bad]),
+            2,
+            &format!("connect {bad:?}"),
+        );
         assert_refused(
             env,
             cmd_args(env, "ka", &["rename", "--", bad]),
-            &[1, 2],
+            2,
             &format!("rename {bad:?}"),
         );
         let from_arg = format!("--from={bad}");
@@ -608,19 +633,26 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
                 "kbad",
                 &[&from_arg, "mail", "send", "--to", "alice", "--text", "x"],
             ),
-            &[1, 2],
+            2,
             &format!("--from {bad:?}"),
         );
     }
+    // INTER_SESSION_NAME is held to the same rule.
+    let mut c = cmd_args(env, "kbad", &["inbox", "watch", "--pace", "off"]);
+    c.env("INTER_SESSION_NAME", "Not_Valid");
+    assert_refused(env, c, 2, "INTER_SESSION_NAME=Not_Valid");
     // A refused `sql` write changes nothing.
     assert_refused(
         env,
         cmd_args(env, "x", &["sql", "delete from messages"]),
-        &[1],
+        1,
         "sql write",
     );
 
     // The limits themselves are allowed, and alice still gets her mail.
+    let forty = "x".repeat(40);
+    let forty_mon = env.monitor("k40", &["--name", &forty]);
+    up(env, &forty_mon, &forty);
     let edge = write_file(dir, "edge.txt", &vec![b'c'; 256 * 1024]);
     let out = env.ok(
         "kb",
@@ -636,6 +668,14 @@ fn bad_input_is_refused_and_leaves_the_database_unchanged(env: &Env) {
     let edge_id = sent_id(&out);
     let l = expect_msg(&mut alice, &edge_id);
     assert!(l.contains("truncated=262144"), "{l}");
+    let edge = write_file(dir, "edge10.txt", &vec![b'd'; 10 * 1024 * 1024]);
+    let id = send_file_as(env, "bob", "alice", &edge);
+    assert_eq!(
+        env.sql(&format!(
+            "select length(text) from history where id = '{id}'"
+        )),
+        (10 * 1024 * 1024).to_string()
+    );
     let after = env.send("bob", "alice", "still fine");
     alice.until(Duration::from_secs(10), |l| {
         line_id(l) == Some(after.as_str())
@@ -729,10 +769,24 @@ fn recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox(env: 
     for name in ["alice", "alfred", "bob", "carol"] {
         register(env, name);
     }
-    let mut carol = env.monitor("carol", &["--name", "carol"]);
-    up(env, &carol, "carol");
-    // A unique prefix finds its mailbox; the line names the real sender.
-    let id = send_as(env, "bob", "car", "by prefix");
+    let mut carol = monitor_up(env, "carol", "carol");
+    // A unique prefix finds its mailbox, named in the confirmation; the
+    // line names the real sender.
+    let out = env.ok(
+        "bob",
+        &[
+            "--from",
+            "bob",
+            "mail",
+            "send",
+            "--to",
+            "car",
+            "--text",
+            "by prefix",
+        ],
+    );
+    let id = sent_id(&out);
+    assert_eq!(out, format!("sent {id} -> carol (delivered)\n"));
     assert_eq!(
         expect_msg(&mut carol, &id),
         format!("[inter-session msg={id} from=\"bob\"] by prefix")
@@ -744,7 +798,7 @@ fn recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox(env: 
         format!("[inter-session msg={id} from=\"dave\"] from a new name")
     );
     assert_eq!(session(env, "dave")["state"], "offline");
-    let before = snapshot(env);
+    let before = db_snapshot(env);
     let refuse = |from: &str, to: &str, what: &str| {
         assert_refused(
             env,
@@ -753,7 +807,7 @@ fn recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox(env: 
                 from,
                 &["--from", from, "mail", "send", "--to", to, "--text", "x"],
             ),
-            &[1],
+            1,
             what,
         )
     };
@@ -764,12 +818,20 @@ fn recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox(env: 
     );
     let line = refuse("bob", "bob", "self-send");
     assert!(line.contains("yourself"), "{line}");
-    assert_eq!(snapshot(env), before, "a refused send changed the database");
+    assert_eq!(
+        db_snapshot(env),
+        before,
+        "a refused send changed the database"
+    );
     env.ok("alfred", &["--from", "alfred", "disconnect"]);
-    let before = snapshot(env);
+    let before = db_snapshot(env);
     let line = refuse("bob", "alfred", "left recipient");
     assert!(line.contains("has left"), "{line}");
-    assert_eq!(snapshot(env), before, "a refused send changed the database");
+    assert_eq!(
+        db_snapshot(env),
+        before,
+        "a refused send changed the database"
+    );
     // Once alfred has left, "al" is alice's alone.
     let id = send_as(env, "bob", "al", "now unique");
     let mut alice = env.monitor("alice", &["--name", "alice"]);
@@ -796,7 +858,7 @@ fn a_prefix_never_reaches_a_numbered_sibling(env: &Env) {
                 "bob",
                 &["--from", "bob", "mail", "send", "--to", to, "--text", "x"],
             ),
-            &[1],
+            1,
             &format!("--to {to} with only {near}"),
         );
         assert!(

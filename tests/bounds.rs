@@ -171,7 +171,7 @@ fn messages(env: &Env) -> String {
 
 /// Refused with the size limit's one line, and nothing sent.
 fn too_long(env: &Env, out: &Output, limit: usize, what: &str) {
-    let line = refused(out, &[1], what);
+    let line = refused(out, 1, what);
     assert!(
         line.contains("text too long") && line.contains(&format!("at most {limit}")),
         "{what}: {line}"
@@ -284,10 +284,10 @@ fn a_fifo_within_the_limit_is_sent_whole() {
 fn a_fifo_keeps_the_utf8_and_empty_refusals() {
     let env = setup();
     let bad = Fifo::new(env.tmp.path(), "bad", b"ok \xff\xfe".to_vec(), false);
-    let line = refused(&send_file(&env, false, bad.arg()), &[1], "invalid UTF-8");
+    let line = refused(&send_file(&env, false, bad.arg()), 1, "invalid UTF-8");
     assert!(line.contains("not valid UTF-8"), "{line}");
     let empty = Fifo::new(env.tmp.path(), "empty", Vec::new(), false);
-    let line = refused(&send_file(&env, false, empty.arg()), &[1], "empty");
+    let line = refused(&send_file(&env, false, empty.arg()), 1, "empty");
     assert!(line.contains("empty text"), "{line}");
     assert_eq!(messages(&env), "0");
 }
@@ -334,7 +334,7 @@ fn stdin_stops_at_the_limit() {
                 BROADCAST.to_string()
             );
         } else {
-            let line = refused(&out, &[1], "limit + CRLF + more");
+            let line = refused(&out, 1, "limit + CRLF + more");
             assert!(line.contains("text too long"), "{line}");
             assert_eq!(messages(&env), "1");
         }
@@ -377,7 +377,7 @@ fn huge_durations_are_refused_with_one_line() {
     ));
     for args in &cases {
         let out = run(&env, "alice", args, Stdio::null());
-        let line = refused(&out, &[2], &format!("{args:?}"));
+        let line = refused(&out, 2, &format!("{args:?}"));
         assert!(!line.contains("panicked"), "{args:?}: {line}");
     }
     assert_eq!(messages(&env), "1", "a refused command sent something");
@@ -500,7 +500,7 @@ fn sql_has_a_default_time_limit() {
     let env = setup();
     let started = Instant::now();
     let out = run(&env, "sql", &["sql", FOREVER], Stdio::null());
-    let line = refused(&out, &[1], "endless query");
+    let line = refused(&out, 1, "endless query");
     assert!(line.contains("longer than 5 s"), "{line}");
     assert!(started.elapsed() < Duration::from_secs(15));
 }
@@ -565,7 +565,7 @@ fn sql_refuses_settings_and_transactions_and_runs_read_only_pragmas() {
         "release s",
         "rollback to s",
     ] {
-        let line = refused(&run(&env, "sql", &["sql", q], Stdio::null()), &[1], q);
+        let line = refused(&run(&env, "sql", &["sql", q], Stdio::null()), 1, q);
         assert!(line.contains("refused"), "{q}: {line}");
         assert_eq!(
             [
@@ -596,7 +596,7 @@ fn sql_refuses_settings_and_transactions_and_runs_read_only_pragmas() {
     assert!(info.contains("|sender|"), "{info}");
 
     for q in ["", "  \n\t", "-- nothing", "/* nothing */ ;", ";"] {
-        let line = refused(&run(&env, "sql", &["sql", q], Stdio::null()), &[2], q);
+        let line = refused(&run(&env, "sql", &["sql", q], Stdio::null()), 2, q);
         assert!(line.contains("empty query"), "{q:?}: {line}");
     }
 }

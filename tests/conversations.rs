@@ -8,19 +8,14 @@ mod support;
 use support::*;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 // ---------------------------------------------------------------- helpers
 
 /// A monitor for `name` (key `k<name>`) that is up before we go on.
 fn online(env: &Env, name: &str) -> Monitor {
-    let m = env.monitor(&format!("k{name}"), &["--name", name]);
-    up(env, &m, name);
-    m
+    monitor_up(env, &format!("k{name}"), name)
 }
 
 /// Register `name` as a mailbox and leave it offline (its monitor stopped).
@@ -32,128 +27,39 @@ fn offline(env: &Env, name: &str) {
     });
 }
 
-/// `history --json` as `from`, with extra flags.
-fn history_json(env: &Env, from: &str, flags: &[&str]) -> Vec<Value> {
-    let mut all = vec!["--from", from, "history", "--json"];
-    all.extend(flags);
-    let v: Value = serde_json::from_str(&env.ok("probe", &all)).expect("history --json is JSON");
-    v.as_array().expect("array").clone()
+/// `mail ask --to <to> --timeout <timeout> --text <text>` as session key
+/// `key`, started.
+fn start_ask(env: &Env, key: &str, to: &str, timeout: &str, text: &str) -> Child {
+    spawn_piped(cmd_args(
+        env,
+        key,
+        &[
+            "mail",
+            "ask",
+            "--to",
+            to,
+            "--timeout",
+            timeout,
+            "--text",
+            text,
+        ],
+    ))
 }
 
-fn ids_of(rows: &[Value]) -> Vec<&str> {
-    rows.iter().map(|r| r["id"].as_str().expect("id")).collect()
+/// `mail reply <id> --text <text>` as session key `key`; the reply's id.
+fn reply(env: &Env, key: &str, id: &str, text: &str) -> String {
+    sent_id(&env.ok(key, &["mail", "reply", id, "--text", text]))
 }
 
-/// A command for the binary with `args`.
-fn cmd(env: &Env, key: &str, args: &[&str]) -> Command {
-    let mut c = env.cmd(key);
-    c.args(args);
-    c
-}
-
-/// Spawn with stdin closed and stdout/stderr piped.
-fn spawn(mut c: Command) -> Child {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn inter-session")
-}
-
-/// Wait for a spawned child (killing it and failing after `limit`); its
-/// output and how long the wait took.
-fn finish(mut child: Child, limit: Duration) -> (Output, Duration) {
-    let start = Instant::now();
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let status: ExitStatus = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("inter-session did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let took = start.elapsed();
-    (
-        Output {
-            status,
-            stdout: out.join().expect("stdout thread"),
-            stderr: err.join().expect("stderr thread"),
-        },
-        took,
-    )
-}
-
-/// Run to completion within 20 s.
-fn run(c: Command) -> Output {
-    finish(spawn(c), Duration::from_secs(20)).0
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout_of(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")
-}
-
-/// Exactly one non-empty stderr line (returned).
-fn one_stderr_line(out: &Output, what: &str) -> String {
-    let err = stderr_of(out);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "{what}: want one stderr line, got {err:?}");
-    assert!(!lines[0].trim().is_empty(), "{what}: blank stderr line");
-    lines[0].to_string()
-}
-
-/// What must not change when a command is refused.
-fn snapshot(env: &Env) -> Vec<String> {
-    [
-        "select count(*) from messages",
-        "select count(*) from deliveries",
-        "select count(*) from sessions",
-        "select count(*) from asks",
-        "select count(*) from blobs",
-    ]
-    .iter()
-    .map(|q| env.sql(q))
-    .collect()
+/// The monitor line of reply `id` from `from` to message `re`.
+fn reply_line(id: &str, from: &str, re: &str, text: &str) -> String {
+    format!("[inter-session msg={id} from=\"{from}\" re={re}] {text}")
 }
 
 /// Run `args` as `key`: exit 2, nothing on stdout, one stderr line, and
 /// the database unchanged. Returns the stderr line.
 fn refused_usage(env: &Env, key: &str, args: &[&str]) -> String {
-    let before = snapshot(env);
-    let out = run(cmd(env, key, args));
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{args:?}: want exit 2; stderr {:?}, stdout {:?}",
-        stderr_of(&out),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(
-        out.stdout.is_empty(),
-        "{args:?}: stdout not empty: {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let line = one_stderr_line(&out, &format!("{args:?}"));
-    assert_eq!(snapshot(env), before, "{args:?}: the database changed");
-    line
+    assert_refused(env, cmd_args(env, key, args), 2, &format!("{args:?}"))
 }
 
 /// The question id out of a `mail ask` timeout line (`… (question <id>)`).
@@ -165,12 +71,6 @@ fn question_in(line: &str) -> String {
         .chars()
         .take_while(char::is_ascii_alphanumeric)
         .collect()
-}
-
-fn signal(child: &Child, sig: i32) {
-    let pid = i32::try_from(child.id()).expect("pid");
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(pid, sig) };
 }
 
 // ------------------------------------------------- 1. replies and threads
@@ -195,10 +95,7 @@ fn replies_carry_re_and_history_thread_shows_the_whole_thread() {
     let out = env.ok("kbob", &["mail", "reply", &q, "--text", "answer: 8080"]);
     let r1 = sent_id(&out);
     assert_eq!(out, format!("sent {r1} -> alice (delivered)\n"));
-    assert_eq!(
-        alice.line(),
-        format!("[inter-session msg={r1} from=\"bob\" re={q}] answer: 8080")
-    );
+    assert_eq!(alice.line(), reply_line(&r1, "bob", &q, "answer: 8080"));
 
     // Level 3, twice: `mail send --reply-to` (no --to) and `mail reply` do
     // the same thing: to the parent's sender, re=<parent>, same thread.
@@ -208,20 +105,14 @@ fn replies_carry_re_and_history_thread_shows_the_whole_thread() {
     );
     let r2a = sent_id(&out);
     assert_eq!(out, format!("sent {r2a} -> bob (delivered)\n"));
-    assert_eq!(
-        bob.line(),
-        format!("[inter-session msg={r2a} from=\"alice\" re={r1}] thanks (send)")
-    );
+    assert_eq!(bob.line(), reply_line(&r2a, "alice", &r1, "thanks (send)"));
     let out = env.ok(
         "kalice",
         &["mail", "reply", &r1, "--text", "thanks (reply)"],
     );
     let r2b = sent_id(&out);
     assert_eq!(out, format!("sent {r2b} -> bob (delivered)\n"));
-    assert_eq!(
-        bob.line(),
-        format!("[inter-session msg={r2b} from=\"alice\" re={r1}] thanks (reply)")
-    );
+    assert_eq!(bob.line(), reply_line(&r2b, "alice", &r1, "thanks (reply)"));
     let row = |id: &str| {
         env.sql(&format!(
             "select sender || '|' || recipient || '|' || in_reply_to || '|' || thread_id \
@@ -303,20 +194,7 @@ fn ask_prints_the_exact_reply_and_the_askers_monitor_does_not() {
     let mut bob = online(&env, "bob");
 
     // alice's own session (key) asks, while alice's monitor runs.
-    let ask = spawn(cmd(
-        &env,
-        "kalice",
-        &[
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "30s",
-            "--text",
-            "question: the whole report?",
-        ],
-    ));
+    let ask = start_ask(&env, "kalice", "bob", "30s", "question: the whole report?");
     let qline = bob.line();
     let q = line_id(&qline).expect("question line").to_string();
     assert_eq!(
@@ -359,13 +237,10 @@ fn ask_prints_the_exact_reply_and_the_askers_monitor_does_not() {
     );
 
     // A second reply to the same question is ordinary mail, with re=.
-    let r2 = sent_id(&env.ok(
-        "kbob",
-        &["mail", "reply", &q, "--text", "answer: one more thing"],
-    ));
+    let r2 = reply(&env, "kbob", &q, "answer: one more thing");
     assert_eq!(
         alice.line(),
-        format!("[inter-session msg={r2} from=\"bob\" re={q}] answer: one more thing")
+        reply_line(&r2, "bob", &q, "answer: one more thing")
     );
     wait_for("alice's pending to reach 0", || {
         session(&env, "alice")["pending"] == 0
@@ -383,20 +258,7 @@ fn ask_to_an_offline_peer_times_out_queued_and_a_late_reply_reaches_the_mailbox(
     offline(&env, "bob");
     let mut alice = online(&env, "alice");
 
-    let ask = spawn(cmd(
-        &env,
-        "kalice",
-        &[
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "2s",
-            "--text",
-            "question: still there?",
-        ],
-    ));
+    let ask = start_ask(&env, "kalice", "bob", "2s", "question: still there?");
     let (out, took) = finish(ask, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(124), "stderr {:?}", stderr_of(&out));
     assert!(
@@ -420,31 +282,15 @@ fn ask_to_an_offline_peer_times_out_queued_and_a_late_reply_reaches_the_mailbox(
         format!("[inter-session msg={q} from=\"alice\"] question: still there?")
     );
     // bob's late reply lands in alice's mailbox: her monitor prints it.
-    let r = sent_id(&env.ok(
-        "kbob",
-        &["mail", "reply", &q, "--text", "answer: yes, sorry"],
-    ));
+    let r = reply(&env, "kbob", &q, "answer: yes, sorry");
     assert_eq!(
         alice.line(),
-        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: yes, sorry")
+        reply_line(&r, "bob", &q, "answer: yes, sorry")
     );
 
     // A timeout with bob online (question printed, no answer) says delivered.
     up(&env, &bob, "bob");
-    let ask = spawn(cmd(
-        &env,
-        "kalice",
-        &[
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "1s",
-            "--text",
-            "question: again?",
-        ],
-    ));
+    let ask = start_ask(&env, "kalice", "bob", "1s", "question: again?");
     let q2 = line_id(&bob.line()).expect("question line").to_string();
     let (out, _) = finish(ask, Duration::from_secs(10));
     assert_eq!(out.status.code(), Some(124), "stderr {:?}", stderr_of(&out));
@@ -508,7 +354,7 @@ fn twenty_concurrent_asks_to_four_scripted_repliers_get_their_own_answers() {
             .map(|(to, text)| {
                 let env = &env;
                 s.spawn(move || {
-                    let c = cmd(
+                    let c = cmd_args(
                         env,
                         "script",
                         &[
@@ -524,7 +370,10 @@ fn twenty_concurrent_asks_to_four_scripted_repliers_get_their_own_answers() {
                             text,
                         ],
                     );
-                    (text.clone(), finish(spawn(c), Duration::from_secs(60)).0)
+                    (
+                        text.clone(),
+                        finish(spawn_piped(c), Duration::from_secs(60)).0,
+                    )
                 })
             })
             .collect();
@@ -571,20 +420,7 @@ fn sigint_to_a_waiting_ask_exits_130_and_leaves_the_question_in_its_thread() {
     let env = Env::new();
     let mut alice = online(&env, "alice");
     let mut bob = online(&env, "bob");
-    let ask = spawn(cmd(
-        &env,
-        "kalice",
-        &[
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "5m",
-            "--text",
-            "question: interrupt me?",
-        ],
-    ));
+    let ask = start_ask(&env, "kalice", "bob", "5m", "question: interrupt me?");
     let q = line_id(&bob.line()).expect("question line").to_string();
     wait_for("the ask's hold", || {
         env.sql("select count(*) from asks") == "1"
@@ -604,11 +440,8 @@ fn sigint_to_a_waiting_ask_exits_130_and_leaves_the_question_in_its_thread() {
     assert_eq!(rows[0]["status"], "delivered");
 
     // The question still stands: bob's reply reaches alice's monitor.
-    let r = sent_id(&env.ok("kbob", &["mail", "reply", &q, "--text", "answer: no"]));
-    assert_eq!(
-        alice.line(),
-        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: no")
-    );
+    let r = reply(&env, "kbob", &q, "answer: no");
+    assert_eq!(alice.line(), reply_line(&r, "bob", &q, "answer: no"));
     let rows = history_json(&env, "bob", &["--thread", &r]);
     assert_eq!(ids_of(&rows), [q.as_str(), r.as_str()]);
 }
@@ -622,31 +455,15 @@ fn a_reply_held_for_a_killed_ask_reaches_the_running_monitor() {
     let env = Env::new();
     let mut alice = online(&env, "alice");
     let mut bob = online(&env, "bob");
-    let mut ask = spawn(cmd(
-        &env,
-        "kalice",
-        &[
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "1s",
-            "--text",
-            "question: killed?",
-        ],
-    ));
+    let mut ask = start_ask(&env, "kalice", "bob", "1s", "question: killed?");
     let q = line_id(&bob.line()).expect("question line").to_string();
     let _ = ask.kill();
     let _ = ask.wait();
-    let r = sent_id(&env.ok("kbob", &["mail", "reply", &q, "--text", "answer: late"]));
+    let r = reply(&env, "kbob", &q, "answer: late");
     let later = env.send("bob", "alice", "later news");
     expect_msg(&mut alice, &later);
     let line = alice.until(Duration::from_secs(15), |l| line_id(l) == Some(r.as_str()));
-    assert_eq!(
-        line,
-        format!("[inter-session msg={r} from=\"bob\" re={q}] answer: late")
-    );
+    assert_eq!(line, reply_line(&r, "bob", &q, "answer: late"));
 }
 
 // ---------------------------------------------------------------- 5. TTL
@@ -779,10 +596,11 @@ fn mail_held_over_a_minute_prints_queued_and_fresh_mail_does_not() {
     ));
 
     // The monitor's clock is 3700 s ahead: 3700 s formats as 1h1m.
-    let mut c = env.cmd("kbob");
-    c.args(["inbox", "watch", "--pace", "off", "--name", "bob"])
-        .env("INTER_SESSION_CLOCK_OFFSET_S", "3700");
-    let mut bob = Monitor::spawn(c);
+    let mut bob = env
+        .monitor_with("kbob")
+        .args(&["--name", "bob"])
+        .var("INTER_SESSION_CLOCK_OFFSET_S", "3700")
+        .spawn();
     assert_eq!(
         bob.line(),
         format!("[inter-session msg={m1} from=\"alice\" queued=1h1m] deploy when green")
@@ -822,16 +640,13 @@ fn mail_held_over_a_minute_prints_queued_and_fresh_mail_does_not() {
             "fresh reply",
         ],
     ));
-    assert_eq!(
-        bob.line(),
-        format!("[inter-session msg={r} from=\"alice\" re={b}] fresh reply")
-    );
+    assert_eq!(bob.line(), reply_line(&r, "alice", &b, "fresh reply"));
 }
 
 // --------------------------------------------------------- 7. idempotency
 
 fn keyed_send(env: &Env, key: &str, text: &str) -> Command {
-    cmd(
+    cmd_args(
         env,
         "k",
         &[
@@ -876,7 +691,7 @@ fn the_same_idempotency_key_sends_once_sequentially_and_concurrently() {
     offline(&env, "bob");
 
     let outs: Vec<Output> = (0..10)
-        .map(|i| run(keyed_send(&env, "k", &format!("attempt {i}"))))
+        .map(|i| run_within(keyed_send(&env, "k", &format!("attempt {i}"))))
         .collect();
     let id = check_keyed(&outs);
     assert!(
@@ -888,7 +703,7 @@ fn the_same_idempotency_key_sends_once_sequentially_and_concurrently() {
         let hs: Vec<_> = (0..10)
             .map(|i| {
                 let env = &env;
-                s.spawn(move || run(keyed_send(env, "k2", &format!("racer {i}"))))
+                s.spawn(move || run_within(keyed_send(env, "k2", &format!("racer {i}"))))
             })
             .collect();
         hs.into_iter().map(|h| h.join().expect("thread")).collect()
@@ -943,41 +758,27 @@ fn bad_conversation_input_is_one_line_exit_2_and_writes_nothing() {
     offline(&env, "bob");
     offline(&env, "alice");
     let known = env.send("bob", "alice", "a real message");
-    let send = |extra: &[&str]| {
-        let mut a = vec!["--from", "alice", "mail", "send", "--to", "bob"];
-        a.extend(extra);
-        a.extend(["--text", "x"]);
-        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    // `--from alice mail <args>`, and with `--text x` after `extra`:
+    // `send --to bob`, `ask --to bob`, `reply <id>`.
+    let as_alice = |args: &[&str]| -> Vec<String> {
+        ["--from", "alice", "mail"]
+            .iter()
+            .chain(args)
+            .map(|s| s.to_string())
+            .collect()
     };
+    let with_text =
+        |verb: &[&str], extra: &[&str]| as_alice(&[verb, extra, &["--text", "x"]].concat());
+    let send = |extra: &[&str]| with_text(&["send", "--to", "bob"], extra);
+    let ask = |extra: &[&str]| with_text(&["ask", "--to", "bob"], extra);
+    let reply_to = |id: &str, extra: &[&str]| with_text(&["reply", id], extra);
+    const UNKNOWN: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
     let long_key = "k".repeat(201);
     let cases: Vec<Vec<String>> = vec![
         // Replies to an id that does not exist (well-formed, and not).
-        [
-            "--from",
-            "alice",
-            "mail",
-            "reply",
-            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ["--from", "alice", "mail", "reply", "nope", "--text", "x"]
-            .map(String::from)
-            .to_vec(),
-        [
-            "--from",
-            "alice",
-            "mail",
-            "send",
-            "--reply-to",
-            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
+        reply_to(UNKNOWN, &[]),
+        reply_to("nope", &[]),
+        as_alice(&["send", "--reply-to", UNKNOWN, "--text", "x"]),
         send(&["--ttl", "0"]),
         send(&["--ttl", "0s"]),
         send(&["--ttl=-5m"]),
@@ -985,57 +786,11 @@ fn bad_conversation_input_is_one_line_exit_2_and_writes_nothing() {
         send(&["--idempotency-key", &long_key]),
         send(&["--idempotency-key", ""]),
         send(&["--expires", "tomorrow"]),
-        [
-            "--from", "alice", "mail", "reply", &known, "--ttl", "abc", "--text", "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "--from",
-            "alice",
-            "mail",
-            "reply",
-            &known,
-            "--idempotency-key",
-            &long_key,
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "--from",
-            "alice",
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "0",
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "--from",
-            "alice",
-            "mail",
-            "ask",
-            "--to",
-            "bob",
-            "--timeout",
-            "0s",
-            "--text",
-            "x",
-        ]
-        .map(String::from)
-        .to_vec(),
-        [
-            "--from", "alice", "mail", "ask", "--to", "bob", "--ttl", "abc", "--text", "x",
-        ]
-        .map(String::from)
-        .to_vec(),
+        reply_to(&known, &["--ttl", "abc"]),
+        reply_to(&known, &["--idempotency-key", &long_key]),
+        ask(&["--timeout", "0"]),
+        ask(&["--timeout", "0s"]),
+        ask(&["--ttl", "abc"]),
     ];
     for args in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -12,109 +12,36 @@ mod support;
 use support::*;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Stdio;
+use std::sync::mpsc::channel;
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 // ---------------------------------------------------------------- helpers
 
-fn state_of(env: &Env, name: &str) -> String {
-    let out = env.ok("probe", &["list", "--all", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == name)
-        .map(|s| s["state"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_default()
+/// bob registered, and alice's monitor (key `ka`, `vars` in its
+/// environment, its stderr kept) online.
+fn alice_up(env: &Env, vars: &[(&str, &str)]) -> Monitor {
+    register(env, "bob");
+    let m = env
+        .monitor_with("ka")
+        .args(&["--name", "alice"])
+        .keep_stderr();
+    let m = vars.iter().fold(m, |m, (k, v)| m.var(k, v)).spawn();
+    env.wait_online("alice");
+    m
 }
 
-/// A monitor whose stderr goes to a file (support's Monitor inherits it) and
-/// whose environment can carry extra variables.
-struct Watch {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    err: PathBuf,
+/// `alice_up`, and a message from bob printed.
+fn alice_got_one(env: &Env) -> Monitor {
+    let mut m = alice_up(env, &[]);
+    let id = send_as(env, "bob", "alice", "before");
+    assert_eq!(line_id(&m.line()), Some(id.as_str()));
+    m
 }
 
-impl Watch {
-    fn start(env: &Env, key: &str, name: &str, vars: &[(&str, &str)]) -> Watch {
-        let err = env
-            .tmp
-            .path()
-            .join(format!("{key}-{}.stderr", std::process::id()));
-        let errf = std::fs::File::create(&err).expect("stderr file");
-        let mut c = env.cmd(key);
-        c.args(["inbox", "watch", "--pace", "off", "--name", name]);
-        for (k, v) in vars {
-            c.env(k, v);
-        }
-        c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(errf);
-        let mut child = c.spawn().expect("spawn monitor");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Watch {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-            err,
-        }
-    }
-
-    fn next_line(&mut self, timeout: Duration) -> Option<String> {
-        let l = self.lines.recv_timeout(timeout).ok()?;
-        self.seen.push(l.clone());
-        Some(l)
-    }
-
-    fn line(&mut self) -> String {
-        self.next_line(Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("no line; saw {:?}", self.seen))
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Lines still buffered after the process ended.
-    fn rest(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(l) = self.next_line(Duration::from_secs(5)) {
-            out.push(l);
-        }
-        out
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn state_of(env: &Env, name: &str) -> serde_json::Value {
+    session(env, name)["state"].clone()
 }
 
 /// CPU time (user + system, all threads) of a process, in seconds.
@@ -140,9 +67,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[test]
 fn notification_alone_wakes_the_monitor() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = Watch::start(&env, "ka", "alice", &[("INTER_SESSION_POLL_MS", "3600000")]);
-    env.wait_online("alice");
+    let mut mon = alice_up(&env, &[("INTER_SESSION_POLL_MS", "3600000")]);
     for i in 0..200 {
         let id = send_as(&env, "bob", "alice", &format!("w{i}"));
         let l = mon.next_line(Duration::from_secs(5)).unwrap_or_else(|| {
@@ -162,9 +87,7 @@ fn notification_alone_wakes_the_monitor() {
 #[test]
 fn deleted_sentinel_is_watched_again() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = Watch::start(&env, "ka", "alice", &[("INTER_SESSION_POLL_MS", "3600000")]);
-    env.wait_online("alice");
+    let mut mon = alice_up(&env, &[("INTER_SESSION_POLL_MS", "3600000")]);
     let sentinel = env.data.join("mailbox.db.notify");
     for round in 0..3 {
         std::fs::remove_file(&sentinel).expect("remove the sentinel");
@@ -185,11 +108,7 @@ fn deleted_sentinel_is_watched_again() {
 #[test]
 fn idle_monitor_uses_almost_no_cpu() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = env.monitor("ka", &["--name", "alice"]);
-    env.wait_online("alice");
-    let id = env.send("bob", "alice", "wake once");
-    assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    let mut mon = alice_got_one(&env);
     let pid = mon.child.id();
     let before = cpu_seconds(pid);
     // Measuring idleness itself: this sleep is the measurement window.
@@ -318,32 +237,21 @@ fn sigkilled_senders_leave_only_complete_messages() {
         );
     }
     assert_eq!(env.sql("pragma integrity_check"), "ok");
-    if let Ok(out) = std::process::Command::new("sqlite3")
-        .arg(env.db())
-        .arg("pragma integrity_check;")
-        .output()
-    {
-        if out.status.success() {
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                "ok",
-                "stock sqlite3 integrity_check"
-            );
-        }
-    }
+    stock_integrity_check(&env.db());
     // Still usable afterwards.
     send_as(&env, "bob", "r2", "after the kills");
 }
 
 // ---------------------------------------------------------------- 6. environment faults
 
-fn assert_notices_database_fault(mut mon: Watch, what: &str) {
+fn assert_notices_database_fault(mut mon: Monitor, what: &str) {
     let st = mon
         .wait_exit(Duration::from_secs(5))
         .unwrap_or_else(|| panic!("monitor still running 5 s after the database was {what}"));
-    assert!(st.code().is_some(), "monitor died by a signal: {st:?}");
+    // A runtime failure (SPEC §5), not a signal.
+    assert_eq!(st.code(), Some(1), "the monitor's exit: {st:?}");
     let mut lines = mon.seen.clone();
-    lines.extend(mon.rest());
+    lines.extend(mon.rest(Duration::from_secs(5)));
     let last = lines.last().cloned().unwrap_or_default();
     assert!(
         last.starts_with("[inter-session] "),
@@ -363,11 +271,7 @@ fn assert_notices_database_fault(mut mon: Watch, what: &str) {
 #[test]
 fn database_deleted_under_monitor_is_noticed() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = Watch::start(&env, "ka", "alice", &[]);
-    env.wait_online("alice");
-    let id = send_as(&env, "bob", "alice", "before");
-    assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    let mon = alice_got_one(&env);
     std::fs::remove_file(env.db()).expect("delete db");
     assert_notices_database_fault(mon, "deleted");
 }
@@ -375,11 +279,7 @@ fn database_deleted_under_monitor_is_noticed() {
 #[test]
 fn database_replaced_under_monitor_is_noticed() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = Watch::start(&env, "ka", "alice", &[]);
-    env.wait_online("alice");
-    let id = send_as(&env, "bob", "alice", "before");
-    assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    let mon = alice_got_one(&env);
     let copy = env.data.join("mailbox.db.copy");
     std::fs::copy(env.db(), &copy).expect("copy db");
     std::fs::rename(&copy, env.db()).expect("replace db");
@@ -422,16 +322,7 @@ fn closed_stdout_stops_the_monitor_without_marking_mail_delivered() {
     for i in 0..3 {
         send_as(&env, "bob", "alice", &format!("unread {i}"));
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_child(&mut child, Duration::from_secs(3));
     let _ = child.kill();
     let _ = child.wait();
     assert!(
@@ -454,21 +345,12 @@ fn closed_stdout_stops_the_monitor_without_marking_mail_delivered() {
 #[test]
 fn sigterm_exits_zero_and_marks_nothing_more() {
     let env = Env::new();
-    register(&env, "bob");
-    let mut mon = env.monitor("ka", &["--name", "alice"]);
-    env.wait_online("alice");
-    let id = env.send("bob", "alice", "before");
-    assert_eq!(line_id(&mon.line()), Some(id.as_str()));
+    let mut mon = alice_got_one(&env);
     // The line is marked delivered just after it is written; a SIGTERM in
     // between rightly leaves it pending (at-least-once), so wait for the mark.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pending_count(&env) != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the printed line was never marked delivered"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for("the printed line to be marked delivered", || {
+        pending_count(&env) == 0
+    });
     mon.signal(libc::SIGTERM);
     env.send("bob", "alice", "after the signal");
     let st = mon
@@ -550,8 +432,7 @@ fn monitor_exits_when_its_owner_is_gone() {
         .spawn()
         .expect("spawn sleep");
     let pid = owner.id();
-    let mut mon = Watch::start(&env, "ka", "alice", &[("CLAUDE_PID", &pid.to_string())]);
-    env.wait_online("alice");
+    let mut mon = alice_up(&env, &[("CLAUDE_PID", &pid.to_string())]);
     owner.kill().expect("kill owner");
     owner.wait().expect("reap owner");
     let want = format!("[inter-session] owning session (pid {pid}) is gone; exiting");

@@ -30,7 +30,7 @@ fn a_monitor_whose_stdout_is_dev_null_or_closed_refuses_and_marks_nothing() {
         .stdout(Stdio::null())
         .output()
         .expect("run the monitor");
-    let line = refused(&out, &[1], "monitor on /dev/null");
+    let line = refused(&out, 1, "monitor on /dev/null");
     assert!(line.contains("/dev/null"), "{line}");
     assert_eq!(pending_for(&env, "alice"), "1", "mail was consumed");
 
@@ -121,7 +121,7 @@ fn from_may_not_act_as_a_live_session_of_another_key_unless_forced() {
     ] {
         let mut full = vec!["--from", "alice"];
         full.extend(&args);
-        let line = refused(&env.run("k-other", &full), &[1], what);
+        let line = refused(&env.run("k-other", &full), 1, what);
         assert!(
             line.contains("'alice' is online under another session") && line.contains("--force"),
             "{what}: {line}"
@@ -265,7 +265,7 @@ fn a_read_only_folder_still_serves_reads_and_a_stale_read_only_shm_heals() {
     let out = u.run(&[
         "--from", "bob", "mail", "send", "--to", "alice", "--text", "more",
     ]);
-    let line = refused(&out, &[1], "a send into a read-only folder");
+    let line = refused(&out, 1, "a send into a read-only folder");
     assert!(line.contains("read-only"), "{line}");
     u.chmod(&u.data, 0o700);
 

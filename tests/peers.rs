@@ -2,14 +2,15 @@
 //! binary driving a real tmux server. Every test runs its own tmux server on
 //! a socket of its own (`INTER_SESSION_TMUX_SOCKET`), killed when the test
 //! ends, pass or fail. Every wait is on a printed monitor line or on
-//! `peer read` output polled with a deadline, never a fixed sleep.
+//! `peer read` output polled with a deadline, never a fixed sleep. Without
+//! tmux each test but the one of a missing tmux skips loudly
+//! (support/needs.rs).
 
 mod support;
 use support::*;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -23,49 +24,36 @@ const SHELL: &str = "bash --norc --noprofile";
 
 // ---------------------------------------------------------------- helpers
 
-/// A data folder plus a tmux server of this test's own. Dropping it kills
-/// that server (and with it every pane and the monitors running in them).
+/// A data folder whose commands use a tmux server of this test's own
+/// (support's `TmuxServer`, `INTER_SESSION_TMUX_SOCKET`); it derefs to that
+/// `Env`. Dropping it kills the server (and with it every pane and the
+/// monitors running in them).
 struct Peers {
     env: Env,
-    sock: String,
+    server: TmuxServer,
+}
+
+impl std::ops::Deref for Peers {
+    type Target = Env;
+
+    fn deref(&self) -> &Env {
+        &self.env
+    }
 }
 
 impl Peers {
-    fn new(tag: &str) -> Peers {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let sock = format!("is-test-{}-{n}-{tag}", std::process::id());
+    /// None (the test skipped loudly) when tmux is not installed.
+    fn new(tag: &str) -> Option<Peers> {
+        have_tmux().then(|| Peers::without_tmux(tag))
+    }
+
+    /// For the test of a missing tmux, which runs everywhere.
+    fn without_tmux(tag: &str) -> Peers {
+        let server = TmuxServer::named(tag);
         Peers {
-            env: Env::new(),
-            sock,
+            env: Env::new().with(SOCKET_VAR, &server.sock),
+            server,
         }
-    }
-
-    /// `Env::cmd` (clean environment, data folder, key) on our socket.
-    fn cmd(&self, key: &str) -> Command {
-        let mut c = self.env.cmd(key);
-        c.env(SOCKET_VAR, &self.sock);
-        c
-    }
-
-    fn run(&self, key: &str, args: &[&str]) -> Output {
-        self.cmd(key)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run inter-session")
-    }
-
-    /// Run and require exit 0; returns stdout.
-    fn ok(&self, key: &str, args: &[&str]) -> String {
-        let out = self.run(key, args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed ({:?}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
     fn json(&self, key: &str, args: &[&str]) -> Value {
@@ -112,20 +100,7 @@ impl Peers {
 
     /// tmux itself, on this test's socket.
     fn tmux(&self, args: &[&str]) -> Output {
-        tmux_on(Some(&self.sock), args)
-    }
-}
-
-impl Drop for Peers {
-    fn drop(&mut self) {
-        let _ = self.tmux(&["kill-server"]);
-        // tmux leaves its socket file behind; remove ours.
-        let dir = std::env::var_os("TMUX_TMPDIR")
-            .filter(|d| !d.is_empty())
-            .map_or_else(|| "/tmp".into(), std::path::PathBuf::from);
-        // SAFETY: getuid(2) cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.sock));
+        self.server.tmux(args)
     }
 }
 
@@ -139,10 +114,6 @@ fn tmux_on(sock: Option<&str>, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run tmux")
-}
-
-fn stderr_of(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Exit code `code` and exactly one non-empty stderr line; returns it.
@@ -175,9 +146,11 @@ fn msg_from<'a>(line: &'a str, from: &str, text: &str) -> Option<&'a str> {
 
 #[test]
 fn round_trip_pane_mails_lead_as_its_own_name() {
-    let p = Peers::new("rt");
-    let mut lead = p.env.monitor("lead", &["--name", "lead"]);
-    p.env.wait_online("lead");
+    let Some(p) = Peers::new("rt") else {
+        return;
+    };
+    let mut lead = p.monitor("lead", &["--name", "lead"]);
+    p.wait_online("lead");
 
     // Spawned from inside a Claude Code session: its variables must not
     // reach the pane (tmux hands its server's environment on).
@@ -203,7 +176,7 @@ fn round_trip_pane_mails_lead_as_its_own_name() {
     assert!(is_ulid(&id), "{line}");
     // Stored as sent by w1 to lead: the pane's environment alone said so.
     assert_eq!(
-        p.env.sql(&format!(
+        p.sql(&format!(
             "select sender || ' ' || recipient from history where id = '{id}'"
         )),
         "w1 lead"
@@ -225,7 +198,7 @@ fn round_trip_pane_mails_lead_as_its_own_name() {
         .find(|l| l.starts_with("env: "))
         .expect("env line");
     let fields: Vec<&str> = env_line["env: ".len()..].split('|').collect();
-    let data = p.env.data.display().to_string();
+    let data = p.data.display().to_string();
     assert_eq!(
         fields[..5],
         ["w1", "lead", "none", "none", data.as_str()],
@@ -241,7 +214,9 @@ fn round_trip_pane_mails_lead_as_its_own_name() {
 
 #[test]
 fn mail_sent_right_after_spawn_is_queued_and_replayed_in_the_pane() {
-    let p = Peers::new("queue");
+    let Some(p) = Peers::new("queue") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     let out = p.ok(
         "lead",
@@ -265,7 +240,7 @@ fn mail_sent_right_after_spawn_is_queued_and_replayed_in_the_pane() {
     p.read_until("w1", |s| s.lines().any(|l| l == want));
 
     // The monitor in the pane is w1's, online, and marked the mail delivered.
-    p.env.wait_online("w1");
+    p.wait_online("w1");
     let deadline = Instant::now() + WAIT;
     loop {
         let st = p.json("lead", &["peer", "status", "w1", "--json"]);
@@ -282,7 +257,9 @@ fn mail_sent_right_after_spawn_is_queued_and_replayed_in_the_pane() {
 
 #[test]
 fn peer_send_types_text_literally() {
-    let p = Peers::new("lit");
+    let Some(p) = Peers::new("lit") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     p.wait_prompt("w1");
     let typed = r#"echo 'a;b' "$HOME" \; ok"#;
@@ -308,7 +285,9 @@ fn peer_send_types_text_literally() {
 /// still arrive exactly as given.
 #[test]
 fn peer_send_text_ending_in_semicolon_is_literal() {
-    let p = Peers::new("semi");
+    let Some(p) = Peers::new("semi") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     p.wait_prompt("w1");
     for (typed, word, output) in [
@@ -332,7 +311,9 @@ fn peer_send_text_ending_in_semicolon_is_literal() {
 
 #[test]
 fn kill_dead_unknown_duplicate_and_invalid_names() {
-    let p = Peers::new("life");
+    let Some(p) = Peers::new("life") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     p.spawn("w2", SHELL);
     p.spawn("w3", SHELL);
@@ -415,13 +396,15 @@ fn kill_dead_unknown_duplicate_and_invalid_names() {
 
 #[test]
 fn users_default_tmux_server_is_untouched() {
+    let Some(p) = Peers::new("default") else {
+        return;
+    };
     let snapshot = || {
         let o = tmux_on(None, &["ls"]);
         (o.status.code(), o.stdout, o.stderr)
     };
     let before = snapshot();
 
-    let p = Peers::new("default");
     p.spawn("u1", SHELL);
     p.spawn("u2", SHELL);
     p.wait_prompt("u1");
@@ -481,10 +464,12 @@ done
 
 #[test]
 fn scripted_agent_answers_three_turns_over_mail() {
-    let p = Peers::new("agent");
-    let script = write_file(p.env.tmp.path(), "agent.sh", FAKE_AGENT.as_bytes());
-    let mut lead = p.env.monitor("lead", &["--name", "lead"]);
-    p.env.wait_online("lead");
+    let Some(p) = Peers::new("agent") else {
+        return;
+    };
+    let script = write_file(p.tmp.path(), "agent.sh", FAKE_AGENT.as_bytes());
+    let mut lead = p.monitor("lead", &["--name", "lead"]);
+    p.wait_online("lead");
 
     let cmd = format!("sh {}", script.display());
     p.spawn("agent", &cmd);
@@ -519,7 +504,9 @@ fn scripted_agent_answers_three_turns_over_mail() {
 
 #[test]
 fn status_and_list_json_fields() {
-    let p = Peers::new("json");
+    let Some(p) = Peers::new("json") else {
+        return;
+    };
     p.spawn("w1", SHELL);
     p.wait_prompt("w1");
 
@@ -556,8 +543,10 @@ fn status_and_list_json_fields() {
 
 #[test]
 fn prompt_is_typed_once_ready_in_the_given_folder() {
-    let p = Peers::new("prompt");
-    let dir = p.env.tmp.path().join("work dir");
+    let Some(p) = Peers::new("prompt") else {
+        return;
+    };
+    let dir = p.tmp.path().join("work dir");
     std::fs::create_dir(&dir).expect("mkdir");
     let dir = std::fs::canonicalize(&dir).expect("canonicalize");
     let dir_text = dir.display().to_string();
@@ -602,8 +591,8 @@ fn prompt_is_typed_once_ready_in_the_given_folder() {
 
 #[test]
 fn missing_tmux_is_one_clear_line() {
-    let p = Peers::new("notmux");
-    let empty = p.env.tmp.path().join("empty-bin");
+    let p = Peers::without_tmux("notmux");
+    let empty = p.tmp.path().join("empty-bin");
     std::fs::create_dir(&empty).expect("mkdir");
     let out = p
         .cmd("lead")

@@ -22,146 +22,61 @@ use std::time::{Duration, Instant};
 
 use pg::{admin, chown, fresh_db, fresh_db_on, user_id, Server, PASSWORD};
 use serde_json::Value;
-use support::{sent_id, wait_until, Env, Monitor};
+use support::{monitor_up, sent_id, session, sessions, wait_until, Env, Monitor};
 
 // ------------------------------------------------------------ helpers
 
-/// A data folder plus the database URL (and optionally a host name).
-struct Pg {
-    env: Env,
-    url: String,
-    host: Option<String>,
-    poll_ms: Option<u64>,
+const DB_VAR: &str = "INTER_SESSION_DATABASE_URL";
+
+/// A data folder whose commands use the database at `url`.
+fn on(url: &str) -> Env {
+    Env::new().with(DB_VAR, url)
 }
 
-impl Pg {
-    /// On a fresh database, or None when the test is skipped (said loudly).
-    fn new() -> Option<Pg> {
-        fresh_db().map(Pg::on)
-    }
+/// A fresh database's URL, or None when the test is skipped (said loudly).
+fn fresh_url() -> Option<String> {
+    fresh_db()
+        .map_err(|why| support::skip("postgres", &why))
+        .ok()
+}
 
-    fn on(url: String) -> Pg {
-        Pg {
-            env: Env::new(),
-            url,
-            host: None,
-            poll_ms: None,
-        }
-    }
+/// The shared server's admin URL, or None when the test is skipped.
+fn fresh_server_url() -> Option<String> {
+    pg::server_url()
+        .map_err(|why| support::skip("postgres", &why))
+        .ok()
+}
 
-    fn host(mut self, h: &str) -> Pg {
-        self.host = Some(h.to_string());
-        self
-    }
+/// `on` a fresh database, or None when the test is skipped (said loudly).
+fn fresh() -> Option<Env> {
+    fresh_url().map(|url| on(&url))
+}
 
-    fn cmd(&self, key: &str) -> Command {
-        let mut c = self.env.cmd(key);
-        c.env("INTER_SESSION_DATABASE_URL", &self.url);
-        if let Some(h) = &self.host {
-            c.env("INTER_SESSION_HOSTNAME", h);
-        }
-        if let Some(ms) = self.poll_ms {
-            c.env("INTER_SESSION_POLL_MS", ms.to_string());
-        }
-        c
-    }
+/// The database URL of a data folder made by `on`.
+fn url_of(env: &Env) -> String {
+    env.var(DB_VAR).expect("a PostgreSQL Env").to_string()
+}
 
-    fn run(&self, key: &str, args: &[&str]) -> Output {
-        self.cmd(key)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run inter-session")
-    }
+/// `args` as `key` must fail with exit 1 (a runtime failure); its stderr.
+fn fails(env: &Env, key: &str, args: &[&str]) -> String {
+    env.fails(key, args, 1)
+}
 
-    fn ok(&self, key: &str, args: &[&str]) -> String {
-        let out = self.run(key, args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed ({:?}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
-    }
-
-    fn fails(&self, key: &str, args: &[&str]) -> String {
-        let out = self.run(key, args);
-        assert_eq!(out.status.code(), Some(1), "{args:?} should fail with 1");
-        String::from_utf8_lossy(&out.stderr).to_string()
-    }
-
-    fn send(&self, from: &str, to: &str, text: &str) -> String {
-        sent_id(&self.ok(
-            "sender",
-            &["--from", from, "mail", "send", "--to", to, "--text", text],
-        ))
-    }
-
-    fn monitor(&self, key: &str, args: &[&str]) -> Monitor {
-        let mut c = self.cmd(key);
-        c.args(["inbox", "watch", "--pace", "off"]).args(args);
-        Monitor::spawn(c)
-    }
-
-    fn sql(&self, q: &str) -> String {
-        self.ok("sql", &["sql", q]).trim().to_string()
-    }
-
-    fn sessions(&self) -> Vec<Value> {
-        let out = self.ok("probe", &["list", "--all", "--json"]);
-        serde_json::from_str::<Value>(&out)
-            .expect("json")
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn session(&self, name: &str) -> Value {
-        self.sessions()
-            .into_iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("no session {name}"))
-    }
-
-    fn wait_state(&self, name: &str, state: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let out = self.run("probe", &["list", "--all", "--json"]);
-            if out.status.success() {
-                let v: Value = serde_json::from_slice(&out.stdout).expect("json");
-                if v.as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|s| s["name"] == name && s["state"] == state)
-                {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "{name} never became {state}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// It runs as host `name`.
+fn host(env: Env, name: &str) -> Env {
+    env.with("INTER_SESSION_HOSTNAME", name)
 }
 
 fn line_for(id: &str, from: &str, text: &str) -> String {
     format!("[inter-session msg={id} from=\"{from}\"] {text}")
 }
 
-/// No further line within `quiet`.
-fn silent(m: &mut Monitor, quiet: Duration) {
-    if let Some(l) = m.next_line(quiet) {
-        panic!("unexpected line: {l}");
-    }
-}
-
 // ------------------------------------------------------------ the tests
 
 #[test]
 fn direct_mail_between_two_monitors_and_offline_replay() {
-    let Some(pg) = Pg::new() else { return };
-    let mut alice = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let Some(pg) = fresh() else { return };
+    let mut alice = monitor_up(&pg, "ka", "alice");
     let mut bob = pg.monitor("kb", &["--name", "bob", "--label", "the builder"]);
     pg.wait_state("bob", "online");
 
@@ -184,7 +99,7 @@ fn direct_mail_between_two_monitors_and_offline_replay() {
     // printed last is marked delivered just after it is written; a SIGTERM
     // in between rightly leaves it pending (at-least-once), so wait for it.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while pg.session("bob")["pending"] != 0 {
+    while session(&pg, "bob")["pending"] != 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "bob's last line never marked delivered"
@@ -213,7 +128,7 @@ fn direct_mail_between_two_monitors_and_offline_replay() {
     // A long one: cut in the line, whole in `inbox read`.
     let long = "x".repeat(3000);
     let long_id = sent_id(&pg.ok("ka", &["mail", "send", "--to", "bob", "--text", &long]));
-    assert_eq!(pg.session("bob")["pending"], 4);
+    assert_eq!(session(&pg, "bob")["pending"], 4);
     let mut bob = pg.monitor("kb", &["--name", "bob"]);
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(
@@ -235,7 +150,7 @@ fn direct_mail_between_two_monitors_and_offline_replay() {
     assert_eq!(pg.ok("x", &["inbox", "read", &long_id[..20]]), long);
     // PostgreSQL text cannot hold U+0000; such a body still reads back exact.
     let raw = "nul\0here \\0 and\r\nmore";
-    let file = support::write_file(pg.env.tmp.path(), "nul.txt", raw.as_bytes());
+    let file = support::write_file(pg.tmp.path(), "nul.txt", raw.as_bytes());
     let nul_id = sent_id(&pg.ok(
         "kb",
         &[
@@ -270,10 +185,9 @@ fn direct_mail_between_two_monitors_and_offline_replay() {
 
 #[test]
 fn names_get_flat_suffixes_and_a_killed_monitor_frees_its_name_at_once() {
-    let Some(pg) = Pg::new() else { return };
-    let pg = pg.host("host-a");
-    let first = pg.monitor("k1", &["--name", "dup"]);
-    pg.wait_state("dup", "online");
+    let Some(pg) = fresh() else { return };
+    let pg = host(pg, "host-a");
+    let first = monitor_up(&pg, "k1", "dup");
     let mut second = pg.monitor("k2", &["--name", "dup"]);
     assert_eq!(
         second.line(),
@@ -288,7 +202,8 @@ fn names_get_flat_suffixes_and_a_killed_monitor_frees_its_name_at_once() {
     pg.wait_state("dup-3", "online");
     // Prefixes: "dup" is exact; "dup-" reaches no numbered sibling (issue
     // 18.2) and is refused naming them.
-    let err = pg.fails(
+    let err = fails(
+        &pg,
         "x",
         &[
             "--from", "zed", "mail", "send", "--to", "dup-", "--text", "t",
@@ -298,7 +213,8 @@ fn names_get_flat_suffixes_and_a_killed_monitor_frees_its_name_at_once() {
         err.contains("no session named 'dup-'") && err.contains("dup-2") && err.contains("dup-3"),
         "{err}"
     );
-    let err = pg.fails(
+    let err = fails(
+        &pg,
         "x",
         &[
             "--from", "zed", "mail", "send", "--to", "dupp", "--text", "t",
@@ -342,12 +258,7 @@ fn names_get_flat_suffixes_and_a_killed_monitor_frees_its_name_at_once() {
     let queued = sent_id(&out);
 
     // A monitor on another host takes the name over, pending mail included.
-    let other = Pg {
-        env: Env::new(),
-        url: pg.url.clone(),
-        host: Some("host-b".into()),
-        poll_ms: None,
-    };
+    let other = host(on(&url_of(&pg)), "host-b");
     let mut taker = other.monitor("k9", &["--name", "dup"]);
     assert_eq!(taker.line(), line_for(&queued, "zed", "after kill"));
     other.wait_state("dup", "online");
@@ -355,17 +266,15 @@ fn names_get_flat_suffixes_and_a_killed_monitor_frees_its_name_at_once() {
         pg.sql("select host from sessions where name = 'dup'"),
         "host-b"
     );
-    silent(&mut second, Duration::from_millis(300));
+    second.silent(Duration::from_millis(300));
     drop(third);
 }
 
 #[test]
 fn broadcast_reaches_every_other_session_once_and_is_rate_limited() {
-    let Some(pg) = Pg::new() else { return };
-    let mut alice = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
-    let mut carol = pg.monitor("kc", &["--name", "carol"]);
-    pg.wait_state("carol", "online");
+    let Some(pg) = fresh() else { return };
+    let mut alice = monitor_up(&pg, "ka", "alice");
+    let mut carol = monitor_up(&pg, "kc", "carol");
     pg.ok("kd", &["--from", "dave", "status"]); // offline mailbox
     pg.ok("ke", &["--from", "erin", "status"]);
     pg.ok("ke", &["--from", "erin", "disconnect"]); // left: gets nothing
@@ -401,7 +310,8 @@ fn broadcast_reaches_every_other_session_once_and_is_rate_limited() {
             ],
         );
     }
-    let err = pg.fails(
+    let err = fails(
+        &pg,
         "kb",
         &[
             "--from",
@@ -417,20 +327,19 @@ fn broadcast_reaches_every_other_session_once_and_is_rate_limited() {
         let l = alice.line();
         assert!(l.ends_with(&format!("] b {i}")), "{l}");
     }
-    silent(&mut alice, Duration::from_millis(300));
+    alice.silent(Duration::from_millis(300));
 }
 
 #[test]
 fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
-    let Some(pg) = Pg::new() else { return };
-    let mut w = pg.monitor("kw", &["--name", "w1"]);
-    pg.wait_state("w1", "online");
-    let mut asker_monitor = pg.monitor("kq", &["--name", "boss"]);
-    pg.wait_state("boss", "online");
+    let Some(pg) = fresh() else { return };
+    let mut w = monitor_up(&pg, "kw", "w1");
+    let mut asker_monitor = monitor_up(&pg, "kq", "boss");
 
-    let ask = pg
-        .cmd("kq")
-        .args([
+    let ask = support::spawn_piped(support::cmd_args(
+        &pg,
+        "kq",
+        &[
             "mail",
             "ask",
             "--to",
@@ -439,12 +348,8 @@ fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
             "question: which port?",
             "--timeout",
             "30s",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ask");
+        ],
+    ));
     let q = w.line();
     let qid = support::line_id(&q).expect("question id").to_string();
     assert_eq!(q, line_for(&qid, "boss", "question: which port?"));
@@ -464,7 +369,7 @@ fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
         started.elapsed()
     );
     // Printed by ask, not by the asker's monitor.
-    silent(&mut asker_monitor, Duration::from_millis(500));
+    asker_monitor.silent(Duration::from_millis(500));
 
     // Expiry: an offline mailbox, a 1 s ttl, never printed, shown expired.
     pg.ok("ko", &["--from", "off", "status"]);
@@ -483,46 +388,34 @@ fn ask_gets_its_reply_and_expired_mail_is_never_printed() {
         "expired"
     );
     // Idempotent sends: the second writes nothing.
-    let a = pg.ok(
-        "kq",
-        &[
-            "mail",
-            "send",
-            "--to",
-            "off",
-            "--idempotency-key",
-            "k-1",
-            "--text",
-            "once",
-        ],
-    );
-    let b = pg.ok(
-        "kq",
-        &[
-            "mail",
-            "send",
-            "--to",
-            "off",
-            "--idempotency-key",
-            "k-1",
-            "--text",
-            "once",
-        ],
-    );
+    let [a, b] = [(); 2].map(|()| {
+        pg.ok(
+            "kq",
+            &[
+                "mail",
+                "send",
+                "--to",
+                "off",
+                "--idempotency-key",
+                "k-1",
+                "--text",
+                "once",
+            ],
+        )
+    });
     assert_eq!(
         b,
         format!("sent {} -> off (duplicate, not resent)\n", sent_id(&a))
     );
     assert_eq!(off.line(), line_for(&sent_id(&a), "boss", "once"));
-    silent(&mut off, Duration::from_millis(300));
+    off.silent(Duration::from_millis(300));
 }
 
 #[test]
 fn listen_notify_wakes_the_monitor_with_the_poll_off() {
-    let Some(mut pg) = Pg::new() else { return };
-    pg.poll_ms = Some(3_600_000);
-    let mut m = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let Some(pg) = fresh() else { return };
+    let pg = pg.with("INTER_SESSION_POLL_MS", "3600000");
+    let mut m = monitor_up(&pg, "ka", "alice");
     let mut waits = Vec::new();
     for i in 0..20 {
         let before = Instant::now();
@@ -551,9 +444,9 @@ fn listen_notify_wakes_the_monitor_with_the_poll_off() {
 
 #[test]
 fn status_names_the_database_with_the_password_masked() {
-    let Some(pg) = Pg::new() else { return };
+    let Some(pg) = fresh() else { return };
     // The clusters started here have one; a server given by URL may not.
-    let password = pg::url_password(&pg.url);
+    let password = pg::url_password(&url_of(&pg));
     let out = pg.ok("ka", &["--from", "alice", "status"]);
     let db_line = out
         .lines()
@@ -563,7 +456,12 @@ fn status_names_the_database_with_the_password_masked() {
     let json: Value =
         serde_json::from_str(&pg.ok("ka", &["--from", "alice", "status", "--json"])).expect("json");
     let Some(password) = password else {
-        pg::skip("its masking check: the server URL has no password");
+        support::skip_part(
+            "postgres",
+            "its masking check",
+            "the server in INTER_SESSION_TEST_PG_URL has no password in its URL; \
+             give it one (`.ci/pg-throwaway start` does)",
+        );
         return;
     };
     assert!(!out.contains(&password), "{out}");
@@ -574,7 +472,7 @@ fn status_names_the_database_with_the_password_masked() {
 
 #[test]
 fn sql_refuses_writes_second_statements_and_long_queries() {
-    let Some(pg) = Pg::new() else { return };
+    let Some(pg) = fresh() else { return };
     pg.ok("ka", &["--from", "alice", "status"]);
     assert_eq!(pg.sql("select name from sessions"), "alice");
     let header = pg.ok("x", &["sql", "--header", "select * from history"]);
@@ -593,10 +491,10 @@ fn sql_refuses_writes_second_statements_and_long_queries() {
         "create table t (a int)",
         "insert into project_labels values ('a', 'b')",
     ] {
-        let err = pg.fails("x", &["sql", write]);
+        let err = fails(&pg, "x", &["sql", write]);
         assert!(err.contains("read-only"), "{write}: {err}");
     }
-    let err = pg.fails("x", &["sql", "select 1; delete from sessions"]);
+    let err = fails(&pg, "x", &["sql", "select 1; delete from sessions"]);
     assert!(err.contains("one statement"), "{err}");
     let started = Instant::now();
     let out = pg
@@ -620,15 +518,13 @@ fn sql_refuses_writes_second_statements_and_long_queries() {
 
 #[test]
 fn two_hosts_share_one_database() {
-    let Some(url) = fresh_db() else { return };
-    let a = Pg::on(url.clone()).host("laptop");
-    let b = Pg::on(url).host("buildbox");
-    let mut alice = a.monitor("ka", &["--name", "alice"]);
-    a.wait_state("alice", "online");
-    let mut bob = b.monitor("kb", &["--name", "bob"]);
-    b.wait_state("bob", "online");
+    let Some(url) = fresh_url() else { return };
+    let a = host(on(&url), "laptop");
+    let b = host(on(&url), "buildbox");
+    let mut alice = monitor_up(&a, "ka", "alice");
+    let mut bob = monitor_up(&b, "kb", "bob");
     // Session keys are local: the same key on the other host is not alice.
-    let err = b.fails("ka", &["mail", "send", "--to", "bob", "--text", "x"]);
+    let err = fails(&b, "ka", &["mail", "send", "--to", "bob", "--text", "x"]);
     assert!(err.contains("not connected"), "{err}");
 
     let id = sent_id(&a.ok(
@@ -651,8 +547,7 @@ fn two_hosts_share_one_database() {
     let id = sent_id(&b.ok("kb", &["mail", "broadcast", "--text", "all hands"]));
     assert_eq!(alice.line(), line_for(&id, "bob", "all hands"));
     for side in [&a, &b] {
-        let names: Vec<String> = side
-            .sessions()
+        let names: Vec<String> = sessions(side)
             .iter()
             .map(|s| {
                 format!(
@@ -670,45 +565,15 @@ fn two_hosts_share_one_database() {
     }
 }
 
-/// A tmux server of the test's own (`INTER_SESSION_TMUX_SOCKET`), killed
-/// with every pane in it when dropped.
-struct Tmux {
-    sock: String,
-}
-
-impl Tmux {
-    fn new(tag: &str) -> Tmux {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            panic!("tmux peers need tmux: apt-get install -y tmux");
-        }
-        Tmux {
-            sock: format!("is-pg-test-{}-{tag}", std::process::id()),
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.sock, "kill-server"])
-            .stdin(Stdio::null())
-            .output();
-        let dir = std::env::var_os("TMUX_TMPDIR")
-            .filter(|d| !d.is_empty())
-            .map_or_else(|| "/tmp".into(), std::path::PathBuf::from);
-        // SAFETY: getuid(2) cannot fail.
-        let uid = unsafe { libc::getuid() };
-        let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.sock));
-    }
-}
-
 #[test]
 fn tmux_peers_belong_to_the_host_that_spawned_them() {
-    let Some(url) = fresh_db() else { return };
-    let tmux = Tmux::new("hosts");
-    let laptop = Pg::on(url.clone()).host("laptop");
-    let buildbox = Pg::on(url).host("buildbox");
-    let peer = |pg: &Pg, args: &[&str]| -> Output {
+    let Some(url) = fresh_url() else { return };
+    let Some(tmux) = support::TmuxServer::new("hosts") else {
+        return;
+    };
+    let laptop = host(on(&url), "laptop");
+    let buildbox = host(on(&url), "buildbox");
+    let peer = |pg: &Env, args: &[&str]| -> Output {
         pg.cmd("lead")
             .env("INTER_SESSION_TMUX_SOCKET", &tmux.sock)
             .args(["peer"])
@@ -717,7 +582,7 @@ fn tmux_peers_belong_to_the_host_that_spawned_them() {
             .output()
             .expect("run inter-session")
     };
-    let peer_ok = |pg: &Pg, args: &[&str]| -> String {
+    let peer_ok = |pg: &Env, args: &[&str]| -> String {
         let out = peer(pg, args);
         assert!(
             out.status.success(),
@@ -740,8 +605,7 @@ fn tmux_peers_belong_to_the_host_that_spawned_them() {
             std::thread::sleep(Duration::from_millis(25));
         }
     };
-    let mut alice = buildbox.monitor("ka", &["--name", "alice"]);
-    buildbox.wait_state("alice", "online");
+    let mut alice = monitor_up(&buildbox, "ka", "alice");
 
     let spawned: Value = serde_json::from_str(&peer_ok(
         &laptop,
@@ -854,22 +718,26 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
     };
     let server_url = match &own {
         Some(server) => server.admin_url(),
-        None => match pg::server_url() {
+        None => match fresh_server_url() {
             Some(url) => {
-                pg::skip("its restart half: it restarts a PostgreSQL server of its own and there is no initdb here");
+                support::skip_part(
+                    "postgres",
+                    "its restart half",
+                    "it restarts a PostgreSQL server of its own and PostgreSQL is not \
+                     installed here (no initdb); install it: `apt-get install -y postgresql`",
+                );
                 url
             }
             None => return,
         },
     };
-    let pg = Pg::on(fresh_db_on(&server_url));
-    let mut m = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let pg = on(&fresh_db_on(&server_url));
+    let mut m = monitor_up(&pg, "ka", "alice");
     let first = pg.send("bob", "alice", "before");
     assert_eq!(m.line(), line_for(&first, "bob", "before"));
 
     // 1. Terminate every backend of this database (the monitor's three).
-    let db = pg::db_name(&pg.url);
+    let db = pg::db_name(&url_of(&pg));
     let mut adm = admin(&server_url);
     let killed: i64 = adm
         .query_one(
@@ -892,9 +760,10 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
     if let Some(server) = &own {
         drop(adm);
         server.stop("fast");
-        let during = pg
-            .cmd("sender")
-            .args([
+        let during = support::spawn_piped(support::cmd_args(
+            &pg,
+            "sender",
+            &[
                 "--from",
                 "bob",
                 "mail",
@@ -903,12 +772,8 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
                 "alice",
                 "--text",
                 "during restart",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a send");
+            ],
+        ));
         // Not a wait for readiness: the send must go through however long
         // the server is away (within its patience); this only makes it meet
         // the stopped server before the restart.
@@ -945,7 +810,7 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(err.contains("could not connect to postgres://"), "{err}");
-        if let Some(pw) = pg::url_password(&pg.url) {
+        if let Some(pw) = pg::url_password(&url_of(&pg)) {
             assert!(!err.contains(&pw), "password printed: {err}");
         }
         assert!(
@@ -972,7 +837,7 @@ fn a_monitor_survives_a_terminated_backend_and_a_server_restart() {
 #[test]
 fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
     use inter_session::store::{sqlite::SqliteStore, Mailbox, NewMessage, Recipients, Verbs};
-    let Some(url) = fresh_db() else { return };
+    let Some(url) = fresh_url() else { return };
     let env = Env::new();
     // 10,000 messages, in-process (the CLI would take minutes): direct and
     // broadcast, some long, some delivered, a reply thread.
@@ -1043,12 +908,7 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
     if let Some(password) = pg::url_password(&url) {
         assert!(!report.database.contains(&password));
     }
-    let pg = Pg {
-        env,
-        url: url.clone(),
-        host: None,
-        poll_ms: None,
-    };
+    let pg = env.with(DB_VAR, &url);
     let pg_history = pg.ok(
         "x",
         &["sql", "select * from history order by seq, recipient"],
@@ -1058,8 +918,7 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
         "history rows differ after the copy"
     );
 
-    let again =
-        inter_session::store::copy::copy_from_sqlite(&pg.env.data, &url).expect("copy again");
+    let again = inter_session::store::copy::copy_from_sqlite(&pg.data, &url).expect("copy again");
     assert!(again.nothing_new(), "{again:?}");
 
     // The copied mailbox works: pending mail replays, new mail gets new seqs.
@@ -1107,12 +966,11 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
 
 #[test]
 fn concurrent_senders_lose_nothing_and_keep_commit_order() {
-    let Some(pg) = Pg::new() else { return };
-    let mut m = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let Some(pg) = fresh() else { return };
+    let mut m = monitor_up(&pg, "ka", "alice");
     let senders: Vec<_> = (0..4)
         .map(|s| {
-            let cmd_env = (pg.env.data.clone(), pg.url.clone());
+            let cmd_env = (pg.data.clone(), url_of(&pg));
             std::thread::spawn(move || {
                 for i in 0..25 {
                     let out = Command::new(support::BIN)
@@ -1150,7 +1008,7 @@ fn concurrent_senders_lose_nothing_and_keep_commit_order() {
         let l = m.line();
         assert!(seen.insert(l.clone()), "printed twice: {l}");
     }
-    silent(&mut m, Duration::from_millis(500));
+    m.silent(Duration::from_millis(500));
     // Per sender, in send order.
     for s in 0..4 {
         let mine: Vec<usize> = m
@@ -1265,11 +1123,12 @@ fn make_certs(dir: &Path, owner: Option<u32>) -> Result<(), String> {
 #[test]
 fn tls_sslmode_and_passwords_on_a_server_that_checks_them() {
     // A server of its own, with TLS on and SCRAM passwords.
-    if !pg::can_launch() {
+    if let Err(why) = pg::can_launch() {
+        support::skip("postgres", &why);
         return;
     }
-    if Command::new("openssl").arg("version").output().is_err() {
-        panic!("the TLS test makes its certificates with the openssl command-line tool: apt-get install -y openssl");
+    if !support::have_openssl() {
+        return;
     }
     // SAFETY: geteuid cannot fail.
     let owner = if unsafe { libc::geteuid() } == 0 {
@@ -1297,7 +1156,7 @@ fn tls_sslmode_and_passwords_on_a_server_that_checks_them() {
     };
     let probe = "select ssl from pg_stat_ssl where pid = pg_backend_pid()";
     let ssl_of = |u: String| -> Result<String, String> {
-        let pg = Pg::on(u);
+        let pg = on(&u);
         let out = pg.run("x", &["sql", probe]);
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -1357,18 +1216,17 @@ fn tls_sslmode_and_passwords_on_a_server_that_checks_them() {
     .expect_err("verify-ca must check the chain");
     assert!(err.contains("certificate") || err.contains("TLS"), "{err}");
     // A monitor over TLS gets its mail.
-    let pg = Pg::on(url(
+    let pg = on(&url(
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={ca}"),
     ));
-    let mut m = pg.monitor("ka", &["--name", "alice"]);
-    pg.wait_state("alice", "online");
+    let mut m = monitor_up(&pg, "ka", "alice");
     let id = pg.send("bob", "alice", "over tls");
     assert_eq!(m.line(), line_for(&id, "bob", "over tls"));
 
     // A wrong password fails with one line that does not echo it.
     let plain = url("127.0.0.1", "sslmode=disable");
-    let bad = Pg::on(plain.replace(&format!(":{PASSWORD}@"), ":wrong-Pw-123@"));
+    let bad = on(&plain.replace(&format!(":{PASSWORD}@"), ":wrong-Pw-123@"));
     let out = bad.run("ka", &["list"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -1377,10 +1235,10 @@ fn tls_sslmode_and_passwords_on_a_server_that_checks_them() {
     assert!(err.contains("password authentication failed"), "{err}");
     // PGPASSFILE supplies a password left out of the URL; without it the
     // server refuses.
-    let nopw = Pg::on(plain.replace(&format!(":{PASSWORD}@"), "@"));
+    let nopw = on(&plain.replace(&format!(":{PASSWORD}@"), "@"));
     let out = nopw.run("ka", &["list"]);
     assert_eq!(out.status.code(), Some(1));
-    let pass = nopw.env.tmp.path().join("pgpass");
+    let pass = nopw.tmp.path().join("pgpass");
     std::fs::write(&pass, format!("127.0.0.1:*:*:postgres:{PASSWORD}\n")).expect("pgpass");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -1411,7 +1269,7 @@ fn db_copy_command_prints_counts_and_copies_nothing_twice() {
         ],
     );
     let id = sent_id(&out);
-    let Some(url) = fresh_db() else { return };
+    let Some(url) = fresh_url() else { return };
     let out = env.run("k", &["db", "copy", "--to", &url]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -1424,12 +1282,7 @@ fn db_copy_command_prints_counts_and_copies_nothing_twice() {
     let v: Value = serde_json::from_str(&again).expect("json");
     assert_eq!(v["messages"], 0);
     assert_eq!(v["sessions"], 0);
-    let pg = Pg {
-        env,
-        url,
-        host: None,
-        poll_ms: None,
-    };
+    let pg = env.with(DB_VAR, &url);
     let mut bob = pg.monitor("kb", &["--name", "bob"]);
     assert_eq!(bob.line(), line_for(&id, "alice", "hi"));
 }
@@ -1438,7 +1291,7 @@ fn db_copy_command_prints_counts_and_copies_nothing_twice() {
 fn concurrent_first_commands_on_a_fresh_database_all_succeed() {
     // First-time set-up (the schema) is serialised by an advisory lock.
     for round in 0..3 {
-        let Some(pg) = Pg::new() else { return };
+        let Some(pg) = fresh() else { return };
         let outs: Vec<Output> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..8)
                 .map(|i| {
@@ -1486,12 +1339,12 @@ fn migrations() -> usize {
 
 #[test]
 fn an_older_schema_is_upgraded_in_place_and_a_newer_one_is_refused() {
-    let Some(pg) = Pg::new() else { return };
+    let Some(pg) = fresh() else { return };
     let n = migrations();
     assert!(n >= 2, "expected at least two migrations, found {n}");
     // A database as the first version left it: 0001 only, no version
     // function, one session and one message.
-    let mut db = admin(&pg.url);
+    let mut db = admin(&url_of(&pg));
     let v1 = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/migrations/postgres/0001_init.sql"
@@ -1560,7 +1413,8 @@ fn an_older_schema_is_upgraded_in_place_and_a_newer_one_is_refused() {
         n + 1
     ))
     .expect("pretend a newer schema");
-    let err = pg.fails(
+    let err = fails(
+        &pg,
         "k",
         &[
             "mail", "send", "--from", "alice", "--to", "bob", "--text", "third",

@@ -24,11 +24,10 @@ mod support;
 use support::*;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,60 +88,9 @@ fn count(env: &Env, q: &str) -> usize {
     env.sql(q).parse().expect("count")
 }
 
-/// A monitor whose lines carry the instant they were read, and whose
-/// process exit is observable without consuming the lines.
-struct Watch {
-    child: Child,
-    lines: Receiver<(Instant, String)>,
-}
-
-impl Watch {
-    fn start(env: &Env, key: &str, name: &str) -> Watch {
-        let mut c = env.cmd(key);
-        c.args(["inbox", "watch", "--pace", "off", "--name", name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = c.spawn().expect("spawn monitor");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        Watch { child, lines: rx }
-    }
-
-    fn next(&self, timeout: Duration) -> Option<(Instant, String)> {
-        self.lines.recv_timeout(timeout).ok()
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(pid, sig) };
-    }
-
-    /// Wait for the exit, then every line still in the pipe.
-    fn finish(mut self) -> (Option<i32>, Vec<(Instant, String)>) {
-        let st = self.child.wait().expect("wait");
-        let mut rest = Vec::new();
-        while let Some(l) = self.next(Duration::from_secs(5)) {
-            rest.push(l);
-        }
-        (st.code(), rest)
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// alice's monitor, key `ka`.
+fn watch_alice(env: &Env) -> Monitor {
+    env.monitor("ka", &["--name", "alice"])
 }
 
 // ---------------------------------------------------------------- 1. monitor killed
@@ -196,7 +144,7 @@ fn monitor_sigkilled_20_times_while_5000_messages_stream_in() {
     kill_at.sort_unstable();
 
     let env = Env::new();
-    let mut mon = Watch::start(&env, "ka", "alice");
+    let mut mon = watch_alice(&env);
     env.wait_online("alice");
     {
         let store = open_store(&env);
@@ -250,7 +198,7 @@ fn monitor_sigkilled_20_times_while_5000_messages_stream_in() {
                 "not all printed in time: {} distinct of {TOTAL} after {kills} kills",
                 st.counts.len()
             );
-            if let Some((_, l)) = mon.next(Duration::from_millis(100)) {
+            if let Some(l) = mon.next_line(Duration::from_millis(100)) {
                 st.take(l, run);
                 lines += 1;
                 if kill_at.get(kills).is_some_and(|at| lines >= *at) {
@@ -261,13 +209,13 @@ fn monitor_sigkilled_20_times_while_5000_messages_stream_in() {
                     }
                     mon.signal(libc::SIGKILL);
                     let (_, rest) = mon.finish();
-                    for (_, l) in rest {
+                    for l in rest {
                         st.take(l, run);
                         lines += 1;
                     }
                     kills += 1;
                     run += 1;
-                    mon = Watch::start(&env, "ka", "alice");
+                    mon = watch_alice(&env);
                 }
             }
             if senders_done.load(Ordering::SeqCst) == all as u64 && st.counts.len() >= TOTAL {
@@ -652,21 +600,7 @@ fn sender_processes_sigkilled_200_times_leave_only_whole_messages() {
         assert_eq!(*head, format!("body={class} to={to}"), "reported send {id}");
     }
     assert_eq!(env.sql("pragma integrity_check"), "ok");
-    let mut stock_checked = false;
-    if let Ok(out) = std::process::Command::new("sqlite3")
-        .arg(env.db())
-        .arg("pragma integrity_check;")
-        .output()
-    {
-        if out.status.success() {
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                "ok",
-                "stock sqlite3 integrity_check"
-            );
-            stock_checked = true;
-        }
-    }
+    let stock_checked = stock_integrity_check(&env.db());
     drop(stmt);
     drop(db);
 
@@ -916,7 +850,7 @@ fn hundred_thousand_offline_messages_replay_in_order_with_bounded_memory() {
     assert_eq!(count(&env, "select count(*) from pending"), n);
 
     let replay = Instant::now();
-    let mon = Watch::start(&env, "ka", "alice");
+    let mut mon = watch_alice(&env);
     let pid = mon.child.id();
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
@@ -937,8 +871,8 @@ fn hundred_thousand_offline_messages_replay_in_order_with_bounded_memory() {
     let mut got = 0usize;
     let mut first_rss = None;
     while got < n {
-        let (_, l) = mon
-            .next(Duration::from_secs(30))
+        let l = mon
+            .next_line(Duration::from_secs(30))
             .unwrap_or_else(|| panic!("replay stalled after {got} of {n}"));
         let (who, i) = tag_of(line_text(&l)).unwrap_or_else(|| panic!("odd line {l:?}"));
         let want = next.entry(who.clone()).or_default();
@@ -1113,25 +1047,32 @@ fn ids_until(mon: &mut Monitor, id: &str) -> Vec<String> {
     }
 }
 
-#[test]
-fn disk_full_by_file_size_limit_fails_clearly_and_keeps_the_mailbox_whole() {
-    let started = Instant::now();
-    let env = Env::new();
+/// bob registered, alice's monitor online, and three messages of `sizes`
+/// characters sent to her and printed (each line read, the last one's
+/// too); the monitor and each message's (id, text).
+fn earlier_mail(env: &Env, sizes: [usize; 3]) -> (Monitor, Vec<(String, String)>) {
     env.ok("kb", &["--from", "bob", "status"]);
     let mut mon = env.monitor("ka", &["--name", "alice"]);
     env.wait_online("alice");
-
-    // Earlier mail: inline, a blob, a large blob.
     let mut msgs: Vec<(String, String)> = Vec::new();
-    for (i, n) in [20usize, 1_000, 60_000].into_iter().enumerate() {
+    for (i, n) in sizes.into_iter().enumerate() {
         let text = filler_text(&format!("earlier {i}"), n);
         let f = write_file(env.tmp.path(), &format!("e{i}.txt"), text.as_bytes());
-        let out = send_file_capped(&env, "alice", &f, None);
+        let out = send_file_capped(env, "alice", &f, None);
         assert!(out.status.success());
         msgs.push((sent_id(&String::from_utf8_lossy(&out.stdout)), text));
     }
     let last = msgs.last().map(|m| m.0.clone()).unwrap_or_default();
     assert_eq!(ids_until(&mut mon, &last).len(), 2);
+    (mon, msgs)
+}
+
+#[test]
+fn disk_full_by_file_size_limit_fails_clearly_and_keeps_the_mailbox_whole() {
+    let started = Instant::now();
+    let env = Env::new();
+    // Earlier mail: inline, a blob, a large blob.
+    let (mut mon, mut msgs) = earlier_mail(&env, [20, 1_000, 60_000]);
 
     // A file size cap just above every file in the data folder: opening
     // and reading still work, writing a 2 MB message does not.
@@ -1294,9 +1235,18 @@ fn disk_full_on_a_real_file_system_fails_clearly_and_keeps_the_mailbox_whole() {
     let fs = match LoopMount::new(12 << 20) {
         Ok(fs) => fs,
         Err(why) => {
-            eprintln!(
-                "\n*** NO LOOP MOUNT ({why}): the full-file-system case is SKIPPED; the file size \
-                 limit case covers disk full ***\n"
+            let need = if why == "not root" {
+                "root"
+            } else {
+                "loop-mount"
+            };
+            skip(
+                need,
+                &format!(
+                    "no loop mount here ({why}), so no full ext4 file system: run the tests \
+                     as root where loop devices and mkfs.ext4 exist to cover it (the file \
+                     size limit case covers disk full meanwhile)"
+                ),
             );
             record(
                 "5b disk full (file system)",
@@ -1308,19 +1258,7 @@ fn disk_full_on_a_real_file_system_fails_clearly_and_keeps_the_mailbox_whole() {
     let mut env = Env::new();
     env.data = fs.mnt.join("data");
     let env = env;
-    env.ok("kb", &["--from", "bob", "status"]);
-    let mut mon = env.monitor("ka", &["--name", "alice"]);
-    env.wait_online("alice");
-    let mut msgs: Vec<(String, String)> = Vec::new();
-    for (i, n) in [20usize, 1_000, 200_000].into_iter().enumerate() {
-        let text = filler_text(&format!("earlier {i}"), n);
-        let f = write_file(env.tmp.path(), &format!("e{i}.txt"), text.as_bytes());
-        let out = send_file_capped(&env, "alice", &f, None);
-        assert!(out.status.success());
-        msgs.push((sent_id(&String::from_utf8_lossy(&out.stdout)), text));
-    }
-    let last = msgs.last().map(|m| m.0.clone()).unwrap_or_default();
-    assert_eq!(ids_until(&mut mon, &last).len(), 2);
+    let (mon, mut msgs) = earlier_mail(&env, [20, 1_000, 200_000]);
     wait_for("the monitor's delivery marks", || {
         count(&env, "select count(*) from pending") == 0
     });
@@ -1521,8 +1459,10 @@ fn other_owner_is_refused_and_nothing_listens_on_the_network() {
 
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "\n*** NOT ROOT: the `chown nobody` ownership checks are SKIPPED (run as root to cover them) ***\n"
+        skip_part(
+            "root",
+            "its `chown nobody` ownership checks",
+            "not root; run the tests as root to cover them",
         );
         record(
             "6 access",
@@ -1552,24 +1492,9 @@ fn other_owner_is_refused_and_nothing_listens_on_the_network() {
     for (what, path) in [("data folder", env.data.clone()), ("database", env.db())] {
         chown(&path, NOBODY);
         for args in cases {
-            let mut c = env.cmd("kb");
-            c.args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped());
-            let mut child = c.spawn().expect("spawn");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let st = loop {
-                if let Some(st) = child.try_wait().expect("try_wait") {
-                    break st;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    panic!("{what} owned by nobody: {args:?} did not exit (it should refuse)");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            };
-            let out = child.wait_with_output().expect("output");
+            // (A command that does not refuse but runs on fails the test here.)
+            let out = run_within(cmd_args(&env, "kb", args));
+            let st = out.status;
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(
                 st.code(),
@@ -1751,19 +1676,7 @@ fn hostile_text_corpus_never_forges_a_line_and_reads_back_exactly() {
     let mut refused_empty = Vec::new();
     for (i, (name, body)) in corpus.iter().enumerate() {
         let file = write_file(env.tmp.path(), &format!("c{i}.txt"), body);
-        let out = env.run(
-            "kb",
-            &[
-                "--from",
-                "bob",
-                "mail",
-                "send",
-                "--to",
-                "alice",
-                "--text-file",
-                file.to_str().expect("path"),
-            ],
-        );
+        let out = run_within(send_file_cmd(&env, "kb", "bob", "alice", &file));
         if !out.status.success() {
             // Only a body with nothing visible may be refused (empty text).
             let err = String::from_utf8_lossy(&out.stderr);
@@ -1790,19 +1703,7 @@ fn hostile_text_corpus_never_forges_a_line_and_reads_back_exactly() {
     let mut surrogate_refusals = 0;
     for (i, b) in bad.iter().enumerate() {
         let file = write_file(env.tmp.path(), &format!("bad{i}.txt"), b);
-        let out = env.run(
-            "ke",
-            &[
-                "--from",
-                "eve",
-                "mail",
-                "send",
-                "--to",
-                "alice",
-                "--text-file",
-                file.to_str().expect("path"),
-            ],
-        );
+        let out = run_within(send_file_cmd(&env, "ke", "eve", "alice", &file));
         assert_eq!(
             out.status.code(),
             Some(1),
@@ -2311,27 +2212,26 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
             }
         });
 
-        let take = |run: &mut Vec<(Instant, String)>, counts: &mut HashMap<String, usize>| {
-            for (_, l) in run.iter() {
+        let take = |run: &mut Vec<String>, counts: &mut HashMap<String, usize>| {
+            for l in run.iter() {
                 let id = line_id(l).unwrap_or_else(|| panic!("odd line {l:?}"));
                 assert!(!l.contains(" cont]"), "{l}");
                 *counts.entry(id.to_string()).or_default() += 1;
             }
         };
 
-        let mut mon = Watch::start(&env, "ka", "alice");
+        let mut mon = watch_alice(&env);
         for cycle in 0..cycles {
             // Readiness: the monitor prints live mail.
-            let mut run: Vec<(Instant, String)> = Vec::new();
+            let mut run: Vec<String> = Vec::new();
             let want = 1 + rng.below(5) as usize;
             while run.len() < want {
                 let l = mon
-                    .next(Duration::from_secs(15))
+                    .next_line(Duration::from_secs(15))
                     .unwrap_or_else(|| panic!("cycle {cycle}: the monitor printed nothing"));
                 assert!(
-                    line_id(&l.1).is_some(),
-                    "cycle {cycle}: unexpected line {:?}",
-                    l.1
+                    line_id(&l).is_some(),
+                    "cycle {cycle}: unexpected line {l:?}"
                 );
                 run.push(l);
             }
@@ -2356,20 +2256,17 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
             // exited, so the two race for the key.
             mon.signal(libc::SIGTERM);
             let early = cycle % 2 == 1;
-            let next = early.then(|| Watch::start(&env, "ka", "alice"));
+            let next = early.then(|| watch_alice(&env));
             if early {
                 overlaps += 1;
             }
-            let (code, rest) = std::mem::replace(
-                &mut mon,
-                next.unwrap_or_else(|| Watch::start(&env, "ka", "alice")),
-            )
-            .finish();
+            let (code, rest) =
+                std::mem::replace(&mut mon, next.unwrap_or_else(|| watch_alice(&env))).finish();
             assert_eq!(code, Some(0), "cycle {cycle}: SIGTERM exit code");
             run.extend(rest);
             run_ids.push(
                 run.iter()
-                    .filter_map(|l| line_id(&l.1).map(String::from))
+                    .filter_map(|l| line_id(l).map(String::from))
                     .collect(),
             );
             take(&mut run, &mut counts);
@@ -2379,13 +2276,13 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
         let total = sent.lock().unwrap().len();
         let ids: Vec<String> = sent.lock().unwrap().clone();
         assert_eq!(ids.len(), total);
-        let mut run: Vec<(Instant, String)> = Vec::new();
+        let mut run: Vec<String> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut got: HashSet<String> = counts.keys().cloned().collect();
         while !ids.iter().all(|id| got.contains(id)) {
             assert!(Instant::now() < deadline, "the last run never caught up");
-            if let Some(l) = mon.next(Duration::from_millis(200)) {
-                got.insert(line_id(&l.1).expect("id").to_string());
+            if let Some(l) = mon.next_line(Duration::from_millis(200)) {
+                got.insert(line_id(&l).expect("id").to_string());
                 run.push(l);
             }
         }
@@ -2396,7 +2293,7 @@ fn monitor_rearmed_many_times_while_mail_flows_loses_nothing_and_never_overlaps(
         if !run.is_empty() {
             run_ids.push(
                 run.iter()
-                    .filter_map(|l| line_id(&l.1).map(String::from))
+                    .filter_map(|l| line_id(l).map(String::from))
                     .collect(),
             );
             take(&mut run, &mut counts);

@@ -1,4 +1,4 @@
-//! A simulator of Claude Code 2.1.331's `Monitor` tool, for integration tests.
+//! A simulator of Claude Code 2.1.332's `Monitor` tool, for integration tests.
 //!
 //! It runs a real child process (the test builds the `Command`; usually the
 //! real `inter-session inbox watch` binary) the way the host does — stdout
@@ -68,7 +68,8 @@
 //!
 //! The constants are `pub` so a unit test can pin them against the product's
 //! own pacer constants (`src/pace.rs`, `HOST_*`). The rules above were read
-//! from the Monitor code in the 2.1.331 bundle (`@anthropic-ai/claude-code-linux-x64`),
+//! from the Monitor code in the 2.1.331 bundle (`@anthropic-ai/claude-code-linux-x64`;
+//! unchanged in 2.1.332, SPEC §9),
 //! and agree with SPEC §9's measurements (1 notification a second starts
 //! dropping after about 20 s and is killed at about 51 s: see the tests).
 //! The host runs the command under `bash -c`; the simulator runs the

@@ -6,10 +6,16 @@
 //! set, else a throwaway cluster started here (initdb into a temp dir, a free
 //! port on 127.0.0.1, the socket in the temp dir, `fsync=off`, as the
 //! `postgres` user when running as root), stopped when the test binary ends.
-//! Without either — no URL and no PostgreSQL installed — every PostgreSQL
-//! test SKIPS with a line written straight to stderr (past libtest's output
-//! capture, so it shows even when the test passes). A URL that does not work,
-//! or an installed PostgreSQL that will not start, FAILS the tests.
+//! Without either — no URL and no PostgreSQL installed — `server_url` and
+//! `fresh_db` say why (`Err`), and every PostgreSQL test SKIPS loudly with
+//! `support::skip`, need `postgres` (one line, the end-of-run list, a
+//! failure under `INTER_SESSION_TEST_REQUIRE=all`). A URL that does not
+//! work, or an installed PostgreSQL that will not start, FAILS the tests.
+//!
+//! PostgreSQL's programs are found in `/usr/lib/postgresql/<newest>/bin`,
+//! else on `PATH`; `INTER_SESSION_TEST_PG_BIN=<dir>` (test-only) searches
+//! only that folder, so `INTER_SESSION_TEST_PG_BIN=/nonexistent` hides an
+//! installed PostgreSQL to try the fresh-machine path.
 //!
 //! Included with `#[path = "support/pg.rs"] mod pg;` next to `mod support;`.
 #![allow(dead_code)]
@@ -208,8 +214,16 @@ fn run_pg(program: &Path, args: &[&str], as_postgres: bool) -> Result<Output, St
         .map_err(|e| format!("could not run {}: {e}", program.display()))
 }
 
-/// The newest installed PostgreSQL's bin folder (Debian layout), else one on PATH.
+/// The test-only override of where PostgreSQL's programs are.
+pub const BIN_VAR: &str = "INTER_SESSION_TEST_PG_BIN";
+
+/// The newest installed PostgreSQL's bin folder (Debian layout), else one on
+/// PATH; only `$INTER_SESSION_TEST_PG_BIN` when that is set.
 pub fn find_pg_bin() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(BIN_VAR).filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return (dir.join("initdb").exists() && dir.join("pg_ctl").exists()).then_some(dir);
+    }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -253,35 +267,21 @@ fn free_port() -> Result<u16, String> {
 }
 
 // ------------------------------------------------------------ skipping
-
-/// Say, past libtest's capture, that the current test (or a part of it) is
-/// skipped: the reason in full once per test binary, then one short line
-/// per test.
-pub fn skip(why: &str) {
-    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let thread = std::thread::current();
-    let test = thread.name().unwrap_or("a test");
-    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
-    let mut err = std::io::stderr().lock();
-    if said.iter().any(|w| w == why) {
-        let _ = writeln!(err, "*** SKIPPED {test} (PostgreSQL: as above) ***");
-    } else {
-        let _ = writeln!(err, "*** SKIPPED {test}: {why} ***");
-        said.push(why.to_string());
-    }
-}
+// (This file is shared with the benchmark, which has no `support`: it says
+// why a test cannot run, `Err(why)`, and the test skips with `support::skip`.)
 
 /// Whether this machine can start clusters of its own (tests that restart
-/// their server or need TLS settings do). Skips loudly when it cannot.
-pub fn can_launch() -> bool {
-    if find_pg_bin().is_some() {
-        return true;
+/// their server or need TLS settings do); `Err(why)` when it cannot.
+pub fn can_launch() -> Result<(), String> {
+    match find_pg_bin() {
+        Some(_) => Ok(()),
+        None => Err(
+            "this test starts a PostgreSQL server of its own and PostgreSQL is not \
+                     installed (no initdb); install it: `apt-get install -y postgresql` \
+                     (Debian/Ubuntu)"
+                .to_string(),
+        ),
     }
-    skip(
-        "this test starts a PostgreSQL server of its own and there is no initdb here; \
-         install PostgreSQL (Debian/Ubuntu: `apt-get install -y postgresql`)",
-    );
-    false
 }
 
 // ------------------------------------------------------------ the shared server
@@ -308,8 +308,8 @@ pub fn given_url() -> Option<String> {
 }
 
 /// The admin URL of the server the tests use (started on first use), or
-/// None after saying loudly that the test is skipped.
-pub fn server_url() -> Option<String> {
+/// `Err(why)` when there is none to test against (the test skips).
+pub fn server_url() -> Result<String, String> {
     let got = SHARED.get_or_init(|| {
         if let Some(url) = given_url() {
             let _ = writeln!(std::io::stderr(), "postgres tests: using {URL_VAR}");
@@ -336,11 +336,8 @@ pub fn server_url() -> Option<String> {
         Ok(url)
     });
     match got {
-        Ok(url) => Some(url.clone()),
-        Err(Unavailable::Skip(why)) => {
-            skip(why);
-            None
-        }
+        Ok(url) => Ok(url.clone()),
+        Err(Unavailable::Skip(why)) => Err(why.clone()),
         Err(Unavailable::Fail(e)) => panic!("cannot run the PostgreSQL tests: {e}"),
     }
 }
@@ -404,8 +401,8 @@ pub fn fresh_db_on(server_url: &str) -> String {
     with_db(server_url, &name)
 }
 
-/// A fresh database on the shared server, or None (skipped loudly).
-pub fn fresh_db() -> Option<String> {
+/// A fresh database on the shared server, or `Err(why)` (see `server_url`).
+pub fn fresh_db() -> Result<String, String> {
     server_url().map(|u| fresh_db_on(&u))
 }
 
