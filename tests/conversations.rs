@@ -336,9 +336,10 @@ fn twenty_concurrent_asks_to_four_scripted_repliers_get_their_own_answers() {
                             .to_string();
                         assert!(line.contains("from=\"lead\""), "{line}");
                         let answer = format!("answer: {}", line_text(&line));
+                        // As the peer's own session (its monitor's key).
                         env.ok(
-                            "replier",
-                            &["--from", peer, "mail", "reply", &id, "--text", &answer],
+                            &format!("k{peer}"),
+                            &["mail", "reply", &id, "--text", &answer],
                         );
                         handled.push(id);
                     }
@@ -690,8 +691,9 @@ fn the_same_idempotency_key_sends_once_sequentially_and_concurrently() {
     let env = Env::new();
     offline(&env, "bob");
 
+    // A retry is the same send: same recipient, same text.
     let outs: Vec<Output> = (0..10)
-        .map(|i| run_within(keyed_send(&env, "k", &format!("attempt {i}"))))
+        .map(|_| run_within(keyed_send(&env, "k", "attempt")))
         .collect();
     let id = check_keyed(&outs);
     assert!(
@@ -701,9 +703,9 @@ fn the_same_idempotency_key_sends_once_sequentially_and_concurrently() {
 
     let outs: Vec<Output> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..10)
-            .map(|i| {
+            .map(|_| {
                 let env = &env;
-                s.spawn(move || run_within(keyed_send(env, "k2", &format!("racer {i}"))))
+                s.spawn(move || run_within(keyed_send(env, "k2", "racer")))
             })
             .collect();
         hs.into_iter().map(|h| h.join().expect("thread")).collect()
@@ -724,8 +726,35 @@ fn the_same_idempotency_key_sends_once_sequentially_and_concurrently() {
     assert_eq!(env.sql("select count(*) from deliveries"), "2");
     assert_eq!(
         env.sql(&format!("select text from messages where id = '{id}'")),
-        "attempt 0"
+        "attempt"
     );
+    // The same key for another text or recipient is a mistake, not a
+    // retry: refused naming the first message, nothing written.
+    offline(&env, "carol");
+    for (to, text) in [("bob", "attempt, edited"), ("carol", "attempt")] {
+        let out = run_within(cmd_args(
+            &env,
+            "k",
+            &[
+                "--from",
+                "alice",
+                "mail",
+                "send",
+                "--to",
+                to,
+                "--idempotency-key",
+                "k",
+                "--text",
+                text,
+            ],
+        ));
+        let line = refused(&out, 1, "a reused idempotency key");
+        assert!(
+            line.contains(&id) && line.contains("idempotency key 'k'"),
+            "{line}"
+        );
+    }
+    assert_eq!(env.sql("select count(*) from messages"), "2");
     assert_eq!(session(&env, "bob")["pending"], 2);
 
     // The key is per sender: bob's "k" is a message of its own.

@@ -328,7 +328,12 @@ pub fn ask(
         }
         if let Some(reply) = store.take_reply(&sent.id, asker.id)? {
             let mut out = std::io::stdout().lock();
-            super::inbox::write_text(&mut out, &reply.text, raw)?;
+            if body.json {
+                // The reply as `inbox read --json` prints a message.
+                writeln!(out, "{}", serde_json::to_string(&reply)?)?;
+            } else {
+                super::inbox::write_text(&mut out, &reply.text, raw)?;
+            }
             out.flush()?;
             return Ok(0);
         }

@@ -434,7 +434,8 @@ pub enum MailCmd {
         interrupted. The reply is printed here, not by your monitor.\n\n\
         The reply keeps its lines, minus escape codes, control and bidi characters; a line\n\
         that would read as an [inter-session …] line is quoted with a leading '> '.\n\
-        --raw prints the exact bytes."
+        --raw prints the exact bytes; --json the reply message as one JSON object (as\n\
+        `inbox read --json`)."
     )]
     Ask {
         /// Recipient: exact name, else a unique name prefix

@@ -112,10 +112,16 @@ impl Env {
     }
 
     /// Send a direct message as `from` and return its id.
+    /// Send as `from`, a script speaking for a session whose monitor the
+    /// test may have started under another key: hence `--force` (without
+    /// it, `--from` may not speak as a live session of another key; see
+    /// tests/guards.rs).
     pub fn send(&self, from: &str, to: &str, text: &str) -> String {
         let out = self.ok(
             "sender",
-            &["--from", from, "mail", "send", "--to", to, "--text", text],
+            &[
+                "--from", from, "--force", "mail", "send", "--to", to, "--text", text,
+            ],
         );
         sent_id(&out)
     }
@@ -649,18 +655,30 @@ pub fn register(env: &Env, name: &str) {
 }
 
 /// Send as `from` using `from` as the session key too; returns the id.
+/// Like `Env::send`, as session key `from` (`--force` as there).
 pub fn send_as(env: &Env, from: &str, to: &str, text: &str) -> String {
     sent_id(&env.ok(
         from,
-        &["--from", from, "mail", "send", "--to", to, "--text", text],
+        &[
+            "--from", from, "--force", "mail", "send", "--to", to, "--text", text,
+        ],
     ))
 }
 
 /// `--from <from> mail send --to <to> --text-file <file>` as session key `key`.
 pub fn send_file_cmd(env: &Env, key: &str, from: &str, to: &str, file: &Path) -> Command {
     let mut c = env.cmd(key);
-    c.args(["--from", from, "mail", "send", "--to", to, "--text-file"])
-        .arg(file);
+    c.args([
+        "--from",
+        from,
+        "--force",
+        "mail",
+        "send",
+        "--to",
+        to,
+        "--text-file",
+    ])
+    .arg(file);
     c
 }
 
