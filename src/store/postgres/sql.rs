@@ -402,7 +402,7 @@ fn explain_error(e: anyhow::Error, limits: &SqlLimits) -> anyhow::Error {
         "57014" if db.message().contains("statement timeout") => {
             SqlStopped::TimedOut(limits.time).into()
         }
-        "25006" => anyhow!("sql is read-only: {}; {RUNS}", db.message()),
+        "25006" => anyhow!("sql is read-only: {}", db.message()),
         "42601" if db.message().contains("multiple commands") => {
             anyhow!("sql takes one statement at a time")
         }
