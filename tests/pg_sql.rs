@@ -300,6 +300,8 @@ fn sql_still_reads_everything_a_query_can_read() {
     let Some(db) = Db::new() else { return };
     for (q, want) in [
         ("select name from sessions", "alice"),
+        ("select group_concat(name) from sessions", "alice"),
+        ("select inter_session_schema_version() > 0", "true"),
         ("table sessions", ""),
         ("values (1, 'a'), (2, 'b')", "1|a\n2|b"),
         ("(select 1)", "1"),

@@ -26,9 +26,10 @@
 //!    called name must be one of PostgreSQL's own (`pg_catalog`) that only
 //!    read: immutable or stable, except the few that assign a transaction
 //!    id, or one of a short list of volatile ones that only read (the clock,
-//!    `random`, `pg_sleep` — the time limit covers it —, sizes, locks seen).
-//!    Functions of other schemas (an extension's, `dblink`, the user's own)
-//!    are refused: what they do is unknown.
+//!    `random`, `pg_sleep` — the time limit covers it —, sizes, locks seen),
+//!    or one of the mailbox's own (`group_concat`, as on SQLite) in the
+//!    schema of its tables. Other functions (an extension's, `dblink`, the
+//!    user's) are refused: what they do is unknown.
 //! 4. The query runs in a read-only transaction that is rolled back,
 //!    through a cursor: `FETCH` batches (1 row, then doubling, fewer when
 //!    rows are big) give each row to the printer as soon as the server has
@@ -99,6 +100,14 @@ const READING_VOLATILE: &[&str] = &[
 
 /// Stable `pg_catalog` functions that write: each assigns a transaction id.
 const WRITING_STABLE: &[&str] = &["pg_current_xact_id", "txid_current"];
+
+/// The mailbox's own functions (migrations/postgres/, `schema.rs`): SQL
+/// that only computes. Allowed in the schema of its tables only.
+const OURS: &[&str] = &[
+    "group_concat",
+    "group_concat_step",
+    "inter_session_schema_version",
+];
 
 /// Run `sql` on `store`'s connection, rows to `out`.
 pub(super) fn stream(
@@ -256,18 +265,26 @@ impl Work<'_> {
         if names.is_empty() {
             return Ok(());
         }
+        // Every function of each name, and whether it is in the mailbox's
+        // own schema (where `schema_migrations` is).
         let rows = self.timed(|| {
             tx.query_typed(
-                "SELECT p.proname::text, n.nspname::text, p.provolatile::text \
+                "SELECT p.proname::text, n.nspname::text, p.provolatile::text, \
+                        n.oid IS NOT DISTINCT FROM (SELECT relnamespace FROM pg_class \
+                                                    WHERE oid = to_regclass('schema_migrations')) \
                  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                  WHERE p.proname::text = ANY($1) ORDER BY 2, 1",
                 &[(&names, Type::TEXT_ARRAY)],
             )
         })?;
         for row in rows {
-            let (name, schema, volatility): (String, String, String) =
-                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            if let Some(why) = refusal(&schema, &name, &volatility) {
+            let f = Function {
+                name: row.try_get(0)?,
+                schema: row.try_get(1)?,
+                volatility: row.try_get(2)?,
+                ours: row.try_get(3)?,
+            };
+            if let Some(why) = f.refusal() {
                 return Err(anyhow!("{why}"));
             }
         }
@@ -410,25 +427,39 @@ fn explain_error(e: anyhow::Error, limits: &SqlLimits) -> anyhow::Error {
     }
 }
 
-/// Why a function named in a query is refused, if it is.
-fn refusal(schema: &str, name: &str, volatility: &str) -> Option<String> {
-    let reads = schema == "pg_catalog"
-        && match volatility {
-            "i" | "s" => !WRITING_STABLE.contains(&name),
-            _ => READING_VOLATILE.contains(&name),
+/// A function a query may call (one of the name's overloads).
+struct Function {
+    name: String,
+    schema: String,
+    /// `pg_proc.provolatile`: `i`mmutable, `s`table or `v`olatile.
+    volatility: String,
+    /// In the schema of the mailbox's tables.
+    ours: bool,
+}
+
+impl Function {
+    /// Why a query may not call it, if it may not.
+    fn refusal(&self) -> Option<String> {
+        let name = self.name.as_str();
+        let reads = match self.schema.as_str() {
+            "pg_catalog" => match self.volatility.as_str() {
+                "i" | "s" => !WRITING_STABLE.contains(&name),
+                _ => READING_VOLATILE.contains(&name),
+            },
+            _ => self.ours && OURS.contains(&name),
         };
-    if reads {
-        return None;
+        if reads {
+            return None;
+        }
+        let shown = match self.schema.as_str() {
+            "pg_catalog" => format!("{name}()"),
+            schema => format!("{schema}.{name}()"),
+        };
+        Some(format!(
+            "sql is read-only: {shown} is refused (a query may call only PostgreSQL's own \
+             functions that read, and the mailbox's own)"
+        ))
     }
-    let shown = if schema == "pg_catalog" {
-        format!("{name}()")
-    } else {
-        format!("{schema}.{name}()")
-    };
-    Some(format!(
-        "sql is read-only: {shown} is refused (a query may call only PostgreSQL's own functions \
-         that read)"
-    ))
 }
 
 /// A `FETCH` batch after one of `bytes`: twice as many rows, or half as
@@ -883,21 +914,37 @@ mod tests {
 
     #[test]
     fn only_builtin_functions_that_read_pass() {
-        assert_eq!(refusal("pg_catalog", "lower", "i"), None);
-        assert_eq!(refusal("pg_catalog", "now", "s"), None);
-        assert_eq!(refusal("pg_catalog", "pg_sleep", "v"), None);
-        for (schema, name, vol) in [
-            ("pg_catalog", "pg_notify", "v"),
-            ("pg_catalog", "pg_advisory_lock", "v"),
-            ("pg_catalog", "nextval", "v"),
-            ("pg_catalog", "txid_current", "s"),
-            ("public", "lower", "i"),
-            ("public", "dblink", "v"),
+        let refusal = |schema: &str, name: &str, volatility: &str, ours: bool| {
+            Function {
+                name: name.into(),
+                schema: schema.into(),
+                volatility: volatility.into(),
+                ours,
+            }
+            .refusal()
+        };
+        for (schema, name, vol, ours) in [
+            ("pg_catalog", "lower", "i", false),
+            ("pg_catalog", "now", "s", false),
+            ("pg_catalog", "pg_sleep", "v", false),
+            ("public", "group_concat", "i", true),
+            ("mine", "inter_session_schema_version", "i", true),
         ] {
-            let why = refusal(schema, name, vol).expect(name);
-            assert!(why.contains(&format!("{name}()")), "{why}");
+            assert_eq!(refusal(schema, name, vol, ours), None, "{name}");
         }
-        assert!(refusal("public", "f", "i")
+        for (schema, name, vol, ours) in [
+            ("pg_catalog", "pg_notify", "v", false),
+            ("pg_catalog", "pg_advisory_lock", "v", false),
+            ("pg_catalog", "nextval", "v", false),
+            ("pg_catalog", "txid_current", "s", false),
+            ("public", "lower", "i", false),
+            ("public", "dblink", "v", true),
+            ("other", "group_concat", "i", false),
+        ] {
+            let why = refusal(schema, name, vol, ours).expect(name);
+            assert!(why.contains(&format!("{name}() is refused")), "{why}");
+        }
+        assert!(refusal("public", "f", "i", true)
             .unwrap()
             .contains("public.f() is refused"));
     }
