@@ -217,7 +217,8 @@ impl Work<'_> {
                 let settings = self.settings()?;
                 self.timed(|| tx.batch_execute(&settings))?;
                 let declare = format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR\n{query}\n");
-                self.timed(|| tx.execute(&declare, &[]))?;
+                self.timed(|| tx.execute_typed(&declare, &[]))?;
+                self.printed = true;
                 out.columns(&columns)?;
                 self.fetch_all(&mut tx, &types, out)
             }
@@ -229,6 +230,7 @@ impl Work<'_> {
                     self.timed(|| tx.batch_execute(&settings))?;
                 }
                 let msgs = self.timed(|| tx.simple_query(sql))?;
+                self.printed = true;
                 out.columns(&columns)?;
                 self.print(msgs, &types, out)?;
                 Ok(())
@@ -239,7 +241,7 @@ impl Work<'_> {
     /// Refuse a query that writes or calls a function that could act.
     fn check(&mut self, tx: &mut Transaction<'_>, query: &str) -> Result<()> {
         let view = format!("CREATE TEMP VIEW {CHECK_VIEW} AS SELECT FROM (\n{query}\n) AS q");
-        if let Err(e) = self.timed(|| tx.execute(&view, &[])) {
+        if let Err(e) = self.timed(|| tx.execute_typed(&view, &[])) {
             let Some(db) = e.as_db_error() else {
                 return Err(e.into());
             };
@@ -255,7 +257,7 @@ impl Work<'_> {
         }
         let text: String = self
             .timed(|| {
-                tx.query_one(
+                tx.query_typed_one(
                     &format!("SELECT pg_get_viewdef('pg_temp.{CHECK_VIEW}'::regclass)"),
                     &[],
                 )
@@ -524,9 +526,11 @@ fn classify(sql: &str) -> Result<Kind<'_>> {
                 }
             }
             if !starts_query(sql, &toks[i.min(toks.len())..]) {
-                let what = toks.get(i).map_or(String::new(), |t| t.shown(sql));
+                let what = toks
+                    .get(i)
+                    .map_or(String::new(), |t| format!(" {}", t.shown(sql)));
                 return Err(anyhow!(
-                    "sql is read-only: EXPLAIN {what} is refused; {RUNS}"
+                    "sql is read-only: EXPLAIN{what} is refused; {RUNS}"
                 ));
             }
             Ok(Kind::Explain(body(sql, &toks[i..])))
