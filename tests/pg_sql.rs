@@ -488,3 +488,34 @@ fn sql_ctrl_c_cancels_the_query_on_the_server() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn sql_without_the_temp_privilege_refuses_what_it_cannot_check() {
+    let Some(db) = Db::new() else { return };
+    let role = format!("is_reader_{}", std::process::id());
+    let name = pg::db_name(&db.url);
+    let mut admin = db.admin();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; \
+             CREATE ROLE {role} LOGIN PASSWORD 'reader-pw'; \
+             REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+        ))
+        .expect("a role without TEMP");
+    // The same server and database, as that role.
+    let rest = &db.url[db.url.rfind('@').expect("user in the URL")..];
+    let scheme = &db.url[..db.url.find("://").expect("scheme") + 3];
+    let url = format!("{scheme}{role}:reader-pw{rest}");
+    let env = Env::with_vars(&[("INTER_SESSION_DATABASE_URL", &url)]);
+    for q in ["select 1", "select pg_notify('x', 'y')", "explain select 1"] {
+        let line = refused(&env.run("sql", &["sql", q]), &[1], q);
+        assert!(line.contains("TEMP privilege"), "{q}: {line}");
+    }
+    assert_eq!(
+        env.ok("sql", &["sql", "show standard_conforming_strings"])
+            .trim(),
+        "on"
+    );
+    let _ = admin.batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}

@@ -17,13 +17,13 @@
 //!    handed back to the server, never trusted as parsed.)
 //! 3. The server tells which functions the query calls, without running
 //!    it: the query becomes a temporary view (`CREATE TEMP VIEW … AS SELECT
-//!    FROM (query)`, in a transaction rolled back at once), and
-//!    `pg_get_viewdef` writes it out again, every function call spelled
-//!    `name(…)` — whatever the spelling in the query (`PG_NOTIFY`,
-//!    `"pg_notify"`, `pg_catalog.pg_notify`), and wherever it stands
-//!    (`LIMIT`, `VALUES`, window frames, `FROM`, sub-queries). Unlike an
-//!    `EXPLAIN` plan, that text leaves nothing out. Every function sharing a
-//!    called name must be one of PostgreSQL's own (`pg_catalog`) that only
+//!    FROM (query)`, in a transaction rolled back at once, where the query
+//!    is only parsed), and `pg_get_viewdef` writes it out again, every
+//!    function call spelled `name(…)` — whatever the spelling in the query
+//!    (`PG_NOTIFY`, `"pg_notify"`, `pg_catalog.pg_notify`), and wherever it
+//!    stands (`LIMIT`, `VALUES`, window frames, `FROM`, sub-queries). Unlike
+//!    an `EXPLAIN` plan, that text leaves nothing out. Every function sharing
+//!    a called name must be one of PostgreSQL's own (`pg_catalog`) that only
 //!    read: immutable or stable, except the few that assign a transaction
 //!    id, or one of a short list of volatile ones that only read (the clock,
 //!    `random`, `pg_sleep` — the time limit covers it —, sizes, locks seen),
@@ -33,19 +33,21 @@
 //! 4. The query runs in a read-only transaction that is rolled back,
 //!    through a cursor: `FETCH` batches (1 row, then doubling, fewer when
 //!    rows are big) give each row to the printer as soon as the server has
-//!    it, and stop at once when the reader goes (`sql … | head`).
+//!    it, as text whatever its type, and stop at once when the reader goes
+//!    (`sql … | head`).
 //!
 //! The time limit counts time spent in the server only, as on SQLite: each
 //! step runs under `SET LOCAL statement_timeout` set to what is left of
 //! `--timeout`, and time spent printing does not count. Ctrl-C cancels the
-//! running statement on the server (`pg_cancel_backend` from a second
-//! connection, opened only then: it needs no TLS connector of its own).
+//! running statement on the server: a second connection, opened only then
+//! through the same `Target`, runs `pg_cancel_backend` (a protocol cancel
+//! request would need `target`'s TLS connector, which it keeps to itself).
 //!
 //! Not checked: functions behind operators, casts, types and views the query
 //! uses. PostgreSQL's own only read; any other was created by someone who
 //! could write to the database, which `sql` never can. The check needs
 //! `TEMP` on the database (granted to everybody by default); without it,
-//! every query that is not `SHOW` is refused with the server's reason.
+//! every query that is not `SHOW` is refused, saying so.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -245,15 +247,20 @@ impl Work<'_> {
             let Some(db) = e.as_db_error() else {
                 return Err(e.into());
             };
-            if matches!(db.code().code(), "0A000" | "42601") {
+            return Err(match db.code().code() {
                 // The query parsed on its own, but not as a sub-query: it
                 // writes (`WITH … DELETE`, `SELECT … INTO`).
-                return Err(anyhow!(
+                "0A000" | "42601" => anyhow!(
                     "sql is read-only: a query that writes is refused ({}); {RUNS}",
                     db.message()
-                ));
-            }
-            return Err(anyhow!("sql cannot check this query: {}", pg_text(&e)));
+                ),
+                "42501" => anyhow!(
+                    "sql cannot check what the query calls without the TEMP privilege on the \
+                     database: {}",
+                    pg_text(&e)
+                ),
+                _ => e.into(),
+            });
         }
         let text: String = self
             .timed(|| {
