@@ -6,7 +6,8 @@
 //! refused with one line, and the server shows that nothing happened; rows
 //! are printed as they come; `--timeout` and Ctrl-C stop the query on the
 //! server; repeated JSON keys stay apart, and an empty query says so, as on
-//! SQLite (tests/bounds.rs).
+//! SQLite (tests/bounds.rs). Without TEMP on the database (the check needs
+//! a temporary view) every query is refused, saying so.
 //!
 //! Real binary against the server of support/pg.rs (`INTER_SESSION_TEST_PG_URL`,
 //! else a throwaway cluster; without either, each test SKIPS loudly), one
