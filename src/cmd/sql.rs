@@ -26,9 +26,10 @@ pub fn run(query: &str, header: bool, json: bool, timeout: &str) -> Result<i32> 
         .into());
     }
     let limits = SqlLimits::new(Duration::from_secs(secs));
-    // Ctrl-C stops the query (SQLite checks the flag as it works) instead
-    // of killing us mid-row; a second one, while something else blocks
-    // (a full pipe, a locked database), exits at once.
+    // Ctrl-C stops the query (SQLite checks the flag as it works;
+    // PostgreSQL's statement is cancelled on the server) instead of killing
+    // us mid-row; a second one, while something else blocks (a full pipe,
+    // a locked database), exits at once.
     let sigint = signal_hook::consts::SIGINT;
     signal_hook::flag::register_conditional_shutdown(sigint, 130, limits.stop.clone())
         .and_then(|_| signal_hook::flag::register(sigint, limits.stop.clone()))

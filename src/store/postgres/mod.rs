@@ -49,7 +49,8 @@
 //! Here: the store and its `Mailbox` verbs. Beside it: `target` (URL,
 //! passwords, TLS), `error` (one-line errors, what to retry), `link` (the
 //! monitor's lock-and-LISTEN thread), `schema` (migrations), `send` (the
-//! send transaction, typed parameters) and `rows` (row → struct). `db copy`
+//! send transaction, typed parameters), `rows` (row → struct) and `sql` (the
+//! `sql` verb: what a query may call, a cursor, the time limit). `db copy`
 //! is `store::copy`.
 
 mod error;
@@ -57,6 +58,7 @@ mod link;
 mod rows;
 mod schema;
 mod send;
+mod sql;
 mod target;
 
 use std::cell::{Cell, RefCell};
@@ -68,7 +70,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::postgres::types::{ToSql, Type};
-use ::postgres::{Client, SimpleQueryMessage, Statement};
+use ::postgres::{Client, Statement};
 use anyhow::{bail, Context, Result};
 
 use super::prefix_pattern;
@@ -79,7 +81,7 @@ use super::{
 };
 use crate::datadir;
 use crate::identity::this_host;
-use error::{is_transient, pg_text, tidy};
+use error::{is_transient, tidy};
 use link::{try_lock, Changes, Held, Link, LinkPresence, Notice};
 pub(in crate::store) use rows::text_to_stored;
 use rows::{
@@ -103,8 +105,6 @@ const GLOBAL_CHANNEL: &str = "inter_session";
 const COMMAND_PATIENCE: Duration = Duration::from_secs(5);
 /// How long a monitor keeps retrying before it gives up with an error.
 const MONITOR_PATIENCE: Duration = Duration::from_secs(300);
-/// `sql`: longest a query may run.
-const SQL_TIMEOUT_MS: u64 = 5000;
 
 pub struct PostgresStore {
     target: Arc<Target>,
@@ -882,85 +882,15 @@ impl Mailbox for PostgresStore {
     }
 
     fn query_readonly(&self, sql: &str) -> Result<SqlResult> {
-        let timeout_ms = std::env::var("INTER_SESSION_SQL_TIMEOUT_MS")
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|ms| *ms > 0)
-            .unwrap_or(SQL_TIMEOUT_MS);
-        let outcome = self.run(|c| {
-            // Parsing alone refuses a second statement; it also gives the
-            // column types, for JSON numbers.
-            let stmt = match c.prepare(sql) {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
-            };
-            let types: Vec<Type> = stmt.columns().iter().map(|c| c.type_().clone()).collect();
-            let columns: Vec<String> = stmt
-                .columns()
-                .iter()
-                .map(|c| c.name().to_string())
-                .collect();
-            let mut tx = c.build_transaction().read_only(true).start()?;
-            tx.batch_execute(&format!("SET LOCAL statement_timeout = {timeout_ms}"))?;
-            let result = tx.simple_query(sql);
-            drop(tx); // rolled back: nothing a query did is kept
-            Ok(result.map(|msgs| (columns, types, msgs)))
-        })?;
-        let (columns, types, msgs) = match outcome {
-            Ok(v) => v,
-            Err(e) => {
-                let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
-                let text = pg_text(&e);
-                if code == "25006" {
-                    bail!("sql is read-only: only queries (SELECT, EXPLAIN, SHOW) are allowed");
-                }
-                if code == "42601" && text.contains("multiple commands") {
-                    bail!("sql takes one statement at a time");
-                }
-                if code == "57014" {
-                    bail!(
-                        "sql: the query ran longer than {} s and was cancelled",
-                        timeout_ms as f64 / 1000.0
-                    );
-                }
-                bail!("sql error: {text}");
-            }
-        };
-        let mut rows = Vec::new();
-        for m in msgs {
-            if let SimpleQueryMessage::Row(row) = m {
-                let mut out = Vec::with_capacity(columns.len());
-                for (i, ty) in types.iter().enumerate() {
-                    out.push(match row.try_get(i)? {
-                        None => serde_json::Value::Null,
-                        Some(text) => text_to_json(text, ty),
-                    });
-                }
-                rows.push(out);
-            }
-        }
-        Ok(SqlResult { columns, rows })
+        sql::collect(self, sql)
     }
-}
 
-/// A text-format value as JSON: numbers as numbers, booleans as booleans.
-fn text_to_json(text: &str, ty: &Type) -> serde_json::Value {
-    if [Type::INT2, Type::INT4, Type::INT8, Type::OID].contains(ty) {
-        if let Ok(v) = text.parse::<i64>() {
-            return v.into();
-        }
+    fn query_stream(
+        &self,
+        sql: &str,
+        limits: &super::SqlLimits,
+        out: &mut dyn super::SqlSink,
+    ) -> Result<()> {
+        sql::stream(self, sql, limits, out)
     }
-    if [Type::FLOAT4, Type::FLOAT8, Type::NUMERIC].contains(ty) {
-        if let Some(n) = text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-        {
-            return serde_json::Value::Number(n);
-        }
-    }
-    if *ty == Type::BOOL {
-        return (text == "t").into();
-    }
-    text.into()
 }
