@@ -32,7 +32,9 @@ struct Db {
 
 impl Db {
     fn new() -> Option<Db> {
-        let url = pg::fresh_db()?;
+        let url = pg::fresh_db()
+            .map_err(|why| support::skip("postgres", &why))
+            .ok()?;
         let env = Env::with_vars(&[("INTER_SESSION_DATABASE_URL", &url)]);
         // The schema, and a session to read.
         register(&env, "alice");
@@ -49,7 +51,7 @@ impl Db {
 
     /// Refused: exit 1, one line on stderr saying so.
     fn refuses(&self, q: &str) -> String {
-        let line = refused(&self.sql(&[q]), &[1], q);
+        let line = refused(&self.sql(&[q]), 1, q);
         assert!(line.contains("refused"), "{q}: {line}");
         line
     }
@@ -234,7 +236,11 @@ fn sql_refuses_every_side_effect_and_the_server_shows_none() {
         queries.push("select dblink_exec('dbname=postgres', 'select 1')".into());
         queries.push("select * from dblink('dbname=postgres', 'select pg_notify(''x'', ''y'')') as t(a text)".into());
     } else {
-        pg::skip("its dblink part: CREATE EXTENSION dblink failed (postgresql-contrib)");
+        support::skip_part(
+            "postgres-contrib",
+            "its dblink part",
+            "CREATE EXTENSION dblink failed; install postgresql-contrib",
+        );
     }
     for q in &queries {
         let line = db.refuses(q);
@@ -242,7 +248,7 @@ fn sql_refuses_every_side_effect_and_the_server_shows_none() {
     }
     // Row locks: refused by the read-only transaction itself.
     let q = "select * from sessions for update";
-    let line = refused(&db.sql(&[q]), &[1], q);
+    let line = refused(&db.sql(&[q]), 1, q);
     assert!(line.contains("read-only"), "{line}");
 
     // Nothing happened.
@@ -392,16 +398,12 @@ fn sql_still_reads_everything_a_query_can_read() {
     .expect("one JSON document");
     assert_eq!(v, serde_json::json!([]));
     for q in ["", " ;", "-- nothing", "/* nothing */"] {
-        let line = refused(&db.sql(&[q]), &[2], q);
+        let line = refused(&db.sql(&[q]), 2, q);
         assert!(line.contains("empty query"), "{q:?}: {line}");
     }
-    let line = refused(
-        &db.sql(&["select 1; select pg_notify('x', 'y')"]),
-        &[1],
-        "two",
-    );
+    let line = refused(&db.sql(&["select 1; select pg_notify('x', 'y')"]), 1, "two");
     assert!(line.contains("one statement"), "{line}");
-    let line = refused(&db.sql(&["selec 1"]), &[1], "syntax");
+    let line = refused(&db.sql(&["selec 1"]), 1, "syntax");
     assert!(line.contains("syntax error"), "{line}");
 }
 
@@ -426,7 +428,7 @@ fn sql_prints_rows_as_they_come_and_stops_at_its_time_limit() {
 
     // The default limit, as on SQLite.
     let started = Instant::now();
-    let line = refused(&db.sql(&["select pg_sleep(30)"]), &[1], "pg_sleep(30)");
+    let line = refused(&db.sql(&["select pg_sleep(30)"]), 1, "pg_sleep(30)");
     assert!(line.contains("longer than 5 s"), "{line}");
     assert!(started.elapsed() < Duration::from_secs(15));
 
@@ -510,7 +512,7 @@ fn sql_without_the_temp_privilege_refuses_what_it_cannot_check() {
     let url = format!("{scheme}{role}:reader-pw{rest}");
     let env = Env::with_vars(&[("INTER_SESSION_DATABASE_URL", &url)]);
     for q in ["select 1", "select pg_notify('x', 'y')", "explain select 1"] {
-        let line = refused(&env.run("sql", &["sql", q]), &[1], q);
+        let line = refused(&env.run("sql", &["sql", q]), 1, q);
         assert!(line.contains("TEMP privilege"), "{q}: {line}");
     }
     assert_eq!(

@@ -499,8 +499,7 @@ fn sql_refuses_writes_second_statements_and_long_queries() {
     let started = Instant::now();
     let out = pg
         .cmd("x")
-        .env("INTER_SESSION_SQL_TIMEOUT_MS", "500")
-        .args(["sql", "select pg_sleep(30)"])
+        .args(["sql", "--timeout", "1s", "select pg_sleep(30)"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));

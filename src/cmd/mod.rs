@@ -159,7 +159,9 @@ pub enum Command {
         on stderr, exit 1. Ctrl-C stops it: exit 130.\n\n\
         Refused: writes, ATTACH, extensions, BEGIN/COMMIT/ROLLBACK/SAVEPOINT, and pragmas that\n\
         set something (`pragma query_only = 0`, `pragma writable_schema = 1`); read-only pragmas\n\
-        (`pragma user_version`, `pragma table_info(history)`) run.\n\n\
+        (`pragma user_version`, `pragma table_info(history)`) run. On PostgreSQL only SELECT,\n\
+        WITH, VALUES, TABLE, EXPLAIN and SHOW run, in a read-only transaction, calling only\n\
+        PostgreSQL's own functions that read (no pg_notify, advisory locks, nextval, …).\n\n\
         --json prints one array of objects, keys in column order; a repeated column name gets\n\
         a suffix, so no value is lost: `select 1 as a, 2 as a` gives [{\"a\":1,\"a_2\":2}].")]
     Sql {
@@ -850,6 +852,18 @@ mod tests {
                 .nth(1)
                 .is_some_and(|l| l.ends_with("\u{2026}  y")),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn the_sql_timeout_default_is_the_stores() {
+        let cli = Cli::try_parse_from(["inter-session", "sql", "select 1"]).expect("parse");
+        let Command::Sql { timeout, .. } = cli.command else {
+            panic!("not sql");
+        };
+        assert_eq!(
+            parse_age(&timeout).ok(),
+            Some(crate::store::SQL_DEFAULT_SECS)
         );
     }
 

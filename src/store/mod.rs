@@ -34,6 +34,8 @@ pub const MAX_DIRECT_BYTES: usize = 10 * 1024 * 1024;
 pub const MAX_BROADCAST_BYTES: usize = 256 * 1024;
 /// Broadcasts allowed per sender per minute.
 pub const BROADCASTS_PER_MINUTE: i64 = 60;
+/// The default time limit of a `sql` query, in seconds (`sql --timeout`).
+pub const SQL_DEFAULT_SECS: u64 = 5;
 /// How much of a body the monitor loads to print a line; longer bodies are
 /// always shown truncated, with the `cont` pointer to `inbox read`.
 pub const LINE_PREFIX_CHARS: usize = 2000;

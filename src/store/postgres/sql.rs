@@ -138,7 +138,7 @@ pub(super) fn stream(
 
 /// `sql` collected whole, under the default time limit.
 pub(super) fn collect(store: &PostgresStore, sql: &str) -> Result<SqlResult> {
-    let limits = SqlLimits::new(Duration::from_secs(crate::store::sqlite::SQL_DEFAULT_SECS));
+    let limits = SqlLimits::new(Duration::from_secs(crate::store::SQL_DEFAULT_SECS));
     let mut all = SqlResult {
         columns: Vec::new(),
         rows: Vec::new(),

@@ -21,7 +21,6 @@ use super::*;
 use crate::datadir;
 pub(crate) use open::{may_write, trouble};
 use open::{migrate, open_connection, open_failed, recover_stale_siblings, schema_version};
-use sql::SQL_DEFAULT_SECS;
 
 mod open;
 mod sql;

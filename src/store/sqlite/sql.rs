@@ -97,9 +97,6 @@ pub(super) fn query_stream(
     Ok(())
 }
 
-/// The default time limit of a `sql` query, in seconds.
-pub(super) const SQL_DEFAULT_SECS: u64 = 5;
-
 /// Time a query has worked: a deadline that moves later by the time spent
 /// outside SQLite, read from the progress handler.
 struct WorkClock {
