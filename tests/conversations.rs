@@ -782,7 +782,7 @@ fn the_same_idempotency_key_sends_once_sequentially_and_concurrently() {
 // ------------------------------------------------------------ 8. bad input
 
 #[test]
-fn bad_conversation_input_is_one_line_exit_2_and_writes_nothing() {
+fn bad_conversation_input_is_one_line_and_writes_nothing() {
     let env = Env::new();
     offline(&env, "bob");
     offline(&env, "alice");
@@ -803,11 +803,19 @@ fn bad_conversation_input_is_one_line_exit_2_and_writes_nothing() {
     let reply_to = |id: &str, extra: &[&str]| with_text(&["reply", id], extra);
     const UNKNOWN: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
     let long_key = "k".repeat(201);
-    let cases: Vec<Vec<String>> = vec![
-        // Replies to an id that does not exist (well-formed, and not).
+    // Replies to an id that does not exist (well-formed, and not): a
+    // runtime failure (exit 1), as `inbox read` of an unknown id is.
+    for args in [
         reply_to(UNKNOWN, &[]),
         reply_to("nope", &[]),
         as_alice(&["send", "--reply-to", UNKNOWN, "--text", "x"]),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let line = refused(&run_within(cmd_args(&env, "k", &args)), 1, "unknown id");
+        assert!(line.contains("no message with id"), "{args:?}: {line}");
+    }
+    assert_eq!(env.sql("select count(*) from messages"), "1");
+    let cases: Vec<Vec<String>> = vec![
         send(&["--ttl", "0"]),
         send(&["--ttl", "0s"]),
         send(&["--ttl=-5m"]),

@@ -557,10 +557,10 @@ fn auto_start_round_trips_monitors_json_and_keeps_the_rest() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(json_file(&file)[0]["when"], "always");
 
-    // A missing monitors.json: exit 2 and a clear line.
+    // A missing monitors.json: a runtime failure, exit 1, and a clear line.
     fs::remove_file(&file).expect("rm");
     let out = auto_start(&plugin, &["status"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let err = text(&out.stderr);
     assert!(err.contains("monitors.json"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -64,13 +64,13 @@ pub fn run_with(action: &str, json: bool, plugin_dir: Option<&Path>) -> Result<i
     })?;
     let file = dir.join("monitors").join("monitors.json");
     if !file.is_file() {
-        return Err(UsageError(format!(
+        // A runtime failure (exit 1): the file the plugin ships is missing.
+        anyhow::bail!(
             "no monitors file at {}: the plugin folder {} has no monitors/monitors.json \
              (set INTER_SESSION_PLUGIN_DIR to the inter-session plugin folder)",
             file.display(),
             dir.display()
-        ))
-        .into());
+        );
     }
     // Write beside the real file when monitors.json is a symlink.
     let file = fs::canonicalize(&file).unwrap_or(file);
@@ -355,7 +355,8 @@ mod tests {
 
         fs::remove_file(&file).unwrap();
         let err = run_with("status", false, Some(tmp.path())).unwrap_err();
-        assert!(err.is::<UsageError>(), "{err}");
+        assert!(err.to_string().contains("no monitors file"), "{err}");
+        assert!(!err.is::<UsageError>(), "{err}");
         let err = run_with("maybe", false, Some(tmp.path())).unwrap_err();
         assert!(err.is::<UsageError>(), "{err}");
     }

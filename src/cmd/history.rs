@@ -3,9 +3,8 @@
 use anyhow::Result;
 
 use super::{me_if_any, open, parse_age, HistoryArgs};
-use crate::identity::UsageError;
 use crate::line::{field, safe_id, safe_name, sanitize};
-use crate::store::{HistoryFilter, NotFound, Verbs};
+use crate::store::{HistoryFilter, Verbs};
 
 pub fn run(from: Option<&str>, args: &HistoryArgs) -> Result<i32> {
     let since = args
@@ -20,11 +19,8 @@ pub fn run(from: Option<&str>, args: &HistoryArgs) -> Result<i32> {
         .transpose()?;
     let store = open()?;
     let thread = match &args.thread {
-        Some(id) => Some(match store.message(id) {
-            Ok(m) => m.thread_id,
-            Err(e) if e.is::<NotFound>() => return Err(UsageError(e.to_string()).into()),
-            Err(e) => return Err(e),
-        }),
+        // An unknown id is a runtime failure (exit 1), as for `inbox read`.
+        Some(id) => Some(store.message(id)?.thread_id),
         None => None,
     };
     // A thread is shown whole, whoever is asking.

@@ -11,8 +11,7 @@ use super::{open, parse_age, sender, sender_and_recipient, BodyArgs};
 use crate::identity::{self, UsageError};
 use crate::line::{field, safe_name};
 use crate::store::{
-    LookupError, Mailbox, Message, NewMessage, NotFound, Recipients, Sent, State, Verbs,
-    MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES,
+    LookupError, NewMessage, Recipients, Sent, State, Verbs, MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES,
 };
 
 /// The message text from --text, --text-file or stdin, checked before any
@@ -205,15 +204,6 @@ fn check_recipient_name(to: &str) -> Result<()> {
     Ok(())
 }
 
-/// The message replied to; an unknown id is a usage error.
-fn parent(store: &dyn Mailbox, id: &str) -> Result<Message> {
-    match store.message(id) {
-        Ok(m) => Ok(m),
-        Err(e) if e.is::<NotFound>() => Err(UsageError(e.to_string()).into()),
-        Err(e) => Err(e),
-    }
-}
-
 /// `mail send --to T` / `mail send --reply-to ID` / `mail reply ID`.
 pub fn send(
     from: Option<&str>,
@@ -228,7 +218,7 @@ pub fn send(
     let opts = options(body)?;
     let text = read_body(body, MAX_DIRECT_BYTES)?;
     let store = open()?;
-    let parent = reply_to.map(|id| parent(store.as_ref(), id)).transpose()?;
+    let parent = reply_to.map(|id| store.message(id)).transpose()?;
     let (sender, recipient) = match (to, &parent) {
         (Some(to), _) => sender_and_recipient(store.as_ref(), from, force, to)?,
         (None, Some(p)) => {

@@ -407,7 +407,7 @@ pub struct Written {
 }
 
 /// An earlier send with the same idempotency key, as the send transaction
-/// found it: what `rules::same_send` compares with the new one.
+/// found it: what `rules::repeated` compares with the new one.
 #[derive(Debug, Clone)]
 pub struct Earlier {
     pub id: String,
@@ -461,7 +461,7 @@ pub trait Mailbox {
     fn remember_label(&self, project: &str, label: &str) -> Result<()>;
 
     /// The send transaction: register a new `--from` sender, find an earlier
-    /// send with the same key (checked with `rules::same_send`), choose the
+    /// send with the same key (answered by `rules::repeated`), choose the
     /// recipients (`rules::check_rate`, `rules::check_recipients` for a
     /// broadcast; a left recipient refused), write message and deliveries,
     /// wake the monitors; nothing is written when anything is refused.

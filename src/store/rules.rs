@@ -1,11 +1,11 @@
 //! The product's decisions about names, recipients and sends, written once
 //! for both backends: pure functions over what a backend found, unit-tested
 //! here. The backends call them at the right point of their transactions
-//! (`check_rate`, `check_recipients`, `same_send`); `Verbs` calls the rest.
+//! (`check_rate`, `check_recipients`, `repeated`); `Verbs` calls the rest.
 
 use anyhow::Result;
 
-use super::{Earlier, NewMessage, Recipients, SendError, SentTo, BROADCASTS_PER_MINUTE};
+use super::{Earlier, NewMessage, Recipients, SendError, SentTo, Written, BROADCASTS_PER_MINUTE};
 
 /// Whether a recipient given as `prefix` may mean the longer `name`: only
 /// when the name goes on with a letter (`ali` → `alice`), or with `-` and
@@ -111,6 +111,18 @@ pub fn same_send(earlier: &Earlier, msg: &NewMessage) -> Result<()> {
         .into()),
         None => Ok(()),
     }
+}
+
+/// The outcome of a send whose idempotency key `earlier` used: nothing
+/// written, the first message reported, once `same_send` agrees.
+pub fn repeated(earlier: Earlier, msg: &NewMessage) -> Result<Written> {
+    same_send(&earlier, msg)?;
+    Ok(Written {
+        id: earlier.id,
+        recipients: earlier.recipients,
+        duplicate: true,
+        online: None,
+    })
 }
 
 /// How a recipient of a new message is reported: `delivered` when a

@@ -91,14 +91,7 @@ impl PostgresStore {
                 &typed(&[&sender_id, &key, &since]),
             )?;
             if let Some(row) = earlier {
-                let earlier = earlier_send(&mut tx, row.try_get(0)?)?;
-                rules::same_send(&earlier, msg)?;
-                return Ok(Written {
-                    id: earlier.id,
-                    recipients: earlier.recipients,
-                    duplicate: true,
-                    online: None,
-                });
+                return rules::repeated(earlier_send(&mut tx, row.try_get(0)?)?, msg);
             }
         }
         // The recipients: a direct one is checked by the insert below (one

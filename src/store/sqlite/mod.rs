@@ -306,7 +306,8 @@ impl Mailbox for SqliteStore {
         self.conn.execute(
             "INSERT OR IGNORE INTO sessions (name, session_key, state, created_at, since) VALUES (?1, ?2, 'offline', ?3, ?3)",
             params![name, key, now],
-        )?;
+        )
+        .with_context(|| format!("could not register '{name}'"))?;
         self.find(Find::Name(name))?
             .context("session vanished after registering it")
     }
@@ -357,7 +358,8 @@ impl Mailbox for SqliteStore {
         self.conn.execute(
             "UPDATE sessions SET state = 'offline', monitor_pid = NULL, since = ?2 WHERE id = ?1 AND state = 'online'",
             params![session_id, now_text()],
-        )?;
+        )
+        .context("could not mark the session offline")?;
         self.touch();
         Ok(())
     }
@@ -400,13 +402,16 @@ impl Mailbox for SqliteStore {
     fn remember_label(&self, project: &str, label: &str) -> Result<()> {
         if label.is_empty() {
             self.conn
-                .execute("DELETE FROM project_labels WHERE project = ?1", [project])?;
+                .execute("DELETE FROM project_labels WHERE project = ?1", [project])
+                .context("could not forget the project's label")?;
         } else {
-            self.conn.execute(
-                "INSERT INTO project_labels (project, label) VALUES (?1, ?2) \
+            self.conn
+                .execute(
+                    "INSERT INTO project_labels (project, label) VALUES (?1, ?2) \
                  ON CONFLICT (project) DO UPDATE SET label = excluded.label",
-                params![project, label],
-            )?;
+                    params![project, label],
+                )
+                .context("could not remember the project's label")?;
         }
         Ok(())
     }
@@ -447,14 +452,7 @@ impl Mailbox for SqliteStore {
                 )
                 .optional()?;
             if let Some(seq) = earlier {
-                let earlier = earlier_send(&tx, seq)?;
-                rules::same_send(&earlier, msg)?;
-                return Ok(Written {
-                    id: earlier.id,
-                    recipients: earlier.recipients,
-                    duplicate: true,
-                    online: None,
-                });
+                return rules::repeated(earlier_send(&tx, seq)?, msg);
             }
         }
         let recipients: Vec<(i64, String)> = match &msg.to {
@@ -664,7 +662,7 @@ impl Mailbox for SqliteStore {
             )?;
             tx.execute("DELETE FROM asks WHERE question_id = ?1", [question_id])?;
         }
-        tx.commit()?;
+        tx.commit().context("could not take the reply")?;
         if reply.is_some() {
             self.touch();
         }
@@ -673,7 +671,8 @@ impl Mailbox for SqliteStore {
 
     fn end_ask(&self, question_id: &str) -> Result<()> {
         self.conn
-            .execute("DELETE FROM asks WHERE question_id = ?1", [question_id])?;
+            .execute("DELETE FROM asks WHERE question_id = ?1", [question_id])
+            .context("could not end the wait for a reply")?;
         // A reply that was held back is now the monitor's to print.
         self.touch();
         Ok(())
@@ -732,7 +731,8 @@ impl Mailbox for SqliteStore {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![peer.name, id, peer.tmux_socket, peer.tmux_session, peer.command, peer.cwd, peer.spawned_by, now],
         )?;
-        tx.commit()?;
+        tx.commit()
+            .with_context(|| format!("could not record peer '{}'", peer.name))?;
         self.touch();
         self.find(Find::Id(id))?.context("peer mailbox vanished")
     }
@@ -750,10 +750,12 @@ impl Mailbox for SqliteStore {
     }
 
     fn peer_killed(&self, name: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE peers SET killed_at = ?2 WHERE name = ?1",
-            params![name, now_text()],
-        )?;
+        self.conn
+            .execute(
+                "UPDATE peers SET killed_at = ?2 WHERE name = ?1",
+                params![name, now_text()],
+            )
+            .with_context(|| format!("could not mark peer '{name}' killed"))?;
         Ok(())
     }
 
