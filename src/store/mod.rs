@@ -527,6 +527,72 @@ pub trait Mailbox {
     }
 }
 
+/// A result row of either backend, read by column position: how a row
+/// becomes a `Session` or a `Message` (which state is live, when a monitor
+/// pid is shown) is written once, in `session_from` and `message_from`,
+/// over the same column order (`SESSION_COLUMNS`, `MESSAGE_COLUMNS` in
+/// each backend).
+pub(crate) trait Row {
+    type Error;
+    fn int(&self, i: usize) -> Result<i64, Self::Error>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, Self::Error>;
+    fn text(&self, i: usize) -> Result<String, Self::Error>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error>;
+}
+
+/// A session from its columns 0–10 (id, name, key, label, stored state,
+/// cwd, project, monitor pid, created, since, pending). It is online only
+/// when stored so and `live` says its monitor still holds it; the monitor
+/// pid is shown only then.
+pub(crate) fn session_from<R: Row>(
+    r: &R,
+    live: impl FnOnce(i64) -> bool,
+    host: String,
+) -> Result<Session, R::Error> {
+    let id = r.int(0)?;
+    let state = match r.text(4)?.as_str() {
+        "left" => State::Left,
+        "online" if live(id) => State::Online,
+        _ => State::Offline,
+    };
+    Ok(Session {
+        id,
+        name: r.text(1)?,
+        key: r.opt_text(2)?,
+        label: r.text(3)?,
+        state,
+        cwd: r.text(5)?,
+        project: r.text(6)?,
+        monitor_pid: match state {
+            State::Online => r.opt_int(7)?,
+            _ => None,
+        },
+        created_at: r.text(8)?,
+        since: r.text(9)?,
+        pending: r.int(10)?,
+        host,
+    })
+}
+
+/// A message from its columns 0–10 (seq, id, created, kind, sender, label,
+/// chars, sender id, parent, thread, expiry) and its text.
+pub(crate) fn message_from<R: Row>(r: &R, text: String) -> Result<Message, R::Error> {
+    Ok(Message {
+        seq: r.int(0)?,
+        id: r.text(1)?,
+        created_at: r.text(2)?,
+        kind: r.text(3)?,
+        sender: r.text(4)?,
+        sender_label: r.text(5)?,
+        chars: r.int(6)?,
+        sender_id: r.opt_int(7)?,
+        in_reply_to: r.opt_text(8)?,
+        thread_id: r.text(9)?,
+        expires_at: r.opt_text(10)?,
+        text,
+    })
+}
+
 /// Open the configured store: PostgreSQL when `INTER_SESSION_DATABASE_URL`
 /// is set (and not empty), else SQLite in the data folder.
 pub fn open() -> Result<Box<dyn Mailbox>> {

@@ -7,7 +7,7 @@ use ::postgres::Row;
 use anyhow::Result;
 
 use super::LOCK_NS;
-use crate::store::{Message, Peer, Session, State};
+use crate::store::{message_from, session_from, Message, Peer, Session};
 
 /// The current time in SQL, in the stored text format.
 pub(super) const SQL_NOW: &str =
@@ -48,47 +48,32 @@ pub(super) fn session_columns() -> String {
     )
 }
 
+/// The live state is in the query itself (`live_state_sql`).
 pub(super) fn session_from_row(r: &Row) -> Result<Session> {
-    let state = match r.try_get::<_, String>(4)?.as_str() {
-        "online" => State::Online,
-        "left" => State::Left,
-        _ => State::Offline,
-    };
-    Ok(Session {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        key: r.try_get(2)?,
-        label: r.try_get(3)?,
-        state,
-        cwd: r.try_get(5)?,
-        project: r.try_get(6)?,
-        monitor_pid: if state == State::Online {
-            r.try_get(7)?
-        } else {
-            None
-        },
-        created_at: r.try_get(8)?,
-        since: r.try_get(9)?,
-        pending: r.try_get(10)?,
-        host: r.try_get(11)?,
-    })
+    Ok(session_from(r, |_| true, r.try_get(11)?)?)
 }
 
 pub(super) fn message_from_row(r: &Row) -> Result<Message> {
-    Ok(Message {
-        seq: r.try_get(0)?,
-        id: r.try_get(1)?,
-        created_at: r.try_get(2)?,
-        kind: r.try_get(3)?,
-        sender: r.try_get(4)?,
-        sender_label: r.try_get(5)?,
-        chars: r.try_get(6)?,
-        sender_id: r.try_get(7)?,
-        in_reply_to: r.try_get(8)?,
-        thread_id: r.try_get(9)?,
-        expires_at: r.try_get(10)?,
-        text: stored_to_text(r.try_get(12)?, r.try_get(11)?),
-    })
+    Ok(message_from(
+        r,
+        stored_to_text(r.try_get(12)?, r.try_get(11)?),
+    )?)
+}
+
+impl crate::store::Row for Row {
+    type Error = ::postgres::Error;
+    fn int(&self, i: usize) -> Result<i64, Self::Error> {
+        self.try_get(i)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, Self::Error> {
+        self.try_get(i)
+    }
+    fn text(&self, i: usize) -> Result<String, Self::Error> {
+        self.try_get(i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error> {
+        self.try_get(i)
+    }
 }
 
 /// PostgreSQL text cannot hold U+0000: such a text is stored with `\`

@@ -164,39 +164,14 @@ impl SqliteStore {
         let _ = touch_sentinel(&datadir::sentinel(&self.dir));
     }
 
-    fn live_state(&self, stored: &str, id: i64) -> State {
-        // Online needs both: the claim committed (so the row is the new
-        // monitor's) and the lock held (so the monitor is alive).
-        match stored {
-            "left" => State::Left,
-            "online" if lock::is_held(&self.session_lock_path(id)) => State::Online,
-            _ => State::Offline,
-        }
-    }
-
     fn session_from_row(&self, r: &rusqlite::Row) -> rusqlite::Result<Session> {
-        let id: i64 = r.get(0)?;
-        let stored: String = r.get(4)?;
-        let state = self.live_state(&stored, id);
-        Ok(Session {
-            id,
-            name: r.get(1)?,
-            key: r.get(2)?,
-            label: r.get(3)?,
-            state,
-            cwd: r.get(5)?,
-            project: r.get(6)?,
-            monitor_pid: if state == State::Online {
-                r.get(7)?
-            } else {
-                None
-            },
-            created_at: r.get(8)?,
-            since: r.get(9)?,
-            pending: r.get(10)?,
-            // One SQLite file serves one machine.
-            host: this_host(),
-        })
+        // A stored "online" is live only while the monitor holds its lock;
+        // one SQLite file serves one machine.
+        session_from(
+            r,
+            |id| lock::is_held(&self.session_lock_path(id)),
+            this_host(),
+        )
     }
 
     fn query_sessions(&self, where_sql: &str, param: &dyn rusqlite::ToSql) -> Result<Vec<Session>> {
@@ -811,20 +786,23 @@ fn earlier_send(tx: &Connection, seq: i64) -> Result<Earlier> {
 }
 
 fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
-    Ok(Message {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        created_at: r.get(2)?,
-        kind: r.get(3)?,
-        sender: r.get(4)?,
-        sender_label: r.get(5)?,
-        chars: r.get(6)?,
-        sender_id: r.get(7)?,
-        in_reply_to: r.get(8)?,
-        thread_id: r.get(9)?,
-        expires_at: r.get(10)?,
-        text: r.get(11)?,
-    })
+    message_from(r, r.get(11)?)
+}
+
+impl Row for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn int(&self, i: usize) -> rusqlite::Result<i64> {
+        self.get(i)
+    }
+    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(i)
+    }
+    fn text(&self, i: usize) -> rusqlite::Result<String> {
+        self.get(i)
+    }
+    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
+        self.get(i)
+    }
 }
 
 fn data_version(conn: &Connection) -> Result<i64> {
