@@ -124,6 +124,18 @@ impl FileLock {
         }
     }
 
+    /// Block until the removable lock at `path` is ours (see
+    /// `acquire_removable_within`).
+    pub fn acquire_removable(path: &Path) -> Result<FileLock> {
+        loop {
+            let mut lock = Self::acquire(path)?;
+            if still_named(&lock.file, path) {
+                lock.remove = true;
+                return Ok(lock);
+            }
+        }
+    }
+
     /// Block until the lock is ours.
     pub fn acquire(path: &Path) -> Result<FileLock> {
         let file = open(path)?;

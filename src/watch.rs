@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::mem::ManuallyDrop;
 use std::os::unix::io::FromRawFd;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -235,11 +236,19 @@ pub fn run(opts: Options) -> Result<i32> {
     let key_lock_path =
         crate::datadir::locks_dir(&dir).join(format!("key-{:016x}.lock", lock::fnv1a(&key)));
     let stopped = || signal.load(Ordering::SeqCst) != 0;
-    let Some(_key_lock) =
-        FileLock::acquire_removable_within(&key_lock_path, KEY_LOCK_PATIENCE, stopped)?
-    else {
-        if stopped() {
+    let owner = identity::owner_pid();
+    let key_lock =
+        match FileLock::acquire_removable_within(&key_lock_path, KEY_LOCK_PATIENCE, stopped)? {
+            Some(lock) => Some(lock),
             // Asked to stop while waiting: nothing was claimed, nothing to say.
+            None if stopped() => return Ok(0),
+            // The plugin's monitor is the one Claude Code never restarts: it
+            // stands by, silent, and takes over when the other one ends.
+            None if opts.auto => stand_by(key_lock_path.clone(), (&tx, &rx), &signal, owner)?,
+            None => None,
+        };
+    let Some(_key_lock) = key_lock else {
+        if stopped() {
             return Ok(0);
         }
         let (held, pid) = match store.session_by_key(&key)? {
@@ -280,7 +289,6 @@ pub fn run(opts: Options) -> Result<i32> {
         (None, Some(l)) => l,
         (None, None) => store.remembered_label(&project)?.unwrap_or_default(),
     };
-    let owner = identity::owner_pid();
     let claim = store.claim(&ClaimRequest {
         key: &key,
         name: &wanted,
@@ -316,6 +324,38 @@ pub fn run(opts: Options) -> Result<i32> {
     let _ = store.release(claim.session.id);
     drop(claim.presence);
     result
+}
+
+/// Wait, printing nothing, until the session key's lock is ours: `None`
+/// when a signal or the owner's exit comes first (then there is nothing to
+/// say: nothing was claimed). The lock is waited for on a thread of its own
+/// (a blocking `flock`) that rings `wake` when it has it, so standing by
+/// costs no CPU and a signal ends it at once.
+fn stand_by(
+    path: PathBuf,
+    wake: (&Sender<Wake>, &Receiver<Wake>),
+    signal: &AtomicI32,
+    owner: Option<i64>,
+) -> Result<Option<FileLock>> {
+    let slot: Arc<std::sync::Mutex<Option<Result<FileLock>>>> = Arc::default();
+    let (ring, got) = (wake.0.clone(), Arc::clone(&slot));
+    std::thread::spawn(move || {
+        let lock = FileLock::acquire_removable(&path);
+        if let Ok(mut got) = got.lock() {
+            *got = Some(lock);
+        }
+        let _ = ring.send(Wake::Change);
+    });
+    loop {
+        let _ = wake.1.recv_timeout(HOUSEKEEPING);
+        if signal.load(Ordering::SeqCst) != 0 || owner.is_some_and(|pid| !pid_alive(pid)) {
+            return Ok(None);
+        }
+        let taken = slot.lock().ok().and_then(|mut s| s.take());
+        if let Some(lock) = taken {
+            return lock.map(Some);
+        }
+    }
 }
 
 struct Monitor<'a> {

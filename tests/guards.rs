@@ -280,3 +280,49 @@ fn a_read_only_folder_still_serves_reads_and_a_stale_read_only_shm_heals() {
     ]);
     assert_eq!(u.ok(&["sql", "select count(*) from messages"]).trim(), "2");
 }
+
+/// Issue 20 (SPEC §7): the plugin's monitor (`inbox watch --auto`) is the
+/// one Claude Code never restarts, so it never exits because another
+/// monitor holds its session: it stands by, silent, and takes over when
+/// that one ends; a signal ends it at once.
+#[test]
+fn the_plugin_monitor_stands_by_for_its_key_and_takes_over() {
+    let env = Env::new();
+    let mut first = env.monitor("k-1", &["--name", "alice"]);
+    up(&env, &first, "alice");
+    let mut plugin = env.monitor("k-1", &["--auto"]);
+    wait_for("the plugin monitor to catch signals", || {
+        catches(plugin.child.id(), libc::SIGTERM)
+    });
+    let id = send_as(&env, "bob", "alice", "to the first");
+    expect_msg(&mut first, &id);
+    // Longer than any other monitor waits for its key (2 s): it says
+    // nothing and stays.
+    assert_eq!(plugin.next_line(Duration::from_millis(2500)), None);
+    assert!(
+        plugin.child.try_wait().expect("wait").is_none(),
+        "it exited"
+    );
+
+    // The first one ends: the plugin monitor takes the session over.
+    assert_eq!(first.stop(), Some(0));
+    up(&env, &plugin, "alice");
+    let id = send_as(&env, "bob", "alice", "to the plugin monitor");
+    expect_msg(&mut plugin, &id);
+    assert_eq!(plugin.stop(), Some(0));
+
+    // Standing by, a SIGTERM ends it at once, silently.
+    let first = env.monitor("k-1", &["--name", "alice"]);
+    up(&env, &first, "alice");
+    let mut plugin = env.monitor("k-1", &["--auto"]);
+    wait_for("the plugin monitor to catch signals", || {
+        catches(plugin.child.id(), libc::SIGTERM)
+    });
+    plugin.signal(libc::SIGTERM);
+    let st = plugin
+        .wait_exit(Duration::from_secs(2))
+        .expect("a standing-by monitor did not end on SIGTERM");
+    assert_eq!(st.code(), Some(0));
+    assert!(plugin.rest(Duration::from_secs(1)).is_empty());
+    assert_eq!(session(&env, "alice")["monitor_pid"], first.child.id());
+}
