@@ -1079,7 +1079,7 @@ fn row_inproc(plan: &Plan) -> Result<Row> {
         ))?;
         let msgs = monitor.pending(alice.id, cursor, 256)?;
         let seqs: Vec<i64> = msgs.iter().map(|m| m.seq).collect();
-        monitor.mark_delivered(alice.id, &seqs)?;
+        monitor.mark_delivered(alice.id, &seqs, inter_session::store::via::MONITOR)?;
         if let Some(last) = seqs.last() {
             cursor = *last;
         }

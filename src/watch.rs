@@ -462,7 +462,11 @@ impl Monitor<'_> {
                     if !self.out.taken(&signal) {
                         break End::Quiet;
                     }
-                    self.store.mark_delivered(self.session_id, &seqs)?;
+                    self.store.mark_delivered(
+                        self.session_id,
+                        &seqs,
+                        crate::store::via::MONITOR,
+                    )?;
                     let now = p_now(self.started);
                     if let Some(p) = self.pacer.as_mut() {
                         p.wrote(now);

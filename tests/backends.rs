@@ -62,6 +62,7 @@ on_both_backends!(
     concurrent_senders_each_message_once_in_sender_order,
     recipients_resolve_by_name_or_unique_prefix_and_never_to_a_left_mailbox,
     a_prefix_never_reaches_a_numbered_sibling,
+    receipts_say_how_each_copy_reached_its_reader,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -876,4 +877,81 @@ fn a_prefix_never_reaches_a_numbered_sibling(env: &Env) {
         ],
     );
     assert!(out.contains("-> rev-backend"), "{out}");
+}
+
+/// Issue 20.3: every delivery records how it reached its reader; `mail
+/// status` prints it per recipient, `history` shows it, and `mail send
+/// --wait-delivered` waits for it (124 when a copy stays queued).
+fn receipts_say_how_each_copy_reached_its_reader(env: &Env) {
+    for name in ["carol", "dave"] {
+        register(env, name);
+    }
+    let mut alice = env.monitor("ka", &["--name", "alice"]);
+    up(env, &alice, "alice");
+    let out = env.ok(
+        "kb",
+        &[
+            "--from",
+            "bob",
+            "mail",
+            "send",
+            "--to",
+            "alice",
+            "--text",
+            "seen",
+            "--wait-delivered",
+            "30s",
+        ],
+    );
+    let seen = sent_id(&out);
+    expect_msg(&mut alice, &seen);
+    let status = env.ok("kb", &["mail", "status", &seen]);
+    assert!(
+        status.starts_with("alice: delivered via monitor at "),
+        "{status}"
+    );
+    let to_carol = send_as(env, "bob", "carol", "checked");
+    assert_eq!(
+        env.ok("kb", &["mail", "status", &to_carol]),
+        "carol: queued\n"
+    );
+    env.ok("kc", &["--from", "carol", "inbox", "check"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok("kb", &["mail", "status", &to_carol, "--json"]))
+            .expect("one JSON document");
+    assert_eq!(json[0]["recipient"], "carol");
+    assert_eq!(json[0]["delivered_via"], "check");
+    let rows: serde_json::Value =
+        serde_json::from_str(&env.ok("kb", &["history", "--everyone", "--json"])).expect("json");
+    let via = |id: &str| {
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["id"] == id)
+            .map(|r| r["delivered_via"].clone())
+    };
+    assert_eq!(via(&seen), Some("monitor".into()));
+    assert_eq!(via(&to_carol), Some("check".into()));
+
+    // Nobody reads dave's mail: --wait-delivered gives up, naming him.
+    let out = env.run(
+        "kb",
+        &[
+            "--from",
+            "bob",
+            "mail",
+            "send",
+            "--to",
+            "dave",
+            "--text",
+            "unread",
+            "--wait-delivered",
+            "1s",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("still waiting: dave"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    drop(alice);
 }

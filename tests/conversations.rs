@@ -226,6 +226,13 @@ fn ask_prints_the_exact_reply_and_the_askers_monitor_does_not() {
         env.sql(&format!("select status from history where id = '{r1}'")),
         "delivered"
     );
+    // Its receipt says how: the ask printed it.
+    assert_eq!(
+        env.sql(&format!(
+            "select delivered_via from history where id = '{r1}'"
+        )),
+        "ask"
+    );
     assert_eq!(env.sql("select count(*) from asks"), "0");
 
     // The monitor never prints that reply: the next line it prints is a

@@ -478,7 +478,7 @@ fn sql_refuses_writes_second_statements_and_long_queries() {
     let header = pg.ok("x", &["sql", "--header", "select * from history"]);
     assert_eq!(
         header.trim(),
-        "id|created_at|kind|sender|recipient|text|delivered_at|in_reply_to|thread_id|expires_at|status|seq"
+        "id|created_at|kind|sender|recipient|text|delivered_at|in_reply_to|thread_id|expires_at|status|seq|delivered_via"
     );
     let header = pg.ok("x", &["sql", "--header", "select * from pending"]);
     assert_eq!(
@@ -878,7 +878,9 @@ fn db_copy_moves_an_sqlite_mailbox_and_a_second_run_copies_nothing() {
             if i % 3 == 0 {
                 if let Ok(m) = store.message(&sent.id) {
                     for s in &sessions {
-                        store.mark_delivered(s.id, &[m.seq]).expect("mark");
+                        store
+                            .mark_delivered(s.id, &[m.seq], "monitor")
+                            .expect("mark");
                     }
                 }
             }

@@ -41,12 +41,14 @@ pub fn run(from: Option<&str>, args: &HistoryArgs) -> Result<i32> {
         since,
         thread,
         limit: args.limit,
+        ..Default::default()
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(0);
     }
     for r in rows {
+        // How a delivered copy was read: `mail status`, `--json`.
         let state = match r.status.as_str() {
             "delivered" => String::new(),
             other => format!(" ({other})"),

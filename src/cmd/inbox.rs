@@ -41,7 +41,7 @@ pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
         out.write_all(text.as_bytes())?;
         out.flush()?;
         let seqs: Vec<i64> = page.iter().map(|m| m.seq).collect();
-        store.mark_delivered(session.id, &seqs)?;
+        store.mark_delivered(session.id, &seqs, crate::store::via::CHECK)?;
     }
     if json {
         out.write_all(if first { b"]\n" } else { b"\n]\n" })?;

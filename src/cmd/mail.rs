@@ -11,7 +11,8 @@ use super::{open, parse_age, sender, sender_and_recipient, BodyArgs};
 use crate::identity::{self, UsageError};
 use crate::line::{field, safe_name};
 use crate::store::{
-    LookupError, NewMessage, Recipients, Sent, State, Verbs, MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES,
+    HistoryFilter, HistoryRow, LookupError, Mailbox, NewMessage, Recipients, Sent, State, Verbs,
+    MAX_BROADCAST_BYTES, MAX_DIRECT_BYTES,
 };
 
 /// The message text from --text, --text-file or stdin, checked before any
@@ -241,7 +242,7 @@ pub fn send(
     msg.idempotency_key = opts.key.as_deref();
     let sent = store.send(&msg)?;
     print_sent(&sent, body.json)?;
-    Ok(0)
+    wait_delivered(store.as_ref(), &sent, body)
 }
 
 pub fn broadcast(from: Option<&str>, force: bool, project: bool, body: &BodyArgs) -> Result<i32> {
@@ -260,7 +261,7 @@ pub fn broadcast(from: Option<&str>, force: bool, project: bool, body: &BodyArgs
     msg.idempotency_key = opts.key.as_deref();
     let sent = store.send(&msg)?;
     print_sent(&sent, body.json)?;
-    Ok(0)
+    wait_delivered(store.as_ref(), &sent, body)
 }
 
 /// `mail ask`: send, then wait for the first reply and print its text
@@ -274,6 +275,13 @@ pub fn ask(
     body: &BodyArgs,
 ) -> Result<i32> {
     check_recipient_name(to)?;
+    if body.wait_delivered.is_some() {
+        return Err(UsageError(
+            "mail ask waits for the answer itself; --wait-delivered is for send, reply and broadcast"
+                .into(),
+        )
+        .into());
+    }
     let wait = parse_age(timeout)?;
     if wait == 0 {
         return Err(UsageError(format!(
@@ -346,4 +354,89 @@ pub fn ask(
         // Woken by the store's change notification; the poll is a fallback.
         let _ = rx.recv_timeout((deadline - now).min(Duration::from_secs(1)));
     }
+}
+
+/// `--wait-delivered D`: after the send, wait until every recipient's copy
+/// was handed to its reader (exit 0), at most D (exit 124, saying who has
+/// not read it yet); 130 when interrupted.
+fn wait_delivered(store: &dyn Mailbox, sent: &Sent, body: &BodyArgs) -> Result<i32> {
+    let Some(limit) = &body.wait_delivered else {
+        return Ok(0);
+    };
+    let wait = Duration::from_secs(parse_age(limit)?);
+    let (tx, rx) = channel();
+    let signal = crate::signals::install_signals(tx.clone())?;
+    let _subscription = store.subscribe(tx)?;
+    let deadline = Instant::now() + wait;
+    loop {
+        if store.is_delivered(&sent.id)? {
+            return Ok(0);
+        }
+        if signal.load(Ordering::SeqCst) != 0 {
+            eprintln!(
+                "inter-session: interrupted; message {} stays queued",
+                sent.id
+            );
+            return Ok(130);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            let waiting: Vec<String> = receipts(store, &sent.id)?
+                .into_iter()
+                .filter(|r| r.status != "delivered")
+                .map(|r| safe_name(&r.recipient).into_owned())
+                .collect();
+            eprintln!(
+                "inter-session: message {} not delivered within {limit}; still waiting: {}",
+                sent.id,
+                waiting.join(", ")
+            );
+            return Ok(124);
+        }
+        // Woken by the store's change notification; the poll is a fallback.
+        let _ = rx.recv_timeout((deadline - now).min(Duration::from_secs(1)));
+    }
+}
+
+/// One message's rows of the `history` view: its receipts.
+fn receipts(store: &dyn Mailbox, id: &str) -> Result<Vec<HistoryRow>> {
+    store.history(&HistoryFilter {
+        message: Some(id.to_string()),
+        limit: usize::MAX / 2,
+        ..Default::default()
+    })
+}
+
+/// `mail status <id>`: per recipient, queued, delivered via X at T, or expired.
+pub fn status(id: &str, json: bool) -> Result<i32> {
+    let store = open()?;
+    let m = store.message(id)?;
+    let rows = receipts(store.as_ref(), &m.id)?;
+    if json {
+        let out: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "recipient": r.recipient, "status": r.status,
+                    "delivered_at": r.delivered_at, "delivered_via": r.delivered_via,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(out));
+        return Ok(0);
+    }
+    for r in &rows {
+        let how = match (r.status.as_str(), &r.delivered_at) {
+            ("delivered", Some(at)) => format!(
+                "delivered via {} at {}",
+                crate::line::field(r.delivered_via.as_deref().unwrap_or("an earlier version")),
+                crate::line::field(at)
+            ),
+            // The view's word for mail that waits; a receipt says queued.
+            ("pending", _) => "queued".to_string(),
+            (other, _) => crate::line::field(other),
+        };
+        println!("{}: {how}", safe_name(&r.recipient));
+    }
+    Ok(0)
 }

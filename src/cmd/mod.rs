@@ -427,6 +427,18 @@ pub enum MailCmd {
         #[command(flatten)]
         body: BodyArgs,
     },
+    /// Receipts: per recipient, queued, delivered (how and when) or expired
+    #[command(after_help = "Examples:\n  inter-session mail status 01JD3K6Y\n  \
+        inter-session mail status 01JD3K6Y --json\n\n\
+        How a copy reached its reader: monitor (a monitor printed it and its reader took the\n\
+        line), check (inbox check), ask (the answer a mail ask waited for).")]
+    Status {
+        /// The message (id or unique prefix)
+        id: String,
+        /// Print JSON (an array, one object per recipient)
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a question and wait for the first reply; print the reply's text
     #[command(
         after_help = "Examples:\n  answer=$(inter-session mail ask --to w1 --text 'question: which port?' --timeout 2m)\n  \
@@ -481,6 +493,9 @@ pub struct BodyArgs {
     /// A retry with the same key (same sender, within 24 h) sends nothing again
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
+    /// Then wait until every recipient's copy was handed to its reader (30s, 5m); exit 124 if not
+    #[arg(long, value_name = "AGE")]
+    pub wait_delivered: Option<String>,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -516,6 +531,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Mail(MailCmd::Broadcast { project, body }) => {
             mail::broadcast(from, cli.force, project, &body)
         }
+        Command::Mail(MailCmd::Status { id, json }) => mail::status(&id, json),
         Command::Mail(MailCmd::Reply { id, body }) => {
             mail::send(from, cli.force, None, Some(&id), &body)
         }

@@ -128,6 +128,7 @@ struct DeliveryRow {
     message_seq: i64,
     recipient_id: i64,
     delivered_at: Option<String>,
+    delivered_via: Option<String>,
 }
 
 struct LabelRow {
@@ -201,13 +202,15 @@ impl SqliteStore {
             })?
             .collect::<rusqlite::Result<_>>()?,
             deliveries: rows(
-                "SELECT message_seq, recipient_id, delivered_at FROM deliveries ORDER BY message_seq, recipient_id",
+                "SELECT message_seq, recipient_id, delivered_at, delivered_via FROM deliveries \
+                 ORDER BY message_seq, recipient_id",
             )?
             .query_map([], |r| {
                 Ok(DeliveryRow {
                     message_seq: r.get(0)?,
                     recipient_id: r.get(1)?,
                     delivered_at: r.get(2)?,
+                    delivered_via: r.get(3)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?,
@@ -432,11 +435,12 @@ fn write_copy(c: &mut Client, d: &Export, host: &str) -> Result<CopyReport> {
     }
     let all: Vec<&DeliveryRow> = d.deliveries.iter().collect();
     for chunk in all.chunks(COPY_BATCH) {
-        let (seqs, rids, at) = delivery_columns(chunk);
+        let (seqs, rids, at, via) = delivery_columns(chunk);
         report.deliveries += tx.execute(
-            "INSERT INTO deliveries (message_seq, recipient_id, delivered_at) \
-             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) ON CONFLICT DO NOTHING",
-            &[&seqs, &rids, &at],
+            "INSERT INTO deliveries (message_seq, recipient_id, delivered_at, delivered_via) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) \
+             ON CONFLICT DO NOTHING",
+            &[&seqs, &rids, &at, &via],
         )?;
     }
     // Mail read here since an earlier copy: read there too.
@@ -446,12 +450,12 @@ fn write_copy(c: &mut Client, d: &Export, host: &str) -> Result<CopyReport> {
         .filter(|r| r.delivered_at.is_some())
         .collect();
     for chunk in delivered.chunks(COPY_BATCH) {
-        let (seqs, rids, at) = delivery_columns(chunk);
+        let (seqs, rids, at, via) = delivery_columns(chunk);
         report.delivered_since += tx.execute(
-            "UPDATE deliveries d SET delivered_at = u.at \
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(seq, rid, at) \
+            "UPDATE deliveries d SET delivered_at = u.at, delivered_via = u.via \
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(seq, rid, at, via) \
              WHERE d.message_seq = u.seq AND d.recipient_id = u.rid AND d.delivered_at IS NULL",
-            &[&seqs, &rids, &at],
+            &[&seqs, &rids, &at, &via],
         )?;
     }
     for l in &d.labels {
@@ -497,12 +501,18 @@ fn write_copy(c: &mut Client, d: &Export, host: &str) -> Result<CopyReport> {
 }
 
 /// A batch of deliveries as `unnest` takes it: seqs, recipients, times.
-type DeliveryColumns<'a> = (Vec<i64>, Vec<i64>, Vec<Option<&'a str>>);
+type DeliveryColumns<'a> = (
+    Vec<i64>,
+    Vec<i64>,
+    Vec<Option<&'a str>>,
+    Vec<Option<&'a str>>,
+);
 
 fn delivery_columns<'a>(chunk: &[&'a DeliveryRow]) -> DeliveryColumns<'a> {
     (
         chunk.iter().map(|r| r.message_seq).collect(),
         chunk.iter().map(|r| r.recipient_id).collect(),
         chunk.iter().map(|r| r.delivered_at.as_deref()).collect(),
+        chunk.iter().map(|r| r.delivered_via.as_deref()).collect(),
     )
 }

@@ -58,6 +58,16 @@ impl State {
     }
 }
 
+/// How a delivery reached its reader (the `delivered_via` of a receipt).
+pub mod via {
+    /// A monitor (`inbox watch`) printed it and its reader took the line.
+    pub const MONITOR: &str = "monitor";
+    /// `inbox check` printed it.
+    pub const CHECK: &str = "check";
+    /// `mail ask` printed it as the answer it waited for.
+    pub const ASK: &str = "ask";
+}
+
 /// Which database holds the mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -153,6 +163,8 @@ pub struct HistoryRow {
     pub thread_id: String,
     /// delivered, pending or expired.
     pub status: String,
+    /// How a delivered one reached its reader (`via`); None before receipts.
+    pub delivered_via: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -165,6 +177,8 @@ pub struct HistoryFilter {
     pub since: Option<String>,
     /// Only this thread (by root id).
     pub thread: Option<String>,
+    /// Only this message (whole id): its receipts.
+    pub message: Option<String>,
     pub limit: usize,
 }
 
@@ -469,7 +483,9 @@ pub trait Mailbox {
     /// Undelivered mail for a mailbox in commit order, after `after_seq`,
     /// texts cut to `LINE_PREFIX_CHARS`.
     fn pending(&self, session_id: i64, after_seq: i64, limit: usize) -> Result<Vec<Message>>;
-    fn mark_delivered(&self, session_id: i64, seqs: &[i64]) -> Result<()>;
+    /// Record that these were handed to their reader, and how (`via`: a
+    /// `store::via` name).
+    fn mark_delivered(&self, session_id: i64, seqs: &[i64], via: &str) -> Result<()>;
     /// The first two messages (by id) whose ids are at or after `id_prefix`
     /// (upper case), whole texts: `Verbs::message` decides which it is.
     fn messages_from(&self, id_prefix: &str) -> Result<Vec<Message>>;

@@ -631,7 +631,7 @@ impl Mailbox for PostgresStore {
         })
     }
 
-    fn mark_delivered(&self, session_id: i64, seqs: &[i64]) -> Result<()> {
+    fn mark_delivered(&self, session_id: i64, seqs: &[i64], via: &str) -> Result<()> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -641,13 +641,13 @@ impl Mailbox for PostgresStore {
                 c,
                 "mark_delivered",
                 || {
-                    "UPDATE deliveries SET delivered_at = $1 \
+                    "UPDATE deliveries SET delivered_at = $1, delivered_via = $4 \
                      WHERE recipient_id = $2 AND message_seq = ANY($3) AND delivered_at IS NULL"
                         .into()
                 },
-                &[Type::TEXT, Type::INT8, Type::INT8_ARRAY],
+                &[Type::TEXT, Type::INT8, Type::INT8_ARRAY, Type::TEXT],
             )?;
-            c.execute(&st, &[&now, &session_id, &seqs])
+            c.execute(&st, &[&now, &session_id, &seqs, &via])
                 .context("could not record delivery")?;
             Ok(())
         })
@@ -673,7 +673,8 @@ impl Mailbox for PostgresStore {
             c.query(
                 "SELECT * FROM ( \
                    SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, \
-                          h.in_reply_to, h.thread_id, h.status, h.seq, m.text_escaped \
+                          h.in_reply_to, h.thread_id, h.status, h.seq, m.text_escaped, \
+                          h.delivered_via \
                    FROM history h \
                    JOIN messages m ON m.seq = h.seq \
                    JOIN sessions r ON r.name = h.recipient \
@@ -681,9 +682,10 @@ impl Mailbox for PostgresStore {
                      AND ($2::bigint IS NULL OR m.sender_id = $2 OR r.id = $2) \
                      AND ($3::text IS NULL OR h.created_at >= $3) \
                      AND ($5::text IS NULL OR h.thread_id = $5) \
+                     AND ($6::text IS NULL OR h.id = $6) \
                    ORDER BY h.seq DESC, h.recipient DESC LIMIT $4 \
                  ) x ORDER BY seq, recipient",
-                &[&f.involving, &f.with, &f.since, &limit, &f.thread],
+                &[&f.involving, &f.with, &f.since, &limit, &f.thread, &f.message],
             )?
             .iter()
             .map(|r| {
@@ -698,6 +700,7 @@ impl Mailbox for PostgresStore {
                     in_reply_to: r.try_get(7)?,
                     thread_id: r.try_get(8)?,
                     status: r.try_get(9)?,
+                    delivered_via: r.try_get(12)?,
                 })
             })
             .collect()
@@ -721,7 +724,8 @@ impl Mailbox for PostgresStore {
             };
             if let Some(m) = &reply {
                 tx.execute(
-                    "UPDATE deliveries SET delivered_at = $3 WHERE recipient_id = $1 AND message_seq = $2",
+                    "UPDATE deliveries SET delivered_at = $3, delivered_via = 'ask' \
+                     WHERE recipient_id = $1 AND message_seq = $2",
                     &[&asker_id, &m.seq, &now_text()],
                 )?;
                 tx.execute("DELETE FROM asks WHERE question_id = $1", &[&question_id])?;

@@ -23,6 +23,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_lean_writes",
         include_str!("../../../migrations/postgres/0002_lean_writes.sql"),
     ),
+    (
+        "0003_receipts",
+        include_str!("../../../migrations/postgres/0003_receipts.sql"),
+    ),
 ];
 
 /// Second key of the lock that serialises first-time set-up.

@@ -41,6 +41,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_conversations",
         include_str!("../../../migrations/0003_conversations.sql"),
     ),
+    (
+        "0004_receipts",
+        include_str!("../../../migrations/0004_receipts.sql"),
+    ),
 ];
 
 /// The current time in SQL, in the stored text format (works in sqlite3 3.37).
@@ -550,7 +554,7 @@ impl Mailbox for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    fn mark_delivered(&self, session_id: i64, seqs: &[i64]) -> Result<()> {
+    fn mark_delivered(&self, session_id: i64, seqs: &[i64], via: &str) -> Result<()> {
         if seqs.is_empty() {
             return Ok(());
         }
@@ -558,11 +562,11 @@ impl Mailbox for SqliteStore {
         let tx = self.conn.unchecked_transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "UPDATE deliveries SET delivered_at = ?1 \
+                "UPDATE deliveries SET delivered_at = ?1, delivered_via = ?4 \
                  WHERE recipient_id = ?2 AND message_seq = ?3 AND delivered_at IS NULL",
             )?;
             for seq in seqs {
-                stmt.execute(params![now, session_id, seq])?;
+                stmt.execute(params![now, session_id, seq, via])?;
             }
         }
         tx.commit().context("could not record delivery")?;
@@ -586,7 +590,7 @@ impl Mailbox for SqliteStore {
         let mut stmt = self.conn.prepare_cached(
             "SELECT * FROM ( \
                SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, \
-                      h.in_reply_to, h.thread_id, h.status, h.seq \
+                      h.in_reply_to, h.thread_id, h.status, h.seq, h.delivered_via \
                FROM history h \
                JOIN messages m ON m.seq = h.seq \
                JOIN sessions r ON r.name = h.recipient \
@@ -594,11 +598,19 @@ impl Mailbox for SqliteStore {
                  AND (?2 IS NULL OR m.sender_id = ?2 OR r.id = ?2) \
                  AND (?3 IS NULL OR h.created_at >= ?3) \
                  AND (?5 IS NULL OR h.thread_id = ?5) \
+                 AND (?6 IS NULL OR h.id = ?6) \
                ORDER BY h.seq DESC, h.recipient DESC LIMIT ?4 \
              ) ORDER BY seq, recipient",
         )?;
         let rows = stmt.query_map(
-            params![f.involving, f.with, f.since, f.limit as i64, f.thread],
+            params![
+                f.involving,
+                f.with,
+                f.since,
+                f.limit as i64,
+                f.thread,
+                f.message
+            ],
             |r| {
                 Ok(HistoryRow {
                     id: r.get(0)?,
@@ -611,6 +623,7 @@ impl Mailbox for SqliteStore {
                     in_reply_to: r.get(7)?,
                     thread_id: r.get(8)?,
                     status: r.get(9)?,
+                    delivered_via: r.get(11)?,
                 })
             },
         )?;
@@ -632,7 +645,8 @@ impl Mailbox for SqliteStore {
             .optional()?;
         if let Some(m) = &reply {
             tx.execute(
-                "UPDATE deliveries SET delivered_at = ?3 WHERE recipient_id = ?1 AND message_seq = ?2",
+                "UPDATE deliveries SET delivered_at = ?3, delivered_via = 'ask' \
+                 WHERE recipient_id = ?1 AND message_seq = ?2",
                 params![asker_id, m.seq, now_text()],
             )?;
             tx.execute("DELETE FROM asks WHERE question_id = ?1", [question_id])?;
