@@ -886,8 +886,7 @@ fn receipts_say_how_each_copy_reached_its_reader(env: &Env) {
     for name in ["carol", "dave"] {
         register(env, name);
     }
-    let mut alice = env.monitor("ka", &["--name", "alice"]);
-    up(env, &alice, "alice");
+    let mut alice = monitor_up(env, "ka", "alice");
     let out = env.ok(
         "kb",
         &[

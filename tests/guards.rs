@@ -109,8 +109,7 @@ fn a_second_monitor_waiting_for_a_busy_key_ends_promptly_on_sigterm() {
 #[test]
 fn from_may_not_act_as_a_live_session_of_another_key_unless_forced() {
     let env = Env::new();
-    let mut alice = env.monitor("k-alice", &["--name", "alice"]);
-    up(&env, &alice, "alice");
+    let mut alice = monitor_up(&env, "k-alice", "alice");
     let id = send_as(&env, "bob", "alice", "for alice's eyes");
     expect_msg(&mut alice, &id);
     for (args, what) in [
@@ -288,8 +287,7 @@ fn a_read_only_folder_still_serves_reads_and_a_stale_read_only_shm_heals() {
 #[test]
 fn the_plugin_monitor_stands_by_for_its_key_and_takes_over() {
     let env = Env::new();
-    let mut first = env.monitor("k-1", &["--name", "alice"]);
-    up(&env, &first, "alice");
+    let mut first = monitor_up(&env, "k-1", "alice");
     let mut plugin = env.monitor("k-1", &["--auto"]);
     wait_for("the plugin monitor to catch signals", || {
         catches(plugin.child.id(), libc::SIGTERM)
@@ -312,8 +310,7 @@ fn the_plugin_monitor_stands_by_for_its_key_and_takes_over() {
     assert_eq!(plugin.stop(), Some(0));
 
     // Standing by, a SIGTERM ends it at once, silently.
-    let first = env.monitor("k-1", &["--name", "alice"]);
-    up(&env, &first, "alice");
+    let first = monitor_up(&env, "k-1", "alice");
     let mut plugin = env.monitor("k-1", &["--auto"]);
     wait_for("the plugin monitor to catch signals", || {
         catches(plugin.child.id(), libc::SIGTERM)
