@@ -5,6 +5,7 @@
 mod auto_start;
 mod db;
 mod history;
+mod hook;
 mod inbox;
 mod list;
 mod mail;
@@ -186,6 +187,23 @@ pub enum Command {
     /// Move this mailbox between backends (SQLite → PostgreSQL)
     #[command(subcommand)]
     Db(DbCmd),
+    /// A host's hook: hand pending mail to the model in the host's format
+    #[command(
+        after_help = "Examples (what a Claude Code hook runs; the hook's JSON arrives on stdin):\n  \
+        inter-session hook claude UserPromptSubmit   # context: hookSpecificOutput.additionalContext\n  \
+        inter-session hook claude Stop               # {\"decision\":\"block\",\"reason\":…} when mail waits\n  \
+        inter-session hook claude FileChanged        # asyncRewake: the mail on stderr, exit 2\n\n\
+        Prints nothing and exits 0 when there is no mail, when the session is not connected,\n\
+        or while a live monitor of the session prints its mail. Mail counts as delivered\n\
+        (receipt hook:claude:<event>) only once the host has it; at most 3,000 units a run."
+    )]
+    Hook {
+        /// The host (claude)
+        #[arg(value_enum)]
+        host: hook::Host,
+        /// The hook event: SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged
+        event: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -431,7 +449,8 @@ pub enum MailCmd {
     #[command(after_help = "Examples:\n  inter-session mail status 01JD3K6Y\n  \
         inter-session mail status 01JD3K6Y --json\n\n\
         How a copy reached its reader: monitor (a monitor printed it and its reader took the\n\
-        line), check (inbox check), ask (the answer a mail ask waited for).")]
+        line), check (inbox check), ask (the answer a mail ask waited for), hook:<host>:<event>\n\
+        (a host's hook handed it to the model, e.g. hook:claude:UserPromptSubmit).")]
     Status {
         /// The message (id or unique prefix)
         id: String,
@@ -566,6 +585,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Peer(PeerCmd::List { all, json }) => peer::list(all, json),
         Command::Peer(PeerCmd::Kill { name }) => peer::kill(&name),
         Command::Db(DbCmd::Copy { to, json }) => db::copy(&to, json),
+        Command::Hook { host, event } => hook::run(host, &event, from),
         Command::AutoStart {
             action,
             plugin_dir,

@@ -58,7 +58,8 @@ impl State {
     }
 }
 
-/// How a delivery reached its reader (the `delivered_via` of a receipt).
+/// How a delivery reached its reader (the `delivered_via` of a receipt);
+/// a host's hook records `hook:<host>:<event>` (`inter-session hook`).
 pub mod via {
     /// A monitor (`inbox watch`) printed it and its reader took the line.
     pub const MONITOR: &str = "monitor";
