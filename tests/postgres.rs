@@ -525,6 +525,21 @@ fn two_hosts_share_one_database() {
     // Session keys are local: the same key on the other host is not alice.
     let err = fails(&b, "ka", &["mail", "send", "--to", "bob", "--text", "x"]);
     assert!(err.contains("not connected"), "{err}");
+    // Nor may it speak or act as alice with --from (issue 18.3): her
+    // monitor is live, on another machine, under a key that only looks the
+    // same.
+    for args in [
+        &[
+            "--from", "alice", "mail", "send", "--to", "bob", "--text", "x",
+        ][..],
+        &["--from", "alice", "relabel", "x"][..],
+    ] {
+        let err = fails(&b, "ka", args);
+        assert!(
+            err.contains("'alice' is online under another session"),
+            "{args:?}: {err}"
+        );
+    }
 
     let id = sent_id(&a.ok(
         "ka",

@@ -674,11 +674,12 @@ impl Acting {
     }
 }
 
-/// Whether `s` has a live monitor that belongs to another session key.
+/// Whether `s` has a live monitor that belongs to another session: another
+/// key, or any key on another machine (keys are local to their machine).
 fn live_elsewhere(store: &dyn Mailbox, s: &Session) -> bool {
-    s.state == State::Online
-        && s.key.as_deref() != Some(identity::session_key().as_str())
-        && store.is_online(s.id)
+    let ours = s.host == identity::this_host()
+        && s.key.as_deref() == Some(identity::session_key().as_str());
+    s.state == State::Online && !ours && store.is_online(s.id)
 }
 
 /// The sender of a message: like `me`, but a new `--from` name is only

@@ -392,8 +392,8 @@ pub enum Which<'a> {
 pub struct Brief {
     pub address: Address,
     pub left: bool,
-    /// The session key of the monitor that last claimed it (this machine's
-    /// or another's), if any.
+    /// The session key of the monitor that last claimed it, if any; for a
+    /// mailbox of another machine (PostgreSQL) `@<host>`, never a local key.
     pub key: Option<String>,
 }
 

@@ -360,9 +360,11 @@ impl Mailbox for PostgresStore {
     /// statement touches costs its planning a catalog load: one lean query.
     /// A monitor asks by id on every wake-up: prepared once.
     fn briefs(&self, which: Which) -> Result<Vec<Brief>> {
-        // Session keys are local to their machine: another's means nothing here.
+        // Session keys are local to their machine: another machine's comes
+        // back as `@<host>`, which no key of this machine's equals, so a
+        // mailbox claimed there never passes for ours.
         const COLUMNS: &str = "SELECT id, name, label, state = 'left', \
-             CASE WHEN host = $1 THEN session_key END FROM sessions";
+             CASE WHEN host = $1 THEN session_key ELSE '@' || host END FROM sessions";
         let brief = |r: &::postgres::Row| -> Result<Brief> {
             Ok(Brief {
                 address: Address {
