@@ -192,7 +192,8 @@ pub enum Command {
         after_help = "Examples (what a Claude Code hook runs; the hook's JSON arrives on stdin):\n  \
         inter-session hook claude UserPromptSubmit   # context: hookSpecificOutput.additionalContext\n  \
         inter-session hook claude Stop               # {\"decision\":\"block\",\"reason\":…} when mail waits\n  \
-        inter-session hook claude FileChanged        # asyncRewake: the mail on stderr, exit 2\n\n\
+        inter-session hook claude FileChanged        # asyncRewake: the mail on stderr, exit 2\n  \
+        inter-session hook claude SessionStart       # also opens the door file a send rings (watchPaths)\n\n\
         Prints nothing and exits 0 when there is no mail, when the session is not connected,\n\
         or while a live monitor of the session prints its mail. Mail counts as delivered\n\
         (receipt hook:claude:<event>) only once the host has it; at most 3,000 units a run."
@@ -201,7 +202,7 @@ pub enum Command {
         /// The host (claude)
         #[arg(value_enum)]
         host: hook::Host,
-        /// The hook event: SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged
+        /// The hook event: SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged, SessionEnd
         event: String,
     },
 }
