@@ -418,3 +418,39 @@ fn mail_the_host_did_not_take_stays_pending_for_the_next_path() {
     assert!(out.contains("via monitor"), "{out}");
     assert_eq!(m.stop(), Some(0));
 }
+
+#[test]
+fn status_says_which_path_delivers() {
+    let env = Env::new();
+    let delivery = |key: &str| -> String {
+        let v: Value =
+            serde_json::from_str(&env.ok(key, &["status", "--json"])).expect("status json");
+        v["delivery"].as_str().unwrap_or_default().to_string()
+    };
+    alice_offline(&env);
+    assert_eq!(delivery("ka"), "none");
+    let text = env.ok("ka", &["status"]);
+    assert!(text.contains("delivery: none (mail waits"), "{text}");
+    hook(&env, "ka", "SessionStart", "{}");
+    assert_eq!(delivery("ka"), "hooks");
+    let m = monitor_up(&env, "ka", "alice");
+    assert_eq!(delivery("ka"), "monitor");
+    assert_eq!(m.stop(), Some(0));
+    env.wait_state("alice", "offline");
+    // The plugin's monitor (`--auto`): nothing to re-arm.
+    let auto = env.monitor("ka", &["--auto"]);
+    let out = env.ok("ka", &["status", "--wait", "20s"]);
+    assert!(
+        out.contains("delivery: the plugin's monitor (it never expires"),
+        "{out}"
+    );
+    assert_eq!(delivery("ka"), "plugin-monitor");
+    assert_eq!(auto.stop(), Some(0));
+    // --wait does not wait under `claude -p` (no plugin monitor there).
+    let mut c = env.cmd("ka");
+    c.args(["status", "--wait", "30s"])
+        .env("CLAUDE_CODE_SESSION_ATTENDED", "0");
+    let (out, took) = finish(spawn_piped(c), std::time::Duration::from_secs(20));
+    assert!(out.status.success(), "{out:?}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+}
