@@ -66,12 +66,12 @@ pub fn any(data: &Path) -> bool {
 }
 
 /// Ring the door of `key`, if it has one: its content changes (the message
-/// id), which is what the host's file watcher reports. Best effort: the mail
-/// is committed and waits whatever happens here.
+/// id, written over the start in one write: no truncation, so the host's
+/// file watcher sees one change, not two). Best effort: the mail is
+/// committed and waits whatever happens here.
 pub fn ring(data: &Path, key: &str, message_id: &str) {
     let Ok(mut file) = OpenOptions::new()
         .write(true)
-        .truncate(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path(data, key))
     else {

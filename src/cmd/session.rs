@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{me_acting, me_if_any, open};
 use crate::identity::{self, pid_alive};
 use crate::line::{field, safe_label, safe_name};
-use crate::store::Verbs;
+use crate::store::{Session, State, Verbs};
 
 pub fn status(from: Option<&str>, json: bool, wait: Option<&str>) -> Result<i32> {
     let wait = wait.map(super::parse_age).transpose()?;
@@ -19,8 +19,9 @@ pub fn status(from: Option<&str>, json: bool, wait: Option<&str>) -> Result<i32>
     let unattended = std::env::var("CLAUDE_CODE_SESSION_ATTENDED").is_ok_and(|v| v == "0");
     if let Some(secs) = wait.filter(|_| !unattended) {
         let deadline = Instant::now() + Duration::from_secs(secs);
-        while !session.as_ref().is_some_and(|s| store.is_online(s.id)) && Instant::now() < deadline
-        {
+        // Online, and its row says by whom (the lock comes a moment first).
+        let served = |s: &Session| s.state == State::Online && store.is_online(s.id);
+        while !session.as_ref().is_some_and(served) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
             session = me_if_any(store.as_ref(), from)?;
         }
@@ -75,7 +76,7 @@ enum Delivery {
 }
 
 impl Delivery {
-    fn of(store: &dyn crate::store::Mailbox, s: &crate::store::Session) -> Delivery {
+    fn of(store: &dyn crate::store::Mailbox, s: &Session) -> Delivery {
         if store.is_online(s.id) {
             let local = s.host == identity::this_host();
             let auto = local
