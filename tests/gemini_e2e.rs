@@ -1,0 +1,915 @@
+//! The real Gemini CLI (SPEC §12), pinned, against the scripted Gemini API
+//! of `support/fake_gemini.rs`: what its shell commands and hooks see, what
+//! its hooks' output does to the next model request, and how a background
+//! command wakes an idle interactive session. The request bodies the CLI
+//! sends are the evidence. The harness is proven with tiny shell-script
+//! hooks and commands, independent of our binary.
+//!
+//! FACTS (placeholder: filled in below once measured)
+
+#[path = "support/fake_gemini.rs"]
+mod fake_gemini;
+#[path = "support/gemini.rs"]
+mod gemini;
+mod support;
+
+use fake_gemini::*;
+use gemini::*;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A headless run's bound (they take 2.5–4 s alone, more on a busy box).
+const RUN: Duration = Duration::from_secs(50);
+/// How long an interactive step may take.
+const SOON: Duration = Duration::from_secs(30);
+/// What "wakes at once" must stay under (measured ≈ 0.15 s).
+const WAKE_BOUND: Duration = Duration::from_secs(5);
+/// How long an idle session is watched for a request that must not come
+/// (over 20 times the measured wake).
+const QUIET: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------------------
+// Hooks and commands that record what they see.
+
+/// One run of a recording hook.
+#[derive(Debug, Clone)]
+struct HookRun {
+    event: String,
+    input: Value,
+    env: BTreeMap<String, String>,
+    /// The hook's parent pid and that process's arguments.
+    ppid: i32,
+    parent: String,
+}
+
+/// A folder where recording hooks leave one sub-folder per run, named
+/// `<ns clock>-<event>` (in order).
+struct HookLog {
+    dir: PathBuf,
+    scripts: PathBuf,
+}
+
+impl HookLog {
+    fn new(home: &GeminiHome) -> HookLog {
+        let dir = home.dir().join("hooklog");
+        let scripts = home.dir().join("hooks");
+        fs::create_dir_all(&dir).expect("mkdir hooklog");
+        fs::create_dir_all(&scripts).expect("mkdir hooks");
+        HookLog { dir, scripts }
+    }
+
+    /// A hook script for `event` that records its input, environment and
+    /// parent (in `$d`), then runs `body` (bash; `$d/in` holds the input,
+    /// `$n` counts this event's runs so far, this one included). Returns
+    /// its path, to name in settings.json.
+    fn script(&self, name: &str, event: &str, body: &str) -> String {
+        let path = self.scripts.join(format!("{name}.sh"));
+        let text = format!(
+            "#!/bin/bash\n\
+             d='{log}'/$(date +%s%N)-{event}\n\
+             mkdir -p \"$d\"\n\
+             cat > \"$d/in\"\n\
+             env -0 > \"$d/env\"\n\
+             echo $PPID > \"$d/ppid\"\n\
+             tr '\\0' ' ' < /proc/$PPID/cmdline > \"$d/parent\"\n\
+             n=$(ls '{log}' | grep -c -- '-{event}$')\n\
+             {body}\n",
+            log = self.dir.display(),
+        );
+        fs::write(&path, text).expect("write hook script");
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod hook script");
+        path.display().to_string()
+    }
+
+    /// Every run so far, in order.
+    fn runs(&self) -> Vec<HookRun> {
+        let mut names: Vec<String> = fs::read_dir(&self.dir)
+            .expect("read hooklog")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let d = self.dir.join(&name);
+                let read = |f: &str| fs::read_to_string(d.join(f)).unwrap_or_default();
+                HookRun {
+                    event: name.split_once('-').map(|x| x.1).unwrap_or("").into(),
+                    input: serde_json::from_str(&read("in")).unwrap_or_default(),
+                    env: env_map(&read("env")),
+                    ppid: read("ppid").trim().parse().unwrap_or(0),
+                    parent: read("parent"),
+                }
+            })
+            .collect()
+    }
+
+    fn of(&self, event: &str) -> Vec<HookRun> {
+        self.runs()
+            .into_iter()
+            .filter(|r| r.event == event)
+            .collect()
+    }
+}
+
+fn env_map(nul_separated: &str) -> BTreeMap<String, String> {
+    nul_separated
+        .split('\0')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A shell snippet for a scripted command that records its environment,
+/// pid (= its process group), parent and grandparent into `dir`.
+fn record_cmd(dir: &Path) -> String {
+    format!(
+        "mkdir -p '{d}'; env -0 > '{d}/env'; echo $$ > '{d}/pid'; echo $PPID > '{d}/ppid'; \
+         tr '\\0' ' ' < /proc/$PPID/cmdline > '{d}/parent'; \
+         awk '{{print $4}}' /proc/$PPID/stat > '{d}/grandparent'",
+        d = dir.display()
+    )
+}
+
+fn read_trim(p: &Path) -> String {
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+fn pid_in(p: &Path) -> i32 {
+    read_trim(p)
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid in {}", p.display()))
+}
+
+/// The `<hook_context>` wrapping of `text` as the CLI sends it
+/// (`<` and `>` escaped, nothing else).
+fn hook_context(text: &str) -> String {
+    format!(
+        "<hook_context>{}</hook_context>",
+        text.replace('<', "&lt;").replace('>', "&gt;")
+    )
+}
+
+/// A hook body printing `additionalContext` for `event` (JSON-escaped).
+fn print_context(event: &str, text: &str) -> String {
+    let out = json!({"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}});
+    format!("printf '%s' '{}'", out.to_string().replace('\'', "'\\''"))
+}
+
+/// The requests' readable summary and the run's output, for failures.
+fn report(model: &FakeGemini, run: &Run) -> String {
+    format!("{}\n==== requests:\n{}", run.report(), model.dump())
+}
+
+// ---------------------------------------------------------------------------
+// 1. A headless turn with a shell command.
+
+#[test]
+fn headless_turn_runs_a_shell_command() {
+    let Some(cli) = gemini_cli() else { return };
+    let home = GeminiHome::new();
+    let rec = home.dir().join("cmd");
+    let command = format!("{}; echo shell-says-hi", record_cmd(&rec));
+    let substituted = format!("echo $(touch '{}')", home.dir().join("ran").display());
+    let model = FakeGemini::start(Script::steps(vec![
+        step(Turn::shell(&command)),
+        step(Turn::shell(&substituted)),
+        step(Turn::end("all done")),
+    ]));
+    let run = home.prompt(&cli, &model.base_url(), "run the command", RUN);
+    run.assert_ok(&model.dump());
+    assert_eq!(run.stdout().trim(), "all done", "{}", report(&model, &run));
+
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), 3, "{}", report(&model, &run));
+    let sides: Vec<String> = model
+        .recorded()
+        .into_iter()
+        .filter(|r| r.index.is_none())
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        sides.is_empty(),
+        "side requests in a short -p run: {sides:?}"
+    );
+
+    // The first request: the session context, then the prompt, in one user
+    // content; the system instruction, the tools, the generation config.
+    let first = &reqs[0];
+    let keys: Vec<&String> = first.body.as_object().expect("object").keys().collect();
+    assert_eq!(
+        keys,
+        ["contents", "generationConfig", "systemInstruction", "tools"],
+        "{}",
+        first.body
+    );
+    assert_eq!(first.contents().len(), 1, "{}", first.body["contents"]);
+    let user = &first.contents()[0];
+    assert_eq!(user["role"], "user");
+    let parts = user["parts"].as_array().expect("parts");
+    assert!(
+        parts[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("<session_context>\nThis is the Gemini CLI.")),
+        "{}",
+        parts[0]
+    );
+    assert_eq!(parts.last().expect("a part")["text"], "run the command");
+    assert!(
+        first.system_text().contains("<hook_context>"),
+        "the system instruction explains <hook_context>"
+    );
+    // The shell tool, and the name of its background argument.
+    let shell = first.tool(SHELL_TOOL);
+    let params = &shell["parametersJsonSchema"];
+    assert_eq!(params["required"], json!(["command"]), "{shell}");
+    assert_eq!(
+        params["properties"]["is_background"]["type"], "boolean",
+        "{shell}"
+    );
+    assert_eq!(
+        params["properties"]["delay_ms"]["type"], "integer",
+        "{shell}"
+    );
+
+    // The second: the call (an id added, and the CLI's own thought
+    // signature) and its response, wrapped as untrusted.
+    let second = &reqs[1];
+    let c = second.contents();
+    assert_eq!(c.len(), 3, "{}", second.body["contents"]);
+    let call = &c[1]["parts"][0];
+    assert_eq!(c[1]["role"], "model");
+    assert_eq!(call["functionCall"]["name"], SHELL_TOOL);
+    assert_eq!(call["functionCall"]["args"], json!({"command": command}));
+    assert_eq!(call["thoughtSignature"], "skip_thought_signature_validator");
+    let id = call["functionCall"]["id"].as_str().expect("call id");
+    assert!(id.starts_with("run_shell_command_"), "{id}");
+    let resp = &c[2]["parts"][0]["functionResponse"];
+    assert_eq!(c[2]["role"], "user");
+    assert_eq!(resp["id"], id);
+    assert_eq!(resp["name"], SHELL_TOOL);
+    let pid = pid_in(&rec.join("pid"));
+    assert_eq!(
+        resp["response"],
+        json!({"output": format!(
+            "<untrusted_context>\nOutput: shell-says-hi\nProcess Group PGID: {pid}\n</untrusted_context>"
+        )}),
+    );
+
+    // What the command saw: GEMINI_CLI=1 and no session id; its parent is
+    // the relaunched CLI (`node --max-old-space-size=… gemini.js …`), whose
+    // parent is the launcher this test started.
+    let env = env_map(&fs::read_to_string(rec.join("env")).expect("env"));
+    assert_eq!(env.get("GEMINI_CLI").map(String::as_str), Some("1"));
+    let session_vars: Vec<&String> = env.keys().filter(|k| k.contains("SESSION_ID")).collect();
+    assert!(
+        session_vars.is_empty(),
+        "session variables: {session_vars:?}"
+    );
+    let parent = read_trim(&rec.join("parent"));
+    assert!(
+        parent.contains("gemini.js") && parent.contains("--max-old-space-size="),
+        "the command's parent: {parent}"
+    );
+    assert_eq!(pid_in(&rec.join("grandparent")), run.pid, "{parent}");
+
+    // Command substitution is refused, even under --yolo: the command does
+    // not run and the model is told why.
+    assert_eq!(
+        reqs[2].function_responses(),
+        [
+            json!({"output": "Command injection detected: command substitution syntax ($(), \
+                          backticks, <() or >()) found in command arguments. On PowerShell, \
+                          @() array subexpressions and $() subexpressions are also blocked. \
+                          This is a security risk and the command was blocked."})
+        ],
+        "{}",
+        report(&model, &run)
+    );
+    assert!(!home.dir().join("ran").exists(), "the substitution ran");
+    eprintln!("headless turn with one shell command: {:?}", run.took);
+}
+
+// ---------------------------------------------------------------------------
+// 2. additionalContext from SessionStart, BeforeAgent and AfterTool.
+
+#[test]
+fn hook_context_reaches_the_next_request() {
+    let Some(cli) = gemini_cli() else { return };
+    let mut home = GeminiHome::new();
+    let log = HookLog::new(&home);
+    // `<`, `>` are escaped by the CLI; `&` and quotes are not.
+    let ss = r#"ss: <b> & "q""#;
+    let ba = "ba: before the agent";
+    let at = "at: after the tool";
+    let ss_cmd = log.script("ss", "SessionStart", &print_context("SessionStart", ss));
+    let ba_cmd = log.script("ba", "BeforeAgent", &print_context("BeforeAgent", ba));
+    let at_cmd = log.script("at", "AfterTool", &print_context("AfterTool", at));
+    home.hook("SessionStart", &ss_cmd)
+        .hook("BeforeAgent", &ba_cmd)
+        .hook("AfterTool", &at_cmd);
+    let model = FakeGemini::start(Script::steps(vec![
+        step(Turn::shell("echo tool-ran")),
+        step(Turn::end("done")),
+    ]));
+    let run = home.prompt(&cli, &model.base_url(), "the prompt", RUN);
+    run.assert_ok(&model.dump());
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), 2, "{}", report(&model, &run));
+
+    // Headless, SessionStart's context leads the prompt's own part;
+    // BeforeAgent's is a part after it.
+    let texts = reqs[0].new_user_texts();
+    assert_eq!(
+        texts[1..],
+        [
+            format!("{}\n\nthe prompt", hook_context(ss)),
+            hook_context(ba)
+        ],
+        "{}",
+        report(&model, &run)
+    );
+    assert_eq!(
+        hook_context(ss),
+        r#"<hook_context>ss: &lt;b&gt; & "q"</hook_context>"#
+    );
+    // AfterTool's is appended to the function response's output.
+    let out = reqs[1].last_tool_output();
+    let pgid = out
+        .split("Process Group PGID: ")
+        .nth(1)
+        .and_then(|s| s.split('\n').next())
+        .unwrap_or("?");
+    assert_eq!(
+        out,
+        format!(
+            "<untrusted_context>\nOutput: tool-ran\nProcess Group PGID: {pgid}\n</untrusted_context>\n\n{}",
+            hook_context(at)
+        )
+    );
+    // Each hook ran once, in order, and saw the events' fields.
+    let runs = log.runs();
+    let events: Vec<&str> = runs.iter().map(|r| r.event.as_str()).collect();
+    assert_eq!(events, ["SessionStart", "BeforeAgent", "AfterTool"]);
+    assert_eq!(runs[0].input["source"], "startup");
+    assert_eq!(
+        runs[1].input["prompt"],
+        format!("{}\n\nthe prompt", hook_context(ss)),
+        "BeforeAgent's prompt holds SessionStart's context"
+    );
+    assert_eq!(runs[2].input["tool_name"], SHELL_TOOL);
+    assert_eq!(
+        runs[2].input["tool_input"],
+        json!({"command": "echo tool-ran"})
+    );
+    assert_eq!(
+        runs[2].input["tool_response"]["returnDisplay"], "tool-ran",
+        "{}",
+        runs[2].input
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. AfterAgent deny: a new user message, as often as it is denied.
+
+#[test]
+fn after_agent_deny_runs_the_model_again() {
+    let Some(cli) = gemini_cli() else { return };
+    let mut home = GeminiHome::new();
+    let log = HookLog::new(&home);
+    // Deny 12 times in a row (Claude Code drops a 9th Stop block), then
+    // let the turn end.
+    let denies = 12;
+    let body = format!(
+        "if [ \"$n\" -le {denies} ]; then printf '{{\"decision\":\"deny\",\"reason\":\"mail %s\"}}' \"$n\"; fi"
+    );
+    let aa = log.script("aa", "AfterAgent", &body);
+    home.hook("AfterAgent", &aa);
+    let model = FakeGemini::start(Script::new(|r| Turn::end(&format!("answer {}", r.index))));
+    let run = home.prompt(&cli, &model.base_url(), "the prompt", RUN);
+    run.assert_ok(&model.dump());
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), denies + 1, "{}", report(&model, &run));
+    for (i, r) in reqs.iter().enumerate().skip(1) {
+        // The reason is the only new text: a user message of its own,
+        // after the model's answer.
+        assert_eq!(
+            r.new_user_texts(),
+            [format!("mail {i}")],
+            "request {i}\n{}",
+            report(&model, &run)
+        );
+        let c = r.contents();
+        assert_eq!(
+            c[c.len() - 2]["parts"][0]["text"],
+            format!("answer {}", i - 1)
+        );
+        assert_eq!(c[c.len() - 1]["role"], "user");
+    }
+    // Every AfterAgent after a deny says so; its prompt stays the original
+    // one, its response is the turn's answers so far.
+    let runs = log.of("AfterAgent");
+    assert_eq!(runs.len(), denies + 1);
+    let active: Vec<bool> = runs
+        .iter()
+        .map(|r| {
+            r.input["stop_hook_active"]
+                .as_bool()
+                .expect("stop_hook_active")
+        })
+        .collect();
+    let mut want = vec![true; denies + 1];
+    want[0] = false;
+    assert_eq!(active, want);
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r.input["prompt"], "the prompt", "run {i}");
+        let answers: Vec<String> = (0..=i).map(|k| format!("answer {k}")).collect();
+        assert_eq!(r.input["prompt_response"], answers.join("\n"), "run {i}");
+    }
+    // The user is told of each deny (stderr under -p); stdout has every
+    // answer.
+    for i in 1..=denies {
+        assert!(
+            run.stderr()
+                .contains(&format!("Agent execution blocked: mail {i}\n")),
+            "{}",
+            run.report()
+        );
+    }
+    assert!(run.stdout().contains(&format!("answer {denies}")));
+}
+
+// ---------------------------------------------------------------------------
+// 4. What other hook outputs do.
+
+#[test]
+fn hook_output_forms() {
+    let Some(cli) = gemini_cli() else { return };
+    let mut home = GeminiHome::new();
+    let log = HookLog::new(&home);
+    // Plain text (exit 0): shown to the user, not the model.
+    let plain = log.script("plain", "SessionStart", "echo PLAIN-TEXT");
+    // Empty stdout (exit 0): nothing.
+    let empty = log.script("empty", "BeforeAgent", "true");
+    // additionalContext at the top level: ignored.
+    let flat = log.script(
+        "flat",
+        "BeforeAgent",
+        r#"printf '{"additionalContext":"FLAT-CONTEXT"}'"#,
+    );
+    // AfterTool: for the command marked BLOCK, stderr and exit 2 (the
+    // tool's result is replaced by an error); else context without
+    // hookEventName (taken as it is).
+    let at = log.script(
+        "at",
+        "AfterTool",
+        "if grep -q BLOCK \"$d/in\"; then echo EXIT2-AFTER-TOOL >&2; exit 2; fi\n\
+         printf '{\"hookSpecificOutput\":{\"additionalContext\":\"NO-EVENT-NAME\"}}'",
+    );
+    // AfterAgent: stderr and exit 2, once: a deny with stderr as reason.
+    let aa = log.script(
+        "aa",
+        "AfterAgent",
+        "if [ \"$n\" = 1 ]; then echo EXIT2-AFTER-AGENT >&2; exit 2; fi",
+    );
+    home.hook("SessionStart", &plain)
+        .hook("BeforeAgent", &empty)
+        .hook("BeforeAgent", &flat)
+        .hook("AfterTool", &at)
+        .hook("AfterAgent", &aa);
+    let model = FakeGemini::start(Script::steps(vec![
+        step(Turn::shell("echo BLOCK me")),
+        step(Turn::shell("echo let me")),
+        step(Turn::end("first end")),
+        step(Turn::end("second end")),
+    ]));
+    let run = home.prompt(&cli, &model.base_url(), "the prompt", RUN);
+    run.assert_ok(&model.dump());
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), 4, "{}", report(&model, &run));
+    // Nothing of SessionStart's text or BeforeAgent's reached the model.
+    assert_eq!(reqs[0].new_user_texts()[1..], ["the prompt"]);
+    for r in &reqs {
+        let t = r.transcript();
+        assert!(
+            !t.contains("PLAIN-TEXT") && !t.contains("FLAT-CONTEXT"),
+            "{t}"
+        );
+    }
+    assert!(
+        run.stderr().lines().any(|l| l == "PLAIN-TEXT"),
+        "plain SessionStart text is printed for the user:\n{}",
+        run.report()
+    );
+    // Exit 2 on AfterTool: the result is the hook's stderr, as an error.
+    assert_eq!(
+        reqs[1].function_responses(),
+        [json!({"error": "EXIT2-AFTER-TOOL"})]
+    );
+    assert!(run
+        .stderr()
+        .contains("Tool result blocked: EXIT2-AFTER-TOOL"));
+    // Context without hookEventName is taken.
+    assert!(
+        reqs[2]
+            .last_tool_output()
+            .ends_with("\n\n<hook_context>NO-EVENT-NAME</hook_context>"),
+        "{}",
+        reqs[2].last_tool_output()
+    );
+    // Exit 2 on AfterAgent: stderr becomes the next user message (reported
+    // to the user as a failed hook, and as the block).
+    assert_eq!(reqs[3].new_user_texts(), ["EXIT2-AFTER-AGENT"]);
+    assert!(run
+        .stderr()
+        .contains("Agent execution blocked: EXIT2-AFTER-AGENT"));
+    assert!(run.stderr().contains("failed for event AfterAgent"));
+    assert_eq!(log.of("AfterAgent").len(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Identity: hooks and commands under one process.
+
+#[test]
+fn hooks_and_commands_share_the_gemini_process() {
+    let Some(cli) = gemini_cli() else { return };
+    let mut home = GeminiHome::new();
+    let log = HookLog::new(&home);
+    let by_pid = home.dir().join("by-pid");
+    fs::create_dir_all(&by_pid).expect("mkdir by-pid");
+    // SessionStart records its parent's pid → the session id; a command
+    // finds its session through its own parent.
+    let ss = log.script(
+        "ss",
+        "SessionStart",
+        &format!("echo \"$GEMINI_SESSION_ID\" > '{}'/$PPID", by_pid.display()),
+    );
+    home.hook("SessionStart", &ss);
+    let rec = home.dir().join("cmd");
+    // (No `$(…)`: the CLI refuses command substitution, see test 1.)
+    let command = format!(
+        "{}; printf 'my session: '; cat '{}'/$PPID",
+        record_cmd(&rec),
+        by_pid.display()
+    );
+    let model = FakeGemini::start(Script::steps(vec![
+        step(Turn::shell(&command)),
+        step(Turn::end("done")),
+    ]));
+    let run = home.prompt(&cli, &model.base_url(), "who am i", RUN);
+    run.assert_ok(&model.dump());
+
+    let runs = log.of("SessionStart");
+    assert_eq!(runs.len(), 1);
+    let hook = &runs[0];
+    let sid = hook.input["session_id"].as_str().expect("session_id");
+    assert!(!sid.is_empty());
+    let keys: Vec<&String> = hook.input.as_object().expect("input").keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "cwd",
+            "hook_event_name",
+            "session_id",
+            "source",
+            "timestamp",
+            "transcript_path"
+        ],
+        "{}",
+        hook.input
+    );
+    let cwd = home.work.display().to_string();
+    assert_eq!(hook.input["cwd"], cwd.as_str());
+    assert_eq!(hook.input["hook_event_name"], "SessionStart");
+    assert!(
+        hook.input["transcript_path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&home.home.join(".gemini/tmp").display().to_string())),
+        "{}",
+        hook.input
+    );
+    // The hook's environment: the session id and the folders, no
+    // GEMINI_CLI (commands have that).
+    let var = |k: &str| hook.env.get(k).map(String::as_str);
+    assert_eq!(var("GEMINI_SESSION_ID"), Some(sid));
+    assert_eq!(var("GEMINI_PROJECT_DIR"), Some(cwd.as_str()));
+    assert_eq!(var("GEMINI_CWD"), Some(cwd.as_str()));
+    assert_eq!(var("CLAUDE_PROJECT_DIR"), Some(cwd.as_str()));
+    assert_eq!(var("GEMINI_CLI"), None);
+    // The command's: GEMINI_CLI=1, no session id.
+    let cmd_env = env_map(
+        &fs::read_to_string(rec.join("env"))
+            .unwrap_or_else(|e| panic!("the command left no env ({e})\n{}", report(&model, &run))),
+    );
+    assert_eq!(cmd_env.get("GEMINI_CLI").map(String::as_str), Some("1"));
+    assert_eq!(cmd_env.get("GEMINI_SESSION_ID"), None);
+    // One parent: the relaunched CLI, child of the launcher.
+    let cmd_parent = pid_in(&rec.join("ppid"));
+    assert_eq!(hook.ppid, cmd_parent, "hook parent {}", hook.parent);
+    assert!(hook.parent.contains("gemini.js"), "{}", hook.parent);
+    assert_eq!(pid_in(&rec.join("grandparent")), run.pid);
+    // So the command learned its session id from the hook's record.
+    let reqs = model.main_requests();
+    assert!(
+        reqs[1]
+            .last_tool_output()
+            .contains(&format!("my session: {sid}\n")),
+        "{}",
+        report(&model, &run)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. The idle wake in the interactive CLI.
+
+/// A script of cues: a request whose new text holds a cue (a prompt the
+/// test types) starts that cue's turns, one per request; anything else ends
+/// the turn with "noted <index>". Each cue fires once.
+fn cued(plans: Vec<(&'static str, Vec<Step>)>) -> Script {
+    let mut plans = plans;
+    let mut queue: VecDeque<Step> = VecDeque::new();
+    Script::new(move |r| {
+        let new = r.new_text();
+        if let Some(i) = plans.iter().position(|(cue, _)| new.contains(cue)) {
+            queue = plans.remove(i).1.into();
+        }
+        match queue.pop_front() {
+            Some(mut s) => s(r),
+            None => Turn::end(&format!("noted {}", r.index)),
+        }
+    })
+}
+
+/// A background waiter: waits for `wake` (or its folder to go), prints it,
+/// then touches `done`.
+fn waiter(wake: &Path, done: &Path) -> String {
+    format!(
+        "while [ -d '{dir}' ] && [ ! -e '{w}' ]; do sleep 0.05; done; cat '{w}'; touch '{d}'",
+        dir = wake.parent().expect("dir").display(),
+        w = wake.display(),
+        d = done.display()
+    )
+}
+
+/// Write `text` to `path` at once (a rename).
+fn put(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, text).expect("write");
+    fs::rename(&tmp, path).expect("rename");
+}
+
+/// The pid in "Command moved to background (PID: N)".
+fn background_pid(output: &str) -> i32 {
+    output
+        .split("(PID: ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no background pid in {output:?}"))
+}
+
+/// What the CLI submits for a background completion under model steering.
+fn steering_update(log: &Path, output_joined: &str) -> String {
+    format!(
+        "User steering update:\n<user_input>\n<output> [Background command completed \
+         successfully. Output saved to {}] {output_joined} </output>\n</user_input>\n\
+         Internal instruction: Re-evaluate the active plan using this user steering update. \
+         Classify it as ADD_TASK, MODIFY_TASK, CANCEL_TASK, or EXTRA_CONTEXT. Apply \
+         minimal-diff changes only to affected tasks and keep unaffected tasks active. Do not \
+         cancel/skip tasks unless the user explicitly cancels them. Acknowledge the steering \
+         briefly and state the course correction.",
+        log.display()
+    )
+}
+
+/// An interactive session with `settings` whose model starts the waiter on
+/// "start the waiter" and runs `echo second-tool` on "run another";
+/// returns once the waiter runs and the session is idle.
+struct WakeSetup {
+    home: GeminiHome,
+    model: FakeGemini,
+    live: LiveGemini,
+    wake: PathBuf,
+    done: PathBuf,
+    /// The waiter's pid (its log is `background-<pid>.log`).
+    bg_pid: i32,
+}
+
+fn wake_setup(settings: &[(&str, Value)]) -> Option<WakeSetup> {
+    let cli = gemini_cli()?;
+    let mut home = GeminiHome::new();
+    for (k, v) in settings {
+        home.set(k, v.clone());
+    }
+    let wake = home.dir().join("box").join("wake");
+    let done = home.dir().join("waiter-done");
+    fs::create_dir_all(wake.parent().expect("dir")).expect("mkdir box");
+    let model = FakeGemini::start(cued(vec![
+        (
+            "start the waiter",
+            vec![
+                step(Turn::background(&waiter(&wake, &done))),
+                step(Turn::end("waiter started")),
+            ],
+        ),
+        (
+            "run another",
+            vec![
+                step(Turn::shell("echo second-tool")),
+                step(Turn::end("second done")),
+            ],
+        ),
+    ]));
+    let live = LiveGemini::start(&cli, &home, &model.base_url(), &[])?;
+    live.submit("start the waiter");
+    let started = model
+        .wait_for(SOON, |r| {
+            r.function_responses().iter().any(|f| {
+                f["output"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("moved to background"))
+            })
+        })
+        .unwrap_or_else(|| panic!("the waiter never started\n{}", model.dump()));
+    let out = started.last_tool_output();
+    assert_eq!(
+        out,
+        format!(
+            "<untrusted_context>\nCommand moved to background (PID: {}). Output hidden. \
+             Press Ctrl+B to view.\n</untrusted_context>",
+            background_pid(&out)
+        )
+    );
+    let bg_pid = background_pid(&out);
+    live.wait_idle("waiter started");
+    live.wait_screen("the background process", SOON, |s| {
+        s.contains("1 Background process")
+    });
+    assert!(alive(bg_pid), "the waiter (pid {bg_pid}) is not running");
+    Some(WakeSetup {
+        home,
+        model,
+        live,
+        wake,
+        done,
+        bg_pid,
+    })
+}
+
+#[test]
+fn background_waiter_wakes_idle_interactive_session() {
+    let Some(s) = wake_setup(&[
+        ("tools.shell.backgroundCompletionBehavior", json!("inject")),
+        ("experimental.modelSteering", json!(true)),
+    ]) else {
+        return;
+    };
+    let before = s.model.main_requests().len();
+    put(&s.wake, "WAKE-LINE-1\nsecond line\n");
+    let sent = Instant::now();
+    let woke = s
+        .model
+        .wait_for(SOON, |r| r.new_text().contains("WAKE-LINE-1"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no wake-up\n{}\n==== screen:\n{}",
+                s.model.dump(),
+                s.live.screen()
+            )
+        });
+    let arrived = s.model.arrived_at(woke.index).expect("arrival");
+    let wake = arrived.saturating_duration_since(sent);
+    eprintln!(
+        "background waiter: idle interactive Gemini asked the model {wake:?} after the file \
+         appeared (request {})",
+        woke.index
+    );
+    assert_eq!(woke.index, before, "the wake-up is the next request");
+    // A user turn of its own, the output's lines joined by spaces.
+    let log = s
+        .home
+        .home
+        .join(".gemini/tmp/background-processes")
+        .join(format!("background-{}.log", s.bg_pid));
+    assert_eq!(
+        woke.new_user_texts(),
+        [steering_update(&log, "WAKE-LINE-1 second line")]
+    );
+    let c = woke.contents();
+    assert_eq!(c[c.len() - 2]["parts"][0]["text"], "waiter started");
+    assert!(
+        wake < WAKE_BOUND,
+        "the idle session took {wake:?} to wake\n==== screen:\n{}",
+        s.live.screen()
+    );
+    // The model's answer ends that turn; the output is in the log file
+    // (the command ran in a pseudo-terminal: CRLF).
+    s.live.wait_idle(&format!("noted {}", woke.index));
+    assert_eq!(
+        fs::read_to_string(&log).expect("the background log"),
+        "WAKE-LINE-1\r\nsecond line\r\n"
+    );
+}
+
+/// Without both settings: after the waiter ended, the idle session sends
+/// nothing; then a prompt whose turn runs a tool: the request after that
+/// tool, returned.
+fn completion_without_steering(settings: &[(&str, Value)]) -> Option<(WakeSetup, Request)> {
+    let s = wake_setup(settings)?;
+    let before = s.model.main_requests().len();
+    put(&s.wake, "HELD-LINE\n");
+    // The waiter printed and ended, and the CLI saw it end.
+    assert!(poll(SOON, || s.done.exists()), "the waiter never finished");
+    s.live
+        .wait_screen("the background process to end", SOON, |sc| {
+            !sc.contains("Background process")
+        });
+    let quiet_from = Instant::now();
+    let early = s.model.wait_for(QUIET, |r| r.index >= before);
+    assert!(
+        early.is_none(),
+        "the idle session asked the model {:?} after the waiter ended\n{}",
+        quiet_from.elapsed(),
+        s.model.dump()
+    );
+    s.live.submit("run another");
+    let after_tool = s
+        .model
+        .wait_for(SOON, |r| {
+            r.function_responses().iter().any(|f| {
+                f["output"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("second-tool"))
+            })
+        })
+        .unwrap_or_else(|| panic!("no request after the second tool\n{}", s.model.dump()));
+    // The prompt itself never carried it.
+    let prompt = s
+        .model
+        .wait_for(SOON, |r| r.new_text().contains("run another"))
+        .expect("the prompt's request");
+    assert!(
+        !prompt.new_text().contains("HELD-LINE"),
+        "{}",
+        prompt.new_text()
+    );
+    s.live.wait_idle("second done");
+    Some((s, after_tool))
+}
+
+#[test]
+fn without_steering_a_completion_waits_for_the_next_tool_call() {
+    let Some((s, after_tool)) = completion_without_steering(&[(
+        "tools.shell.backgroundCompletionBehavior",
+        json!("inject"),
+    )]) else {
+        return;
+    };
+    // Held in memory, then sent before the next tool's result.
+    let log = s
+        .home
+        .home
+        .join(".gemini/tmp/background-processes")
+        .join(format!("background-{}.log", s.bg_pid));
+    let last = after_tool.contents().last().expect("a content").clone();
+    let parts = last["parts"].as_array().expect("parts");
+    assert_eq!(parts.len(), 2, "{last}");
+    assert_eq!(parts[0]["text"], steering_update(&log, "HELD-LINE"));
+    assert!(parts[1].get("functionResponse").is_some(), "{last}");
+}
+
+#[test]
+fn with_steering_alone_a_completion_is_never_sent() {
+    let Some((s, after_tool)) =
+        completion_without_steering(&[("experimental.modelSteering", json!(true))])
+    else {
+        return;
+    };
+    assert!(
+        !after_tool.transcript().contains("HELD-LINE"),
+        "{}",
+        s.model.dump()
+    );
+}
+
+#[test]
+fn by_default_a_completion_is_never_sent() {
+    let Some((s, after_tool)) = completion_without_steering(&[]) else {
+        return;
+    };
+    assert!(
+        !after_tool.transcript().contains("HELD-LINE"),
+        "{}",
+        s.model.dump()
+    );
+}
