@@ -40,6 +40,8 @@ const QUIET: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 struct HookRun {
     event: String,
+    /// It has exited.
+    done: bool,
     input: Value,
     env: BTreeMap<String, String>,
     /// The hook's parent pid and that process's arguments.
@@ -65,14 +67,15 @@ impl HookLog {
 
     /// A hook script for `event` that records its input, environment and
     /// parent (in `$d`), then runs `body` (bash; `$d/in` holds the input,
-    /// `$n` counts this event's runs so far, this one included). Returns
-    /// its path, to name in settings.json.
+    /// `$n` counts this event's runs so far, this one included), and at its
+    /// exit touches `$d/done`. Returns its path, to name in settings.json.
     fn script(&self, name: &str, event: &str, body: &str) -> String {
         let path = self.scripts.join(format!("{name}.sh"));
         let text = format!(
             "#!/bin/bash\n\
              d='{log}'/$(date +%s%N)-{event}\n\
              mkdir -p \"$d\"\n\
+             trap 'touch \"$d/done\"' EXIT\n\
              cat > \"$d/in\"\n\
              env -0 > \"$d/env\"\n\
              echo $PPID > \"$d/ppid\"\n\
@@ -102,6 +105,7 @@ impl HookLog {
                 let read = |f: &str| fs::read_to_string(d.join(f)).unwrap_or_default();
                 HookRun {
                     event: name.split_once('-').map(|x| x.1).unwrap_or("").into(),
+                    done: d.join("done").exists(),
                     input: serde_json::from_str(&read("in")).unwrap_or_default(),
                     env: env_map(&read("env")),
                     ppid: read("ppid").trim().parse().unwrap_or(0),
@@ -630,7 +634,141 @@ fn hooks_and_commands_share_the_gemini_process() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. The idle wake in the interactive CLI.
+// 6. The same hooks in the interactive CLI.
+
+#[test]
+fn interactive_hooks_and_commands() {
+    let Some(cli) = gemini_cli() else { return };
+    let mut home = GeminiHome::new();
+    let log = HookLog::new(&home);
+    let ss = log.script(
+        "ss",
+        "SessionStart",
+        &print_context("SessionStart", "ss: interactive"),
+    );
+    let ba = log.script(
+        "ba",
+        "BeforeAgent",
+        &print_context("BeforeAgent", "ba: interactive"),
+    );
+    let at = log.script(
+        "at",
+        "AfterTool",
+        &print_context("AfterTool", "at: interactive"),
+    );
+    let aa = log.script(
+        "aa",
+        "AfterAgent",
+        r#"if [ "$n" = 1 ]; then printf '{"decision":"deny","reason":"deny: go on"}'; fi"#,
+    );
+    home.hook("SessionStart", &ss)
+        .hook("BeforeAgent", &ba)
+        .hook("AfterTool", &at)
+        .hook("AfterAgent", &aa);
+    let rec = home.dir().join("cmd");
+    let model = FakeGemini::start(cued(vec![(
+        "hello there",
+        vec![
+            // The pause after the output: a command that ends at once may
+            // lose it under the pseudo-terminal (see the header).
+            step(Turn::shell(&format!(
+                "{}; echo fg-ran; sleep 0.3",
+                record_cmd(&rec)
+            ))),
+            step(Turn::end("first answer")),
+        ],
+    )]));
+    let Some(live) = LiveGemini::start(&cli, &home, &model.base_url(), &[]) else {
+        return;
+    };
+    // SessionStart runs once the prompt is drawn; type after it ended.
+    assert!(
+        poll(SOON, || log.of("SessionStart").iter().any(|r| r.done)),
+        "SessionStart never ran\n{}",
+        live.screen()
+    );
+    live.submit("hello there");
+    let denied = model
+        .wait_for(SOON, |r| {
+            r.new_user_texts()
+                .first()
+                .is_some_and(|t| t == "deny: go on")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no request after the deny\n{}\n{}",
+                model.dump(),
+                live.screen()
+            )
+        });
+    live.wait_idle(&format!("noted {}", denied.index));
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), 3, "{}", model.dump());
+
+    // Interactive, SessionStart's context is a part of its own, before the
+    // prompt, in the first user content; BeforeAgent's follows the prompt.
+    let first = &reqs[0];
+    assert_eq!(first.contents().len(), 1, "{}", first.body["contents"]);
+    assert_eq!(
+        first.new_user_texts()[1..],
+        [
+            hook_context("ss: interactive"),
+            "hello there".to_string(),
+            hook_context("ba: interactive")
+        ]
+    );
+    // The command ran in a pseudo-terminal; AfterTool's context follows
+    // its output.
+    let out = reqs[1].last_tool_output();
+    assert!(
+        out.starts_with("<untrusted_context>\nOutput: fg-ran\nProcess Group PGID: ")
+            && out.ends_with(&format!(
+                "\n</untrusted_context>\n\n{}",
+                hook_context("at: interactive")
+            )),
+        "{out}"
+    );
+    // The deny: its reason a user message, BeforeAgent's context again
+    // after it; the user sees the block.
+    assert_eq!(
+        denied.new_user_texts(),
+        ["deny: go on".to_string(), hook_context("ba: interactive")]
+    );
+    let c = denied.contents();
+    assert_eq!(c[c.len() - 2]["parts"][0]["text"], "first answer");
+    assert!(live
+        .screen()
+        .contains("Agent execution blocked: deny: go on"));
+    let aa_runs = log.of("AfterAgent");
+    let active: Vec<&Value> = aa_runs
+        .iter()
+        .map(|r| &r.input["stop_hook_active"])
+        .collect();
+    assert_eq!(active, [&json!(false), &json!(true)]);
+
+    // Every hook and the command: children of the relaunched CLI, child
+    // of the pane's launcher.
+    let cli_pid = live.cli_pid().expect("the relaunched CLI");
+    assert_eq!(ppid(cli_pid), Some(live.pid));
+    assert_eq!(pid_in(&rec.join("ppid")), cli_pid);
+    let events: Vec<(String, i32)> = log.runs().into_iter().map(|r| (r.event, r.ppid)).collect();
+    assert_eq!(
+        events,
+        [
+            ("SessionStart".to_string(), cli_pid),
+            ("BeforeAgent".to_string(), cli_pid),
+            ("AfterTool".to_string(), cli_pid),
+            ("AfterAgent".to_string(), cli_pid),
+            ("BeforeAgent".to_string(), cli_pid),
+            ("AfterAgent".to_string(), cli_pid),
+        ]
+    );
+    let sid = &log.of("SessionStart")[0].input["session_id"];
+    assert!(log.runs().iter().all(|r| &r.input["session_id"] == sid));
+}
+
+// ---------------------------------------------------------------------------
+// 7. The idle wake in the interactive CLI.
 
 /// A script of cues: a request whose new text holds a cue (a prompt the
 /// test types) starts that cue's turns, one per request; anything else ends
@@ -696,9 +834,10 @@ fn steering_update(log: &Path, output_joined: &str) -> String {
 /// "start the waiter" and runs `echo second-tool` on "run another";
 /// returns once the waiter runs and the session is idle.
 struct WakeSetup {
-    home: GeminiHome,
-    model: FakeGemini,
+    // Dropped in this order: the CLI before its home (the tmux socket).
     live: LiveGemini,
+    model: FakeGemini,
+    home: GeminiHome,
     wake: PathBuf,
     done: PathBuf,
     /// The waiter's pid (its log is `background-<pid>.log`).

@@ -571,8 +571,9 @@ pub fn poll(timeout: Duration, cond: impl Fn() -> bool) -> bool {
 
 /// The interactive Gemini CLI in a tmux server of the test's own
 /// (`tmux -S <temp dir>/tmux.sock`, never the user's server), 200×50.
-/// Ended on drop: the server is killed (the CLI is hung up and ends its
-/// background commands), then anything of it still alive is killed.
+/// Ended on drop: the CLI by SIGTERM, then the server, then anything the
+/// CLI ran that is still alive. Drop it before the [`GeminiHome`] whose
+/// folder holds the socket.
 pub struct LiveGemini {
     pub sock: PathBuf,
     /// The pane's process: the CLI's launcher (`node gemini.js`), which
@@ -748,11 +749,21 @@ pub fn prompt_line(screen: &str) -> Option<&str> {
 impl Drop for LiveGemini {
     fn drop(&mut self) {
         let _ = self.processes();
-        let _ = self.tmux(&["kill-server"]);
-        if !poll(Duration::from_secs(10), || !alive(self.pid)) {
+        // A hang-up does not end the CLI (its launcher, the session leader,
+        // catches SIGHUP and the relaunched CLI lives on): SIGTERM does, and
+        // the launcher follows.
+        let clis: Vec<i32> = std::iter::once(self.pid).chain(self.cli_pid()).collect();
+        for p in clis.iter().rev() {
             // SAFETY: kill(2) on the CLI this test started.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            unsafe { libc::kill(*p, libc::SIGTERM) };
         }
+        if !poll(Duration::from_secs(10), || clis.iter().all(|p| !alive(*p))) {
+            for p in &clis {
+                // SAFETY: as above.
+                unsafe { libc::kill(*p, libc::SIGKILL) };
+            }
+        }
+        let _ = self.tmux(&["kill-server"]);
         let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
         // Alive and still the process seen (not a pid used again).
         let left = || {
