@@ -394,6 +394,22 @@ impl FakeModel {
         }
     }
 
+    /// When main request `index` arrived (None if it has not).
+    pub fn arrived_at(&self, index: usize) -> Option<Instant> {
+        self.shared
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .find(|r| r.index == Some(index))
+            .map(|r| r.at)
+    }
+
+    /// How many main requests have arrived so far.
+    pub fn main_count(&self) -> usize {
+        self.shared.main_count.load(Ordering::SeqCst)
+    }
+
     /// A readable summary of every main request's new content, for failure
     /// messages.
     pub fn dump(&self) -> String {
