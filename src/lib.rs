@@ -5,6 +5,7 @@
 
 pub mod cmd;
 pub mod datadir;
+pub mod door;
 pub mod error;
 pub mod identity;
 pub mod line;

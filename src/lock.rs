@@ -163,6 +163,12 @@ pub fn is_held(path: &Path) -> bool {
 }
 
 /// Stable 64-bit FNV-1a, for turning arbitrary session keys into file names.
+/// The lock a session key's monitor holds for as long as it runs (one
+/// monitor per key), which a hook takes for the moment it delivers.
+pub fn key_lock_path(data: &Path, key: &str) -> PathBuf {
+    crate::datadir::locks_dir(data).join(format!("key-{:016x}.lock", fnv1a(key)))
+}
+
 pub fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

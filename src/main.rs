@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use clap::Parser;
 
 use inter_session::cmd::{self, Cli};
@@ -13,7 +15,11 @@ fn main() {
         // clap's colours), anything that would act on a terminal escaped.
         // Help and version go as clap has them.
         Err(e) if e.use_stderr() => {
-            eprint!("{}", line::visible(&e.render().to_string()));
+            let _ = write!(
+                std::io::stderr(),
+                "{}",
+                line::visible(&e.render().to_string())
+            );
             std::process::exit(e.exit_code());
         }
         Err(e) => e.exit(),
@@ -21,7 +27,9 @@ fn main() {
     let code = match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("inter-session: {}", one_line(&e));
+            // Not eprintln!: a stderr that cannot be written (closed, a
+            // full device) must not turn the error into a panic.
+            let _ = writeln!(std::io::stderr(), "inter-session: {}", one_line(&e));
             error::exit_code(&e)
         }
     };

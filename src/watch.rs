@@ -233,8 +233,7 @@ pub fn run(opts: Options) -> Result<i32> {
 
     // One monitor per session key.
     let dir = crate::datadir::path()?;
-    let key_lock_path =
-        crate::datadir::locks_dir(&dir).join(format!("key-{:016x}.lock", lock::fnv1a(&key)));
+    let key_lock_path = lock::key_lock_path(&dir, &key);
     let stopped = || signal.load(Ordering::SeqCst) != 0;
     let owner = identity::owner_pid();
     let key_lock =

@@ -9,20 +9,29 @@
 //!
 //! One batch at most per run (`pace::fit`, ≤ 3,000 UTF-16 units, what the
 //! host shows at once); the rest waits for the next hook or the monitor.
-//! A Stop hook never blocks twice in a row (`stop_hook_active`): under
-//! `claude -p` the host drops the 9th consecutive block, and mail must not be
-//! marked delivered through a block the host overrides.
+//! Delivery is claimed under the session key's lock (the one its monitor
+//! holds while it runs), so racing hooks and a monitor never hand one
+//! message over twice; a hook killed mid-way leaves its mail pending.
+//!
+//! SessionStart also opens the session's door (`door.rs`) and names it in
+//! `watchPaths`: every send then rings it, and the host runs FileChanged.
+//! A Stop hook counts the Stops of the current chain (`stop_hook_active`)
+//! and blocks only while the block is at most the host's cap in a row
+//! (`CLAUDE_CODE_STOP_HOOK_BLOCK_CAP`, default 8): the host drops the next
+//! one, and mail must not be marked delivered through a block it overrides.
 
 use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::ValueEnum;
 use serde_json::{json, Value};
 
 use super::{me_if_any, open};
-use crate::identity::UsageError;
-use crate::store::Verbs;
-use crate::{line, pace};
+use crate::lock::{self, FileLock};
+use crate::store::{Mailbox, Session, State, Verbs};
+use crate::{door, identity, line, pace};
 
 /// Largest hook input read from stdin.
 const MAX_INPUT: u64 = 1024 * 1024;
@@ -30,6 +39,8 @@ const MAX_INPUT: u64 = 1024 * 1024;
 const BATCH_UNITS: usize = 3000;
 /// Messages looked at per run.
 const PAGE: usize = 256;
+/// How long a hook waits for another hook's delivery to finish.
+const CLAIM_PATIENCE: Duration = Duration::from_secs(1);
 
 /// The hosts whose hooks this verb speaks for.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +65,8 @@ enum Hand {
     Block,
     /// The mail on stderr and exit 2 (an `asyncRewake` hook wakes the session).
     Rewake,
+    /// The session ended: its door goes.
+    Close,
 }
 
 fn hand_for(host: Host, event: &str) -> Option<Hand> {
@@ -61,46 +74,55 @@ fn hand_for(host: Host, event: &str) -> Option<Hand> {
         (Host::Claude, "SessionStart" | "UserPromptSubmit" | "PostToolUse") => Some(Hand::Context),
         (Host::Claude, "Stop") => Some(Hand::Block),
         (Host::Claude, "FileChanged") => Some(Hand::Rewake),
+        (Host::Claude, "SessionEnd") => Some(Hand::Close),
         _ => None,
     }
 }
 
+/// Run one hook. It never exits 2 on an error of its own: to a Stop or an
+/// `asyncRewake` hook, exit 2 means "show the model this stderr".
 pub fn run(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
+    run_hook(host, event, from)
+        .map_err(|e| anyhow!("hook {} {}: {e:#}", host.name(), line::field(event)))
+}
+
+fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
     let hand = hand_for(host, event).ok_or_else(|| {
-        UsageError(format!(
-            "hook {}: unknown event '{}' (SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged)",
-            host.name(),
-            line::field(event)
-        ))
+        anyhow!("unknown event (SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged, SessionEnd)")
     })?;
     let input = read_input()?;
+    let data = crate::datadir::path()?;
+    let key = hook_key(&input);
+    match hand {
+        Hand::Close => {
+            door::close(&data, &key);
+            let _ = std::fs::remove_file(stop_streak_path(&data, &key));
+            return Ok(0);
+        }
+        Hand::Context if event == "SessionStart" => {
+            // The doorbell first: whatever else fails, the host watches it.
+            let door_path = door::open(&data, &key)?;
+            return session_start(host, &data, &door_path, from, &key);
+        }
+        _ => {}
+    }
     let store = open()?;
-    let session = match me_if_any(store.as_ref(), from)? {
-        Some(s) => Some(s),
-        None => match input["session_id"].as_str().filter(|k| !k.is_empty()) {
-            Some(key) => store.session_by_key(key)?,
-            None => None,
-        },
-    };
-    // Not connected, or a live monitor prints this session's mail.
-    let Some(session) = session.filter(|s| !store.is_online(s.id)) else {
+    let Some(session) = find_session(store.as_ref(), from, &key)? else {
         return Ok(0);
     };
-    if matches!(hand, Hand::Block) && input["stop_hook_active"].as_bool() == Some(true) {
+    // A Stop block the host would drop must carry no mail (SPEC §9: under
+    // `-p` the 9th consecutive block is lost).
+    if matches!(hand, Hand::Block)
+        && stop_streak(&data, &key, &input).is_none_or(|n| n > stop_cap())
+    {
         return Ok(0);
     }
-    let pending = store.pending(session.id, 0, PAGE)?;
-    if pending.is_empty() {
+    let Some(claim) = claim(store.as_ref(), &data, &session)? else {
         return Ok(0);
-    }
-    let now = line::clock();
-    let rendered: Vec<Vec<String>> = pending
-        .iter()
-        .map(|m| line::message_lines(m, now))
-        .collect();
-    let n = pace::fit(&rendered, 0, BATCH_UNITS);
-    let text = rendered[..n].concat().join("\n");
-    let seqs: Vec<i64> = pending[..n].iter().map(|m| m.seq).collect();
+    };
+    let Some((text, seqs)) = batch(store.as_ref(), session.id)? else {
+        return Ok(0);
+    };
     let code = match hand {
         Hand::Context => {
             let out =
@@ -121,10 +143,162 @@ pub fn run(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
                 .context("could not hand the mail to the host")?;
             2
         }
+        Hand::Close => 0,
     };
     // Handed over: now, and only now, it counts as delivered.
     store.mark_delivered(session.id, &seqs, &format!("hook:{}:{event}", host.name()))?;
+    drop(claim);
     Ok(code)
+}
+
+/// SessionStart: the door to watch, whether this session is connected, and
+/// (when no monitor prints it) the first batch of its mail.
+fn session_start(
+    host: Host,
+    data: &Path,
+    door_path: &Path,
+    from: Option<&str>,
+    key: &str,
+) -> Result<i32> {
+    let store = open()?;
+    let mut context = Vec::new();
+    let mut marked = None;
+    match find_session(store.as_ref(), from, key)? {
+        None => context.push(
+            "[inter-session] this session has no mailbox yet: `/inter-session connect <name>` \
+             gives it one (mail reaches it from then on)."
+                .to_string(),
+        ),
+        Some(s) => {
+            let online = store.is_online(s.id);
+            context.push(format!(
+                "[inter-session] this session is connected as '{}'{}; {} message(s) pending.",
+                line::safe_name(&s.name),
+                if online {
+                    " and its monitor is running (it prints the mail)"
+                } else {
+                    " with no monitor running (hooks hand over the mail)"
+                },
+                s.pending
+            ));
+            if !online {
+                if let Some(claim) = claim(store.as_ref(), data, &s)? {
+                    if let Some((text, seqs)) = batch(store.as_ref(), s.id)? {
+                        context.push(text);
+                        marked = Some((s.id, seqs, claim));
+                    }
+                }
+            }
+        }
+    }
+    let out = json!({"hookSpecificOutput": {
+        "hookEventName": "SessionStart",
+        "additionalContext": context.join("\n"),
+        "watchPaths": [door_path.display().to_string()],
+    }});
+    write_all(&mut std::io::stdout().lock(), &out)?;
+    if let Some((id, seqs, claim)) = marked {
+        store.mark_delivered(id, &seqs, &format!("hook:{}:SessionStart", host.name()))?;
+        drop(claim);
+    }
+    Ok(0)
+}
+
+/// This hook's session key: the environment's (as Bash and the monitor
+/// see it) when the host set one, else the hook input's `session_id`.
+fn hook_key(input: &Value) -> String {
+    let from_env = ["INTER_SESSION_KEY", "CLAUDE_CODE_SESSION_ID"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+    match input["session_id"].as_str().filter(|k| !k.is_empty()) {
+        Some(id) if !from_env => format!("claude:{id}"),
+        _ => identity::session_key(),
+    }
+}
+
+/// The connected session this hook serves (`--from`, else by key).
+fn find_session(store: &dyn Mailbox, from: Option<&str>, key: &str) -> Result<Option<Session>> {
+    if from.is_some() {
+        return me_if_any(store, from);
+    }
+    Ok(store
+        .session_by_key(key)?
+        .filter(|s| s.state != State::Left))
+}
+
+/// The right to hand this session's mail over, atomic across paths and
+/// processes: the session key's lock, which its monitor holds for as long
+/// as it runs. `None` while a monitor (or, past a short wait, another
+/// delivery) has it: that one delivers. A hook killed mid-way leaves the
+/// lock to the kernel and its mail pending.
+fn claim(store: &dyn Mailbox, data: &Path, session: &Session) -> Result<Option<FileLock>> {
+    if store.is_online(session.id) {
+        return Ok(None);
+    }
+    let key = session
+        .key
+        .clone()
+        .unwrap_or_else(|| format!("session-id:{}", session.id));
+    let Some(lock) = FileLock::acquire_removable_within(
+        &lock::key_lock_path(data, &key),
+        CLAIM_PATIENCE,
+        || false,
+    )?
+    else {
+        return Ok(None);
+    };
+    // A monitor under another key may have come up meanwhile.
+    Ok((!store.is_online(session.id)).then_some(lock))
+}
+
+/// The first batch of pending mail (≤ 3,000 units) and its seqs.
+fn batch(store: &dyn Mailbox, session_id: i64) -> Result<Option<(String, Vec<i64>)>> {
+    let pending = store.pending(session_id, 0, PAGE)?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let now = line::clock();
+    let rendered: Vec<Vec<String>> = pending
+        .iter()
+        .map(|m| line::message_lines(m, now))
+        .collect();
+    let n = pace::fit(&rendered, 0, BATCH_UNITS)
+        .max(1)
+        .min(pending.len());
+    let text = rendered[..n].concat().join("\n");
+    let seqs = pending[..n].iter().map(|m| m.seq).collect();
+    Ok(Some((text, seqs)))
+}
+
+/// Consecutive Stop blocks the host takes (`CLAUDE_CODE_STOP_HOOK_BLOCK_CAP`,
+/// default 8).
+fn stop_cap() -> usize {
+    std::env::var("CLAUDE_CODE_STOP_HOOK_BLOCK_CAP")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(8)
+}
+
+fn stop_streak_path(data: &Path, key: &str) -> PathBuf {
+    door::dir(data).join(format!("stops-{:016x}", lock::fnv1a(key)))
+}
+
+/// Which Stop of the current chain this is (1 = the turn's first; the one
+/// before each later one was blocked, by us or another hook), so a block
+/// now is the n-th in a row. `None` when it cannot be known: then no block.
+fn stop_streak(data: &Path, key: &str, input: &Value) -> Option<usize> {
+    let path = stop_streak_path(data, key);
+    let n = if input["stop_hook_active"].as_bool() == Some(true) {
+        let seen: usize = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
+        seen.checked_add(1)?
+    } else {
+        1
+    };
+    // Every Stop of the chain counts, blocked by us or not; a count that
+    // cannot be kept means no block (the next one could not be counted).
+    std::fs::create_dir_all(door::dir(data)).ok()?;
+    std::fs::write(&path, format!("{n}\n")).ok()?;
+    Some(n)
 }
 
 /// The hook's JSON on stdin (an object; empty input counts as `{}`).

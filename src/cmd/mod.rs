@@ -94,12 +94,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// This session: name, state, monitor pid, pending mail, database path
-    #[command(after_help = "Example:\n  inter-session status --json")]
+    /// This session: name, state, which path delivers its mail, pending mail, database path
+    #[command(after_help = "Examples:\n  inter-session status --json\n  \
+        inter-session status --wait 5s   # right after /inter-session: give the plugin's monitor time to start\n\n\
+        `delivery` says who hands this session's mail to the model: the plugin's monitor (never\n\
+        expires: start no Monitor), a monitor (a Monitor expires: re-arm it), hooks (no monitor\n\
+        runs; the plugin's hooks and doorbell hand it over), or none (it waits).")]
     Status {
         /// Print JSON
         #[arg(long)]
         json: bool,
+        /// Wait up to AGE for a monitor to hold this session before answering (not under
+        /// `claude -p`, where the plugin's monitor never starts)
+        #[arg(long, value_name = "AGE")]
+        wait: Option<String>,
     },
     /// Rename this session in place; pending mail follows
     #[command(after_help = "Example:\n  inter-session rename reviewer-2")]
@@ -192,7 +200,8 @@ pub enum Command {
         after_help = "Examples (what a Claude Code hook runs; the hook's JSON arrives on stdin):\n  \
         inter-session hook claude UserPromptSubmit   # context: hookSpecificOutput.additionalContext\n  \
         inter-session hook claude Stop               # {\"decision\":\"block\",\"reason\":…} when mail waits\n  \
-        inter-session hook claude FileChanged        # asyncRewake: the mail on stderr, exit 2\n\n\
+        inter-session hook claude FileChanged        # asyncRewake: the mail on stderr, exit 2\n  \
+        inter-session hook claude SessionStart       # also opens the door file a send rings (watchPaths)\n\n\
         Prints nothing and exits 0 when there is no mail, when the session is not connected,\n\
         or while a live monitor of the session prints its mail. Mail counts as delivered\n\
         (receipt hook:claude:<event>) only once the host has it; at most 3,000 units a run."
@@ -201,7 +210,7 @@ pub enum Command {
         /// The host (claude)
         #[arg(value_enum)]
         host: hook::Host,
-        /// The hook event: SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged
+        /// The hook event: SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged, SessionEnd
         event: String,
     },
 }
@@ -561,7 +570,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             body,
         }) => mail::ask(from, cli.force, &to, &timeout, raw, &body),
         Command::List { all, project, json } => list::run(all, project, json),
-        Command::Status { json } => session::status(from, json),
+        Command::Status { json, wait } => session::status(from, json, wait.as_deref()),
         Command::Rename { new } => session::rename(from, cli.force, &new),
         Command::Relabel { text } => session::relabel(from, cli.force, &text),
         Command::Disconnect { json } => session::disconnect(from, cli.force, json),

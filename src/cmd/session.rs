@@ -8,37 +8,120 @@ use serde_json::json;
 use super::{me_acting, me_if_any, open};
 use crate::identity::{self, pid_alive};
 use crate::line::{field, safe_label, safe_name};
-use crate::store::Verbs;
+use crate::store::{Session, State, Verbs};
 
-pub fn status(from: Option<&str>, json: bool) -> Result<i32> {
+pub fn status(from: Option<&str>, json: bool, wait: Option<&str>) -> Result<i32> {
+    let wait = wait.map(super::parse_age).transpose()?;
     let store = open()?;
-    let session = me_if_any(store.as_ref(), from)?;
+    let mut session = me_if_any(store.as_ref(), from)?;
+    // The plugin's monitor starts as the skill loads; give it a moment. It
+    // never starts under `claude -p` (CLAUDE_CODE_SESSION_ATTENDED=0).
+    let unattended = std::env::var("CLAUDE_CODE_SESSION_ATTENDED").is_ok_and(|v| v == "0");
+    if let Some(secs) = wait.filter(|_| !unattended) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        // Online, and its row says by whom (the lock comes a moment first).
+        let served = |s: &Session| s.state == State::Online && store.is_online(s.id);
+        while !session.as_ref().is_some_and(served) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            session = me_if_any(store.as_ref(), from)?;
+        }
+    }
     let database = store.location();
-    match session {
-        None if json => println!("{}", json!({ "connected": false, "database": database })),
-        None => println!("not connected\ndatabase: {}", field(&database)),
-        Some(s) if json => println!(
+    let Some(s) = session else {
+        if json {
+            println!("{}", json!({ "connected": false, "database": database }));
+        } else {
+            println!("not connected\ndatabase: {}", field(&database));
+        }
+        return Ok(0);
+    };
+    let delivery = Delivery::of(store.as_ref(), &s);
+    if json {
+        println!(
             "{}",
             json!({
                 "connected": true, "name": s.name, "label": s.label, "state": s.state,
-                "monitor_pid": s.monitor_pid, "pending": s.pending, "cwd": s.cwd,
+                "monitor_pid": s.monitor_pid, "delivery": delivery.tag(),
+                "pending": s.pending, "cwd": s.cwd,
                 "project": s.project, "since": s.since, "database": database,
             })
-        ),
-        Some(s) => {
-            println!("name: {}", safe_name(&s.name));
-            if !s.label.is_empty() {
-                println!("label: {}", safe_label(&s.label));
-            }
-            println!("state: {}", s.state.as_str());
-            if let Some(pid) = s.monitor_pid {
-                println!("monitor pid: {pid}");
-            }
-            println!("pending: {}", s.pending);
-            println!("database: {}", field(&database));
+        );
+        return Ok(0);
+    }
+    println!("name: {}", safe_name(&s.name));
+    if !s.label.is_empty() {
+        println!("label: {}", safe_label(&s.label));
+    }
+    println!("state: {}", s.state.as_str());
+    if let Some(pid) = s.monitor_pid {
+        println!("monitor pid: {pid}");
+    }
+    println!("delivery: {}", delivery.says());
+    println!("pending: {}", s.pending);
+    println!("database: {}", field(&database));
+    Ok(0)
+}
+
+/// Who hands a session's mail to its model right now.
+enum Delivery {
+    /// The Claude Code plugin's monitor (`inbox watch --auto`): it never
+    /// expires, nothing to re-arm.
+    PluginMonitor,
+    /// Another monitor (a model's Monitor, a terminal): it may expire.
+    Monitor,
+    /// No monitor, but the host's hooks (a door was opened for this key).
+    Hooks,
+    /// Nothing: the mail waits for a monitor or `inbox check`.
+    Waits,
+}
+
+impl Delivery {
+    fn of(store: &dyn crate::store::Mailbox, s: &Session) -> Delivery {
+        if store.is_online(s.id) {
+            let local = s.host == identity::this_host();
+            let auto = local
+                && s.monitor_pid.is_some_and(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"--auto"))
+                });
+            return if auto {
+                Delivery::PluginMonitor
+            } else {
+                Delivery::Monitor
+            };
+        }
+        let door = s.key.as_deref().is_some_and(|k| {
+            crate::datadir::path().is_ok_and(|d| crate::door::path(&d, k).is_file())
+        });
+        if door {
+            Delivery::Hooks
+        } else {
+            Delivery::Waits
         }
     }
-    Ok(0)
+
+    fn tag(&self) -> &'static str {
+        match self {
+            Delivery::PluginMonitor => "plugin-monitor",
+            Delivery::Monitor => "monitor",
+            Delivery::Hooks => "hooks",
+            Delivery::Waits => "none",
+        }
+    }
+
+    fn says(&self) -> &'static str {
+        match self {
+            Delivery::PluginMonitor => {
+                "the plugin's monitor (it never expires: start no Monitor, re-arm nothing)"
+            }
+            Delivery::Monitor => "a monitor (a Monitor expires: re-arm it on its notice)",
+            Delivery::Hooks => {
+                "hooks (no monitor runs; the plugin's hooks hand mail over at the next prompt, \
+                 tool call or doorbell)"
+            }
+            Delivery::Waits => "none (mail waits: start a monitor, or `inter-session inbox check`)",
+        }
+    }
 }
 
 pub fn rename(from: Option<&str>, force: bool, new: &str) -> Result<i32> {

@@ -4,12 +4,14 @@
 //! sending, finding a message by id prefix. A backend says how its database
 //! stores things; what the product decides lives here and in `rules`.
 
+use std::collections::HashSet;
+
 use anyhow::{bail, Result};
 
 use super::rules::{near_names, next_candidate, not_resent, prefix_reaches, sent_to};
 use super::{
     Address, Brief, Change, Claim, ClaimRequest, Find, LookupError, Mailbox, Message, NewMessage,
-    NotFound, Recipients, SendError, Sent, Session, State, Which,
+    NotFound, Recipients, SendError, Sent, Session, State, Which, Written,
 };
 
 /// The verbs, for every store (`impl<M: Mailbox + ?Sized> Verbs for M`).
@@ -147,7 +149,7 @@ pub trait Verbs: Mailbox {
                 return Err(SendError::SelfSend(msg.sender.name.clone()).into());
             }
         }
-        let written = self.write_message(msg)?;
+        let mut written = self.write_message(msg)?;
         if written.duplicate {
             return Ok(Sent {
                 id: written.id,
@@ -159,7 +161,7 @@ pub trait Verbs: Mailbox {
                 duplicate: true,
             });
         }
-        let online = match written.online {
+        let online = match written.online.take() {
             Some(known) => known,
             None => {
                 let ids: Vec<i64> = written.recipients.iter().map(|(id, _)| *id).collect();
@@ -167,6 +169,7 @@ pub trait Verbs: Mailbox {
                 self.online_of(&ids).unwrap_or_default()
             }
         };
+        ring_doors(self, &written, &online);
         Ok(Sent {
             id: written.id,
             recipients: written
@@ -194,6 +197,30 @@ pub trait Verbs: Mailbox {
 }
 
 impl<M: Mailbox + ?Sized> Verbs for M {}
+
+/// After the commit: ring the door (`door.rs`) of every recipient on this
+/// machine that no live monitor serves, so its host hands the mail over.
+/// Best effort; the mail waits whatever happens here.
+fn ring_doors<M: Mailbox + ?Sized>(store: &M, written: &Written, online: &HashSet<i64>) {
+    let Ok(data) = crate::datadir::path() else {
+        return;
+    };
+    if !crate::door::any(&data) {
+        return;
+    }
+    let here = crate::identity::this_host();
+    for (id, _) in written
+        .recipients
+        .iter()
+        .filter(|(id, _)| !online.contains(id))
+    {
+        if let Ok(Some(s)) = store.find(Find::Id(*id)) {
+            if let Some(key) = s.key.filter(|_| s.host == here) {
+                crate::door::ring(&data, &key, &written.id);
+            }
+        }
+    }
+}
 
 /// The recipient `name_or_prefix` of a send, given its exact-name brief (if
 /// any): a prefix or an unknown name goes through `resolve`, which says
