@@ -31,6 +31,19 @@
 //!   session is `left`, and Claude Code tells the model that monitor ended
 //!   (`Monitor "inter-session messages" stream ended`, or `… ended without
 //!   producing output (exit 0)` when the SIGTERM came before its notice).
+//! - `doorbell_wakes_idle_session_without_a_monitor`: no skill, so no
+//!   plugin monitor; the model's Bash `inbox watch --name cc9 --window 1`
+//!   registers cc9 under Claude Code's session id and leaves it offline.
+//!   The plugin's SessionStart hook opened the session's door file
+//!   (`watchPaths`); `mail send` rings it, Claude Code runs the FileChanged
+//!   hook (`asyncRewake`), whose exit 2 wakes the idle session: a new
+//!   request holds `Stop hook blocking error from command "FileChanged":
+//!   [inter-session msg=<id> from="bob"] hello`, shown once, and
+//!   `mail status` says `delivered via hook:claude:FileChanged`.
+//!
+//! Wake times measured on a 2-core VM (from `mail send` returning to the
+//! request reaching the model; printed by each run, asserted < 5 s only):
+//! plugin monitor 0.25–0.7 s, doorbell 0.75–1.2 s (2 s on a cold first run).
 //!
 //! Facts about the interactive CLI 2.1.332 found while writing these (read
 //! from its screen and its bundled code):
@@ -53,11 +66,17 @@
 //!   names (`… task <id> …`).
 //! - A finished turn shows `✻ <verb> for <time> · done <clock>`; that is
 //!   the "idle" signal the tests wait for.
+//! - A monitor's lines reach the model as `<task-notification>`s whose
+//!   `<summary>` is `Monitor event: "<description>"`; its end as one with a
+//!   `<status>` and `Monitor "<description>" stream ended` (or `… ended
+//!   without producing output (exit 0)`). The model's Monitors get
+//!   descriptions of their own here, so the summary says which monitor
+//!   delivered a line.
 //!
 //! The CLI comes from `needs::claude_code()` (the pinned npm package in
 //! `target/claude-code`, installed when missing); without it or without
 //! tmux each test skips loudly (`INTER_SESSION_TEST_REQUIRE=all` fails
-//! instead). Each test takes 10–30 s.
+//! instead). Each test takes 3–20 s (all four, in parallel, about 15 s).
 
 #[path = "support/fake_model.rs"]
 mod fake_model;
@@ -1028,4 +1047,109 @@ fn disconnect_ends_the_plugin_monitor() {
         .expect("the end");
     eprintln!("disconnect: the model was told: {}", end.summary);
     assert!(alive(live.pid), "Claude Code itself ended");
+}
+
+/// The doorbell (SPEC §9): no monitor at all, the plugin's hooks only.
+#[test]
+fn doorbell_wakes_idle_session_without_a_monitor() {
+    let Some(bin) = prerequisites() else {
+        return;
+    };
+    let env = Env::new();
+    env.ok("bob-key", &["--from", "bob", "status"]);
+    let model = FakeModel::start(cued(vec![(
+        "live-test: register as cc9",
+        vec![
+            // A monitor that leaves at once: cc9 is registered under this
+            // session's key, and offline.
+            step(Turn::bash(
+                "inter-session inbox watch --name cc9 --window 1",
+            )),
+            step(Turn::end("registered as cc9")),
+        ],
+    )]));
+    let live = Live::start(&bin, &env, &model, "cc9");
+
+    // SessionStart opened this session's door (watchPaths).
+    let doors = env.data.join("doors");
+    let door_count = || {
+        fs::read_dir(&doors)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("door-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        poll(SOON, || door_count() == 1),
+        "no door file in {} after SessionStart\n{}",
+        doors.display(),
+        live.report(&model)
+    );
+
+    live.submit(&model, "live-test: register as cc9");
+    let registered = live.expect_request(&model, READY, "the watch's result", |r| {
+        !r.tool_results().is_empty()
+    });
+    eprintln!(
+        "doorbell: the brief watch said {:?}",
+        registered.last_tool_result()
+    );
+    live.wait_row(&env, &model, "cc9", "offline", None);
+    live.wait_idle(&model, "registered as cc9");
+    assert!(
+        live.binaries().is_empty(),
+        "a monitor runs: {:?}",
+        live.binaries()
+    );
+
+    // Mail from outside rings the door; FileChanged wakes the idle session.
+    let before = model.main_requests().len();
+    let id = send_from_bob(&env, "cc9", "hello");
+    let sent = Instant::now();
+    let line = bob_line(&id, "hello");
+    let ends_line = |text: &str| {
+        text.match_indices(&line).any(|(at, _)| {
+            let after = &text[at + line.len()..];
+            after.is_empty() || after.starts_with('\n')
+        })
+    };
+    let woke = live.expect_request(&model, SOON, "the doorbell's wake-up", |r| {
+        r.index >= before && ends_line(&r.new_text())
+    });
+    let wake = model
+        .arrived_at(woke.index)
+        .expect("arrival")
+        .saturating_duration_since(sent);
+    eprintln!(
+        "doorbell: idle session woke {wake:?} after `mail send` returned (request {})",
+        woke.index
+    );
+    let shown = woke.new_text();
+    let framing = shown
+        .lines()
+        .find(|l| l.contains(&line))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!("doorbell: shown as {framing:?}");
+    let framed = format!("Stop hook blocking error from command \"FileChanged\": {line}");
+    assert!(
+        framing.ends_with(&framed),
+        "not the FileChanged hook's wake-up ({framed:?}): {shown}"
+    );
+    assert!(
+        wake < WAKE_BOUND,
+        "the idle session took {wake:?} to wake\n{}",
+        live.report(&model)
+    );
+    let status = env.ok("bob-key", &["mail", "status", &id]);
+    assert!(
+        status.starts_with("cc9: delivered via hook:claude:FileChanged at "),
+        "mail status: {status}"
+    );
+    // Once.
+    live.wait_idle(&model, "noted");
+    let all = model.last_main().expect("a request").transcript();
+    assert_eq!(all.matches(&line).count(), 1, "{line} not shown once");
 }
