@@ -218,13 +218,9 @@ fn binaries_under(ancestor: i32) -> Vec<Proc> {
 // ---------------------------------------------------------------------------
 // The mailbox, as seen from outside.
 
-fn run_at(env: &Env, key: &str, args: &[&str]) -> Output {
-    env.run(key, args)
-}
-
 /// `name`'s row in `list --all --json` (Null if none).
 fn row_of(env: &Env, name: &str) -> serde_json::Value {
-    let out = run_at(env, "probe", &["list", "--all", "--json"]);
+    let out = env.run("probe", &["list", "--all", "--json"]);
     if !out.status.success() {
         return serde_json::Value::Null;
     }

@@ -405,11 +405,6 @@ impl FakeModel {
             .map(|r| r.at)
     }
 
-    /// How many main requests have arrived so far.
-    pub fn main_count(&self) -> usize {
-        self.shared.main_count.load(Ordering::SeqCst)
-    }
-
     /// A readable summary of every main request's new content, for failure
     /// messages.
     pub fn dump(&self) -> String {
