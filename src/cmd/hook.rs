@@ -104,6 +104,10 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
             let door_path = door::open(&data, &key)?;
             return session_start(host, &data, &door_path, from, &key);
         }
+        // Under plain `claude -p` the host runs an asyncRewake hook but
+        // drops what its exit 2 hands over: the mail waits for the next
+        // PostToolUse, Stop or UserPromptSubmit hook instead.
+        Hand::Rewake if rewake_is_dropped() => return Ok(0),
         _ => {}
     }
     let store = open()?;
@@ -269,6 +273,24 @@ fn batch(store: &dyn Mailbox, session_id: i64) -> Result<Option<(String, Vec<i64
     let text = rendered[..n].concat().join("\n");
     let seqs = pending[..n].iter().map(|m| m.seq).collect();
     Ok(Some((text, seqs)))
+}
+
+/// Whether the host is `claude -p` reading no stream-json input, where an
+/// `asyncRewake` hook's exit 2 reaches no one: Claude Code 2.1.332 runs the
+/// FileChanged hook there (during a tool call too) and drops its stderr;
+/// with `--input-format stream-json`, and interactive, it shows it. Known
+/// from `$CLAUDE_PID`'s command line; when that cannot be read, the hook
+/// hands the mail over as usual.
+fn rewake_is_dropped() -> bool {
+    let Some(argv) = identity::claude_pid_argv() else {
+        return false;
+    };
+    let print = argv.iter().any(|a| a == "-p" || a == "--print");
+    let stream_input = argv.iter().any(|a| a == "--input-format=stream-json")
+        || argv
+            .windows(2)
+            .any(|w| w[0] == "--input-format" && w[1] == "stream-json");
+    print && !stream_input
 }
 
 /// Consecutive Stop blocks the host takes (`CLAUDE_CODE_STOP_HOOK_BLOCK_CAP`,
