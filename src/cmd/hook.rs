@@ -372,7 +372,11 @@ fn find_session(store: &dyn Mailbox, from: Option<&str>, key: &str) -> Result<Op
 /// as it runs. `None` while a monitor (or, past a short wait, another
 /// delivery) has it: that one delivers. A hook killed mid-way leaves the
 /// lock to the kernel and its mail pending.
-fn claim(store: &dyn Mailbox, data: &Path, session: &Session) -> Result<Option<FileLock>> {
+pub(super) fn claim(
+    store: &dyn Mailbox,
+    data: &Path,
+    session: &Session,
+) -> Result<Option<FileLock>> {
     if store.is_online(session.id) {
         return Ok(None);
     }
@@ -393,7 +397,7 @@ fn claim(store: &dyn Mailbox, data: &Path, session: &Session) -> Result<Option<F
 }
 
 /// The first batch of pending mail (≤ 3,000 units) and its seqs.
-fn batch(store: &dyn Mailbox, session_id: i64) -> Result<Option<(String, Vec<i64>)>> {
+pub(super) fn batch(store: &dyn Mailbox, session_id: i64) -> Result<Option<(String, Vec<i64>)>> {
     let pending = store.pending(session_id, 0, PAGE)?;
     if pending.is_empty() {
         return Ok(None);

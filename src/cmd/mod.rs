@@ -353,6 +353,25 @@ pub enum InboxCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Wait for mail, print it, mark it delivered, exit 0 (a host's background waiter)
+    #[command(after_help = "Examples:\n  \
+        inter-session inbox wait --once               # Gemini CLI: run as a background shell command\n  \
+        inter-session inbox wait --once --timeout 30m # exit 124 when nothing came\n\n\
+        Prints the pending mail in the monitor's lines (at most 3,000 units a batch; the rest\n\
+        waits for the next run) and marks it delivered (receipt `wait`) only once it is written\n\
+        and flushed. Nothing while a live monitor of the session prints its mail. Under Gemini\n\
+        CLI it refuses to run unless the settings that hand a background command's output to\n\
+        the model are on (tools.shell.backgroundCompletionBehavior \"inject\" and\n\
+        experimental.modelSteering true; `inter-session setup gemini` writes them): without them\n\
+        the mail it printed would never reach the model.")]
+    Wait {
+        /// Exit after the first batch (a background waiter); without it, keep printing batches
+        #[arg(long)]
+        once: bool,
+        /// Give up after AGE with exit 124 (default: wait for ever)
+        #[arg(long, value_name = "AGE")]
+        timeout: Option<String>,
+    },
     /// Print one message's full text, made safe for a terminal (--raw: the exact bytes)
     #[command(after_help = SAFE_TEXT_HELP_READ)]
     Read {
@@ -557,6 +576,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         Command::Inbox(InboxCmd::Check { json }) => inbox::check(from, cli.force, json),
         Command::Inbox(InboxCmd::Read { id, raw, json }) => inbox::read(&id, raw, json),
+        Command::Inbox(InboxCmd::Wait { once, timeout }) => {
+            inbox::wait(from, once, timeout.as_deref())
+        }
         Command::Mail(MailCmd::Send {
             to,
             all,
