@@ -7,6 +7,7 @@ pub mod cmd;
 pub mod datadir;
 pub mod door;
 pub mod error;
+pub mod hosts;
 pub mod identity;
 pub mod line;
 pub mod lock;

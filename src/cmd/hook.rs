@@ -2,10 +2,10 @@
 //! the host's own format (SPEC §9: Claude Code). It reads the hook's JSON on
 //! stdin, finds the session as Bash and the monitor do (else by the hook's
 //! `session_id`), and prints exactly what the host takes: context to inject,
-//! a Stop block, or, for an `asyncRewake` hook, the mail on stderr with exit
-//! 2. Mail is marked delivered (`hook:<host>:<event>`) only after that output
-//! is written and flushed; with no mail, or while a live monitor of the
-//! session prints it, the hook prints nothing and exits 0.
+//! or the mail on stderr with exit 2 (a Stop block, or an `asyncRewake`
+//! hook's wake-up). Mail is marked delivered (`hook:<host>:<event>`) only
+//! after that output is written and flushed; with no mail, or while a live
+//! monitor of the session prints it, the hook prints nothing and exits 0.
 //!
 //! One batch at most per run (`pace::fit`, ≤ 3,000 UTF-16 units, what the
 //! host shows at once); the rest waits for the next hook or the monitor.
@@ -22,15 +22,16 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
 use serde_json::{json, Value};
 
+use super::waiter::{Waited, Waiter};
 use super::{me_if_any, open};
 use crate::lock::{self, FileLock};
-use crate::store::{Mailbox, Session, State, Verbs};
+use crate::store::{ClaimRequest, Find, Mailbox, Session, State, Verbs};
 use crate::{door, identity, line, pace};
 
 /// Largest hook input read from stdin.
@@ -47,21 +48,41 @@ const CLAIM_PATIENCE: Duration = Duration::from_secs(1);
 pub enum Host {
     /// Claude Code (plugin `hooks/hooks.json` or settings hooks)
     Claude,
+    /// Codex CLI (`$CODEX_HOME/hooks.json`)
+    Codex,
+    /// Gemini CLI (`settings.json` hooks)
+    Gemini,
 }
 
 impl Host {
     fn name(self) -> &'static str {
         match self {
             Host::Claude => "claude",
+            Host::Codex => "codex",
+            Host::Gemini => "gemini",
+        }
+    }
+
+    fn events(self) -> &'static str {
+        match self {
+            Host::Claude => {
+                "SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged, SessionEnd"
+            }
+            Host::Codex => "SessionStart, UserPromptSubmit, PostToolUse, Stop",
+            Host::Gemini => "SessionStart, BeforeAgent, AfterTool, AfterAgent, SessionEnd",
         }
     }
 }
 
 /// How a host takes mail from one hook event.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Hand {
     /// `hookSpecificOutput.additionalContext` on stdout.
     Context,
-    /// `{"decision":"block","reason":…}` on stdout: the model goes on.
+    /// `{"decision":<word>,"reason":<mail>}` on stdout at the end of a turn:
+    /// the model runs again with the mail (Codex `block`, Gemini `deny`).
+    Decision(&'static str),
+    /// The mail on stderr and exit 2 from a Claude Code Stop hook.
     Block,
     /// The mail on stderr and exit 2 (an `asyncRewake` hook wakes the session).
     Rewake,
@@ -69,30 +90,63 @@ enum Hand {
     Close,
 }
 
+impl Hand {
+    /// At the end of a turn (where `--wait` may keep an idle agent listening).
+    fn ends_turn(self) -> bool {
+        matches!(self, Hand::Decision(_) | Hand::Block)
+    }
+}
+
 fn hand_for(host: Host, event: &str) -> Option<Hand> {
     match (host, event) {
-        (Host::Claude, "SessionStart" | "UserPromptSubmit" | "PostToolUse") => Some(Hand::Context),
+        (Host::Claude | Host::Codex, "SessionStart" | "UserPromptSubmit" | "PostToolUse") => {
+            Some(Hand::Context)
+        }
         (Host::Claude, "Stop") => Some(Hand::Block),
         (Host::Claude, "FileChanged") => Some(Hand::Rewake),
-        (Host::Claude, "SessionEnd") => Some(Hand::Close),
+        (Host::Claude | Host::Gemini, "SessionEnd") => Some(Hand::Close),
+        (Host::Codex, "Stop") => Some(Hand::Decision("block")),
+        (Host::Gemini, "SessionStart" | "BeforeAgent" | "AfterTool") => Some(Hand::Context),
+        (Host::Gemini, "AfterAgent") => Some(Hand::Decision("deny")),
         _ => None,
     }
 }
 
+/// The options of `hook <host> <event>`.
+pub struct Options<'a> {
+    pub from: Option<&'a str>,
+    /// The mailbox name a Codex or Gemini session registers at SessionStart.
+    pub name: Option<&'a str>,
+    /// At the end of a turn: wait up to this long for mail.
+    pub wait: Option<&'a str>,
+}
+
 /// Run one hook. It never exits 2 on an error of its own: to a Stop or an
 /// `asyncRewake` hook, exit 2 means "show the model this stderr".
-pub fn run(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
-    run_hook(host, event, from)
+pub fn run(host: Host, event: &str, opts: &Options) -> Result<i32> {
+    run_hook(host, event, opts)
         .map_err(|e| anyhow!("hook {} {}: {e:#}", host.name(), line::field(event)))
 }
 
-fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
-    let hand = hand_for(host, event).ok_or_else(|| {
-        anyhow!("unknown event (SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged, SessionEnd)")
-    })?;
+fn run_hook(host: Host, event: &str, opts: &Options) -> Result<i32> {
+    let hand = hand_for(host, event)
+        .ok_or_else(|| anyhow!("unknown event (events: {})", host.events()))?;
+    let wait = match opts.wait {
+        Some(w) if hand.ends_turn() => Some(Duration::from_secs(super::parse_age(w)?)),
+        Some(_) => {
+            bail!("--wait is for the end of a turn (Claude Code and Codex Stop, Gemini AfterAgent)")
+        }
+        None => None,
+    };
+    if let Some(n) = opts.name {
+        identity::validate_name(n)?;
+    }
     let input = read_input()?;
     let data = crate::datadir::path()?;
-    let key = hook_key(&input);
+    // A Codex or Gemini hook without its session id cannot tell whose it is.
+    let Some(key) = hook_key(host, &input) else {
+        return Ok(0);
+    };
     match hand {
         Hand::Close => {
             door::close(&data, &key);
@@ -100,22 +154,36 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
             return Ok(0);
         }
         Hand::Context if event == "SessionStart" => {
-            // The doorbell first: whatever else fails, the host watches it.
-            let door_path = door::open(&data, &key)?;
-            return session_start(host, &data, &door_path, from, &key);
+            return session_start(host, &data, &key, &input, opts);
         }
+        // Under plain `claude -p` the host runs an asyncRewake hook but
+        // drops what its exit 2 hands over: the mail waits for the next
+        // PostToolUse, Stop or UserPromptSubmit hook instead.
+        Hand::Rewake if rewake_is_dropped() => return Ok(0),
         _ => {}
     }
     let store = open()?;
-    let Some(session) = find_session(store.as_ref(), from, &key)? else {
+    let Some(session) = find_session(store.as_ref(), opts.from, &key)? else {
         return Ok(0);
     };
     // A Stop block the host would drop must carry no mail (SPEC §9: under
     // `-p` the 9th consecutive block is lost).
-    if matches!(hand, Hand::Block)
-        && stop_streak(&data, &key, &input).is_none_or(|n| n > stop_cap())
-    {
+    if hand == Hand::Block && stop_streak(&data, &key, &input).is_none_or(|n| n > stop_cap()) {
         return Ok(0);
+    }
+    if let Some(limit) = wait {
+        // Listen while idle: until mail waits (and no monitor prints it).
+        let deadline = Instant::now() + limit;
+        let mail = || {
+            if store.is_online(session.id) {
+                return Ok(Some(false));
+            }
+            Ok((!store.pending(session.id, 0, 1)?.is_empty()).then_some(true))
+        };
+        match Waiter::new()?.until(store.as_ref(), deadline, mail)? {
+            Waited::Got(true) => {}
+            _ => return Ok(0),
+        }
     }
     let Some(claim) = claim(store.as_ref(), &data, &session)? else {
         return Ok(0);
@@ -130,17 +198,25 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
             write_all(&mut std::io::stdout().lock(), &out)?;
             0
         }
-        Hand::Block => {
-            let out = json!({"decision": "block", "reason": text});
-            write_all(&mut std::io::stdout().lock(), &out)?;
+        Hand::Decision(word) => {
+            write_all(
+                &mut std::io::stdout().lock(),
+                &json!({"decision": word, "reason": text}),
+            )?;
             0
         }
+        Hand::Block => {
+            // A blocking exit 2, not `{"decision":"block","reason":…}`:
+            // Claude Code 2.1.332 shows a JSON block's reason to the model
+            // twice (as "Stop hook feedback:" and again as a "Stop hook
+            // blocking error from command …" message), exit 2's stderr once,
+            // as "Stop hook feedback:\n[<command>]: <stderr>". The leading
+            // newline starts the first message line at a line start.
+            write_stderr(&format!("\n{text}\n"))?;
+            2
+        }
         Hand::Rewake => {
-            let mut err = std::io::stderr().lock();
-            err.write_all(text.as_bytes())
-                .and_then(|()| err.write_all(b"\n"))
-                .and_then(|()| err.flush())
-                .context("could not hand the mail to the host")?;
+            write_stderr(&format!("{text}\n"))?;
             2
         }
         Hand::Close => 0,
@@ -151,19 +227,30 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
     Ok(code)
 }
 
-/// SessionStart: the door to watch, whether this session is connected, and
-/// (when no monitor prints it) the first batch of its mail.
-fn session_start(
-    host: Host,
-    data: &Path,
-    door_path: &Path,
-    from: Option<&str>,
-    key: &str,
-) -> Result<i32> {
+/// SessionStart: whether this session is connected, and (when no monitor
+/// prints it) the first batch of its mail. Claude Code's also opens the
+/// door to watch (`watchPaths`); a Codex or Gemini session is given its
+/// mailbox here (no skill connects it), named by `--name`,
+/// `INTER_SESSION_NAME`, its previous name, or its folder.
+fn session_start(host: Host, data: &Path, key: &str, input: &Value, opts: &Options) -> Result<i32> {
+    // The doorbell first: whatever else fails, the host watches it.
+    let door_path = match host {
+        Host::Claude => Some(door::open(data, key)?),
+        Host::Codex | Host::Gemini => None,
+    };
+    if host == Host::Gemini {
+        if let Some(id) = key.strip_prefix("gemini:") {
+            identity::record_gemini_session(data, id)?;
+        }
+    }
     let store = open()?;
+    let mut session = find_session(store.as_ref(), opts.from, key)?;
+    if session.is_none() && host != Host::Claude {
+        session = Some(register(store.as_ref(), key, input, opts)?);
+    }
     let mut context = Vec::new();
     let mut marked = None;
-    match find_session(store.as_ref(), from, key)? {
+    match session {
         None => context.push(
             "[inter-session] this session has no mailbox yet: `/inter-session connect <name>` \
              gives it one (mail reaches it from then on)."
@@ -191,11 +278,13 @@ fn session_start(
             }
         }
     }
-    let out = json!({"hookSpecificOutput": {
+    let mut out = json!({"hookSpecificOutput": {
         "hookEventName": "SessionStart",
         "additionalContext": context.join("\n"),
-        "watchPaths": [door_path.display().to_string()],
     }});
+    if let Some(door) = door_path {
+        out["hookSpecificOutput"]["watchPaths"] = json!([door.display().to_string()]);
+    }
     write_all(&mut std::io::stdout().lock(), &out)?;
     if let Some((id, seqs, claim)) = marked {
         store.mark_delivered(id, &seqs, &format!("hook:{}:SessionStart", host.name()))?;
@@ -204,15 +293,67 @@ fn session_start(
     Ok(0)
 }
 
-/// This hook's session key: the environment's (as Bash and the monitor
-/// see it) when the host set one, else the hook input's `session_id`.
-fn hook_key(input: &Value) -> String {
-    let from_env = ["INTER_SESSION_KEY", "CLAUDE_CODE_SESSION_ID"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    match input["session_id"].as_str().filter(|k| !k.is_empty()) {
-        Some(id) if !from_env => format!("claude:{id}"),
-        _ => identity::session_key(),
+/// Give a Codex or Gemini session its mailbox: claimed as a monitor would
+/// claim it (a name taken by a live session gets a `-2`), then left offline
+/// for its hooks to serve.
+fn register(store: &dyn Mailbox, key: &str, input: &Value, opts: &Options) -> Result<Session> {
+    let cwd = input["cwd"]
+        .as_str()
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map_or_else(std::env::current_dir, Ok)
+        .context("could not read the current directory")?;
+    let env_name = std::env::var("INTER_SESSION_NAME")
+        .ok()
+        .filter(|n| identity::validate_name(n).is_ok());
+    let name = opts
+        .name
+        .map(str::to_string)
+        .or(env_name)
+        .unwrap_or_else(|| identity::name_from_dir(&cwd));
+    let project = identity::project_of(&cwd).display().to_string();
+    let label = store.remembered_label(&project)?.unwrap_or_default();
+    let claim = store.claim(&ClaimRequest {
+        key,
+        name: &name,
+        label: &label,
+        cwd: &cwd.display().to_string(),
+        project: &project,
+        monitor_pid: i64::from(std::process::id()),
+        owner_pid: None,
+    })?;
+    store.release(claim.session.id)?;
+    drop(claim.presence);
+    let session = claim.session;
+    Ok(store.find(Find::Id(session.id))?.unwrap_or(session))
+}
+
+/// This hook's session key. Claude Code: the environment's (as Bash and the
+/// monitor see it) when the host set one, else `claude:<session_id>`.
+/// Codex: `codex:<session_id>` from the input only (its hooks share one
+/// daemon's environment across sessions, SPEC §12). Gemini:
+/// `gemini:$GEMINI_SESSION_ID`, else the input's `session_id`.
+fn hook_key(host: Host, input: &Value) -> Option<String> {
+    let given = input["session_id"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .map(str::to_string);
+    match host {
+        Host::Claude => {
+            let from_env = ["INTER_SESSION_KEY", "CLAUDE_CODE_SESSION_ID"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+            Some(match given {
+                Some(id) if !from_env => format!("claude:{id}"),
+                _ => identity::session_key(),
+            })
+        }
+        Host::Codex => given.map(|id| format!("codex:{id}")),
+        Host::Gemini => std::env::var("GEMINI_SESSION_ID")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .or(given)
+            .map(|id| format!("gemini:{id}")),
     }
 }
 
@@ -231,7 +372,11 @@ fn find_session(store: &dyn Mailbox, from: Option<&str>, key: &str) -> Result<Op
 /// as it runs. `None` while a monitor (or, past a short wait, another
 /// delivery) has it: that one delivers. A hook killed mid-way leaves the
 /// lock to the kernel and its mail pending.
-fn claim(store: &dyn Mailbox, data: &Path, session: &Session) -> Result<Option<FileLock>> {
+pub(super) fn claim(
+    store: &dyn Mailbox,
+    data: &Path,
+    session: &Session,
+) -> Result<Option<FileLock>> {
     if store.is_online(session.id) {
         return Ok(None);
     }
@@ -252,7 +397,7 @@ fn claim(store: &dyn Mailbox, data: &Path, session: &Session) -> Result<Option<F
 }
 
 /// The first batch of pending mail (≤ 3,000 units) and its seqs.
-fn batch(store: &dyn Mailbox, session_id: i64) -> Result<Option<(String, Vec<i64>)>> {
+pub(super) fn batch(store: &dyn Mailbox, session_id: i64) -> Result<Option<(String, Vec<i64>)>> {
     let pending = store.pending(session_id, 0, PAGE)?;
     if pending.is_empty() {
         return Ok(None);
@@ -268,6 +413,24 @@ fn batch(store: &dyn Mailbox, session_id: i64) -> Result<Option<(String, Vec<i64
     let text = rendered[..n].concat().join("\n");
     let seqs = pending[..n].iter().map(|m| m.seq).collect();
     Ok(Some((text, seqs)))
+}
+
+/// Whether the host is `claude -p` reading no stream-json input, where an
+/// `asyncRewake` hook's exit 2 reaches no one: Claude Code 2.1.332 runs the
+/// FileChanged hook there (during a tool call too) and drops its stderr;
+/// with `--input-format stream-json`, and interactive, it shows it. Known
+/// from `$CLAUDE_PID`'s command line; when that cannot be read, the hook
+/// hands the mail over as usual.
+fn rewake_is_dropped() -> bool {
+    let Some(argv) = identity::claude_pid_argv() else {
+        return false;
+    };
+    let print = argv.iter().any(|a| a == "-p" || a == "--print");
+    let stream_input = argv.iter().any(|a| a == "--input-format=stream-json")
+        || argv
+            .windows(2)
+            .any(|w| w[0] == "--input-format" && w[1] == "stream-json");
+    print && !stream_input
 }
 
 /// Consecutive Stop blocks the host takes (`CLAUDE_CODE_STOP_HOOK_BLOCK_CAP`,
@@ -319,6 +482,14 @@ fn read_input() -> Result<Value> {
         anyhow::bail!("the hook's input is not a JSON object");
     }
     Ok(v)
+}
+
+/// The mail on stderr, flushed (what a blocking exit 2 hands the host).
+fn write_stderr(text: &str) -> Result<()> {
+    let mut err = std::io::stderr().lock();
+    err.write_all(text.as_bytes())
+        .and_then(|()| err.flush())
+        .context("could not hand the mail to the host")
 }
 
 /// One JSON document and a newline, flushed: the host reads it whole.

@@ -2,9 +2,12 @@
 
 use std::io::{IsTerminal, Write};
 
+use std::time::{Duration, Instant};
+
 use anyhow::Result;
 
-use super::{me_acting, open};
+use super::waiter::{Waited, Waiter};
+use super::{hook, me, me_acting, open};
 use crate::line::{self, safe_text};
 use crate::store::Verbs;
 
@@ -50,6 +53,53 @@ pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
     // After the drain, so the note waits for the session's own monitor.
     acting.tell(store.as_ref())?;
     Ok(0)
+}
+
+/// `inbox wait`: until mail is pending (and no monitor prints it), then
+/// the first batch in the monitor's lines, flushed, then marked delivered
+/// (`wait`); with `once`, exit 0 there. 124 when `timeout` passes first,
+/// 130 on a signal; either way nothing printed, nothing marked.
+pub fn wait(from: Option<&str>, once: bool, timeout: Option<&str>) -> Result<i32> {
+    let limit = timeout.map(super::parse_age).transpose()?;
+    if std::env::var_os("GEMINI_CLI").is_some() {
+        crate::hosts::gemini::check_background_inject()?;
+    }
+    let waiter = Waiter::new()?;
+    let store = open()?;
+    let session = me(store.as_ref(), from)?;
+    let data = crate::datadir::path()?;
+    // Far enough for ever (100 years), near enough for Instant.
+    let deadline = Instant::now() + Duration::from_secs(limit.unwrap_or(super::MAX_AGE_SECS));
+    let mut out = std::io::stdout().lock();
+    loop {
+        let ready = || {
+            Ok(
+                (!store.is_online(session.id) && !store.pending(session.id, 0, 1)?.is_empty())
+                    .then_some(()),
+            )
+        };
+        match waiter.until(store.as_ref(), deadline, ready)? {
+            Waited::Got(()) => {}
+            Waited::TimedOut => return Ok(124),
+            Waited::Interrupted => return Ok(130),
+        }
+        let Some(claim) = hook::claim(store.as_ref(), &data, &session)? else {
+            // A monitor (or a hook) took it: wait for what comes next.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let Some((text, seqs)) = hook::batch(store.as_ref(), session.id)? else {
+            continue;
+        };
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        store.mark_delivered(session.id, &seqs, crate::store::via::WAIT)?;
+        drop(claim);
+        if once {
+            return Ok(0);
+        }
+    }
 }
 
 /// One message's text: made safe (`line::safe_text`) unless `raw`.

@@ -67,6 +67,8 @@ pub mod via {
     pub const CHECK: &str = "check";
     /// `mail ask` printed it as the answer it waited for.
     pub const ASK: &str = "ask";
+    /// `inbox wait` printed it and exited 0 (a host's background waiter).
+    pub const WAIT: &str = "wait";
 }
 
 /// Which database holds the mailbox.

@@ -1,0 +1,4 @@
+//! What we know of the agent hosts' own configuration files (SPEC §12).
+
+pub mod gemini;
+pub mod jsonc;
