@@ -1052,3 +1052,303 @@ fn by_default_a_completion_is_never_sent() {
         s.model.dump()
     );
 }
+
+// ---------------------------------------------------------------------------
+// 8. Our verb in the real CLI: `inter-session hook gemini <Event>` wired in
+// settings.json, and `inbox wait --once` as the background waiter.
+
+/// A UUID of this test's own (the CLI takes it with `--session-id`).
+fn session_uuid() -> String {
+    let mut rng = support::Rng::seeded("INTER_SESSION_TEST_SEED", "gemini session ids");
+    let hex = |n: usize, rng: &mut support::Rng| -> String {
+        (0..n)
+            .map(|_| char::from_digit(rng.below(16) as u32, 16).expect("hex digit"))
+            .collect()
+    };
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        hex(8, &mut rng),
+        hex(4, &mut rng),
+        hex(3, &mut rng),
+        hex(3, &mut rng),
+        hex(12, &mut rng)
+    )
+}
+
+/// settings.json's command for our verb.
+fn verb(event: &str, args: &str) -> String {
+    format!("'{}' hook gemini {event} {args}", support::BIN)
+        .trim_end()
+        .to_string()
+}
+
+/// A home whose runs use `env`'s data folder and find the built binary
+/// first on PATH.
+fn home_for(env: &support::Env) -> GeminiHome {
+    let mut home = GeminiHome::new();
+    let bin_dir = Path::new(support::BIN).parent().expect("bin dir");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    home.var("PATH", path)
+        .var("INTER_SESSION_DATA_DIR", &env.data);
+    home
+}
+
+/// `gem`, registered under `gemini:<sid>` (a monitor under that key, then
+/// stopped) and offline.
+fn register_gem(env: &support::Env, sid: &str) {
+    let m = support::monitor_up(env, &format!("gemini:{sid}"), "gem");
+    assert_eq!(m.stop(), Some(0));
+    env.wait_state("gem", "offline");
+    let key = env.sql("select session_key from sessions where name = 'gem'");
+    assert_eq!(key.trim(), format!("gemini:{sid}"));
+}
+
+/// The exact line a plain message from bob is (SPEC §4).
+fn bob_line(id: &str, text: &str) -> String {
+    format!("[inter-session msg={id} from=\"bob\"] {text}")
+}
+
+/// `mail status` must say `gem: delivered via <via> at …`.
+fn assert_via(env: &support::Env, id: &str, via: &str) {
+    let status = env.ok("bob", &["--from", "bob", "mail", "status", id]);
+    assert!(
+        status.starts_with(&format!("gem: delivered via {via} at ")),
+        "mail status {id}: {status}"
+    );
+}
+
+#[test]
+fn verb_session_start_hands_over_waiting_mail() {
+    let Some(cli) = gemini_cli() else { return };
+    let env = support::Env::new();
+    let sid = session_uuid();
+    register_gem(&env, &sid);
+    let id = support::send_as(&env, "bob", "gem", "hello <gem> & \"you\"");
+    let mut home = home_for(&env);
+    home.hook("SessionStart", &verb("SessionStart", ""));
+    let model = FakeGemini::start(Script::steps(vec![step(Turn::end("read it"))]));
+    let run = home
+        .spawn_prompt(
+            &cli,
+            &model.base_url(),
+            &["--session-id", &sid],
+            "the prompt",
+        )
+        .finish(RUN);
+    run.assert_ok(&model.dump());
+    let first = model.main_requests().remove(0);
+    let texts = first.new_user_texts();
+    let part = texts.last().expect("the prompt's part");
+    let (context, prompt) = part.split_once("\n\n").expect("context, then the prompt");
+    assert_eq!(prompt, "the prompt");
+    // The context holds the exact line (the CLI escapes only `<` and `>`).
+    let inner = context
+        .strip_prefix("<hook_context>")
+        .and_then(|c| c.strip_suffix("</hook_context>"))
+        .unwrap_or_else(|| panic!("not a hook context: {context}"));
+    let line = bob_line(&id, "hello <gem> & \"you\"");
+    let escaped = line.replace('<', "&lt;").replace('>', "&gt;");
+    assert!(
+        inner.lines().any(|l| l == escaped),
+        "{escaped} not in {inner:?}"
+    );
+    assert!(inner.contains("connected as 'gem'"), "{inner}");
+    assert_via(&env, &id, "hook:gemini:SessionStart");
+}
+
+#[test]
+fn verb_before_agent_and_after_tool_hand_over_mail() {
+    let Some(cli) = gemini_cli() else { return };
+    let env = support::Env::new();
+    let sid = session_uuid();
+    register_gem(&env, &sid);
+    let first_id = support::send_as(&env, "bob", "gem", "before the agent");
+    let mut home = home_for(&env);
+    home.hook("BeforeAgent", &verb("BeforeAgent", ""))
+        .hook("AfterTool", &verb("AfterTool", ""));
+    // The model's command sends bob's second message while the tool runs.
+    let send = format!(
+        "INTER_SESSION_KEY=bob '{}' --from bob --force mail send --to gem --text 'during the tool'",
+        support::BIN
+    );
+    let model = FakeGemini::start(Script::steps(vec![
+        step(Turn::shell(&send)),
+        step(Turn::end("done")),
+    ]));
+    let run = home
+        .spawn_prompt(
+            &cli,
+            &model.base_url(),
+            &["--session-id", &sid],
+            "the prompt",
+        )
+        .finish(RUN);
+    run.assert_ok(&model.dump());
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), 2, "{}", report(&model, &run));
+    assert_eq!(
+        reqs[0].new_user_texts()[1..],
+        [
+            "the prompt".to_string(),
+            hook_context(&bob_line(&first_id, "before the agent"))
+        ]
+    );
+    assert_via(&env, &first_id, "hook:gemini:BeforeAgent");
+    let out = reqs[1].last_tool_output();
+    let second_id = support::sent_id(
+        out.split("Output: ")
+            .nth(1)
+            .and_then(|o| o.split("\nProcess Group").next())
+            .unwrap_or_else(|| panic!("no send output in {out:?}")),
+    );
+    assert!(
+        out.ends_with(&format!(
+            "</untrusted_context>\n\n{}",
+            hook_context(&bob_line(&second_id, "during the tool"))
+        )),
+        "{out}"
+    );
+    assert_via(&env, &second_id, "hook:gemini:AfterTool");
+}
+
+#[test]
+fn verb_after_agent_denies_with_mail_and_listens_while_idle() {
+    let Some(cli) = gemini_cli() else { return };
+    let env = support::Env::new();
+    let sid = session_uuid();
+    register_gem(&env, &sid);
+    let first_id = support::send_as(&env, "bob", "gem", "at the end of the turn");
+    let mut home = home_for(&env);
+    // Listens up to 8 s at each end of a turn (the last one ends the run).
+    home.hook("AfterAgent", &verb("AfterAgent", "--wait 8s"));
+    let model = FakeGemini::start(Script::new(|r| Turn::end(&format!("answer {}", r.index))));
+    let running = home.spawn_prompt(
+        &cli,
+        &model.base_url(),
+        &["--session-id", &sid],
+        "the prompt",
+    );
+    // The waiting mail: a deny at once, the exact line the next user message.
+    let second = model
+        .wait_for(RUN, |r| r.index == 1)
+        .unwrap_or_else(|| panic!("no second request\n{}", model.dump()));
+    assert_eq!(
+        second.new_user_texts(),
+        [bob_line(&first_id, "at the end of the turn")]
+    );
+    assert_via(&env, &first_id, "hook:gemini:AfterAgent");
+    // The next AfterAgent finds no mail and listens: a message sent then
+    // reaches the model.
+    let hook_waits = || {
+        descendants(running.pid).into_iter().any(|p| {
+            let args = cmdline(p);
+            args.iter().any(|a| a == "AfterAgent") && args.iter().any(|a| a == "--wait")
+        })
+    };
+    assert!(
+        poll(SOON, || model.main_requests().len() == 2 && hook_waits()),
+        "no AfterAgent hook listening after the second answer\n{}",
+        model.dump()
+    );
+    let second_id = support::send_as(&env, "bob", "gem", "while idle");
+    let sent = Instant::now();
+    let third = model
+        .wait_for(SOON, |r| r.index == 2)
+        .unwrap_or_else(|| panic!("no third request\n{}", model.dump()));
+    let took = model
+        .arrived_at(2)
+        .expect("arrival")
+        .saturating_duration_since(sent);
+    eprintln!("AfterAgent --wait: the model had the mail {took:?} after `mail send` returned");
+    assert_eq!(third.new_user_texts(), [bob_line(&second_id, "while idle")]);
+    assert!(took < WAKE_BOUND, "{took:?}");
+    assert_via(&env, &second_id, "hook:gemini:AfterAgent");
+    // No more mail: the last AfterAgent listens its 8 s and lets the run end.
+    let run = running.finish(RUN);
+    run.assert_ok(&model.dump());
+    assert_eq!(model.main_requests().len(), 3, "{}", report(&model, &run));
+}
+
+#[test]
+fn verb_background_waiter_wakes_idle_interactive_session() {
+    let Some(cli) = gemini_cli() else { return };
+    let env = support::Env::new();
+    let mut home = home_for(&env);
+    home.set("tools.shell.backgroundCompletionBehavior", json!("inject"))
+        .set("experimental.modelSteering", json!(true))
+        .hook("SessionStart", &verb("SessionStart", "--name gem"));
+    let model = FakeGemini::start(cued(vec![(
+        "wait for mail",
+        vec![
+            step(Turn::background("inter-session inbox wait --once")),
+            step(Turn::end("waiting for mail")),
+        ],
+    )]));
+    let Some(live) = LiveGemini::start(&cli, &home, &model.base_url(), &[]) else {
+        return;
+    };
+    // SessionStart registered gem under the CLI's session id.
+    assert!(
+        poll(SOON, || env
+            .sql("select session_key from sessions where name = 'gem'")
+            .starts_with("gemini:")),
+        "SessionStart never registered gem\n{}",
+        live.screen()
+    );
+    live.submit("wait for mail");
+    let started = model
+        .wait_for(SOON, |r| {
+            r.function_responses().iter().any(|f| {
+                f["output"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("moved to background"))
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the waiter never started\n{}\n{}",
+                model.dump(),
+                live.screen()
+            )
+        });
+    let bg_pid = background_pid(&started.last_tool_output());
+    live.wait_idle("waiting for mail");
+    live.wait_screen("the background waiter", SOON, |s| {
+        s.contains("1 Background process")
+    });
+    assert!(
+        alive(bg_pid),
+        "the waiter is not running\n{}",
+        live.screen()
+    );
+    let id = support::send_as(&env, "bob", "gem", "wake up");
+    let sent = Instant::now();
+    let line = bob_line(&id, "wake up");
+    let woke = model
+        .wait_for(SOON, |r| r.new_text().contains(&line))
+        .unwrap_or_else(|| {
+            panic!(
+                "no wake-up with {line}\n{}\n==== screen:\n{}",
+                model.dump(),
+                live.screen()
+            )
+        });
+    let took = model
+        .arrived_at(woke.index)
+        .expect("arrival")
+        .saturating_duration_since(sent);
+    eprintln!(
+        "inbox wait --once: idle interactive Gemini asked the model {took:?} after `mail send`"
+    );
+    let log = home
+        .home
+        .join(".gemini/tmp/background-processes")
+        .join(format!("background-{bg_pid}.log"));
+    assert_eq!(woke.new_user_texts(), [steering_update(&log, &line)]);
+    assert!(took < WAKE_BOUND, "{took:?}");
+    assert_via(&env, &id, "wait");
+}

@@ -377,22 +377,58 @@ impl GeminiHome {
         c
     }
 
-    /// `gemini --skip-trust -m <MODEL> --yolo -p PROMPT </dev/null`, to its
-    /// end (its process group killed and the test failed after `limit`).
-    pub fn prompt(&self, cli: &GeminiCli, base_url: &str, prompt: &str, limit: Duration) -> Run {
-        let mut c = self.command(cli, base_url, &["-p", prompt]);
+    /// `gemini --skip-trust -m <MODEL> --yolo [extra…] -p PROMPT </dev/null`,
+    /// started (in a process group of its own).
+    pub fn spawn_prompt(
+        &self,
+        cli: &GeminiCli,
+        base_url: &str,
+        extra: &[&str],
+        prompt: &str,
+    ) -> Running {
+        let mut args = extra.to_vec();
+        args.extend(["-p", prompt]);
+        let mut c = self.command(cli, base_url, &args);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
         let start = Instant::now();
         let child = c.spawn().expect("spawn the Gemini CLI");
-        let pid = child.id() as i32;
+        Running {
+            pid: child.id() as i32,
+            child: Some(child),
+            start,
+        }
+    }
+
+    /// The same, to its end (its process group killed and the test failed
+    /// after `limit`).
+    pub fn prompt(&self, cli: &GeminiCli, base_url: &str, prompt: &str, limit: Duration) -> Run {
+        self.spawn_prompt(cli, base_url, &[], prompt).finish(limit)
+    }
+}
+
+/// A headless run under way (its process group killed if dropped
+/// unfinished).
+pub struct Running {
+    /// The launcher's pid (also its process group).
+    pub pid: i32,
+    child: Option<Child>,
+    start: Instant,
+}
+
+impl Running {
+    /// Wait for its end (its process group killed and the test failed after
+    /// `limit`).
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let pid = self.pid;
+        let child = self.child.take().expect("a running CLI");
         let (output, timed_out) = wait_output(child, limit);
         let run = Run {
             pid,
             output,
-            took: start.elapsed(),
+            took: self.start.elapsed(),
         };
         assert!(
             !timed_out,
@@ -400,6 +436,16 @@ impl GeminiHome {
             run.report()
         );
         run
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the process group of the CLI this test started.
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+            let _ = child.wait();
+        }
     }
 }
 
