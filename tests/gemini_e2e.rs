@@ -1,11 +1,166 @@
-//! The real Gemini CLI (SPEC §12), pinned, against the scripted Gemini API
-//! of `support/fake_gemini.rs`: what its shell commands and hooks see, what
-//! its hooks' output does to the next model request, and how a background
-//! command wakes an idle interactive session. The request bodies the CLI
-//! sends are the evidence. The harness is proven with tiny shell-script
-//! hooks and commands, independent of our binary.
+//! The real Gemini CLI (SPEC §12), pinned (0.61.0), against the scripted
+//! Gemini API of `support/fake_gemini.rs`: what its shell commands and hooks
+//! see, what its hooks' output does to the next model request, and how a
+//! background command wakes an idle interactive session. The request bodies
+//! the CLI sends are the evidence. Sections 1–7 prove the harness with tiny
+//! shell-script hooks and commands, independent of our binary; section 8
+//! wires our `inter-session hook gemini <Event>` and `inbox wait --once`.
 //!
-//! FACTS (placeholder: filled in below once measured)
+//! Offline: `GEMINI_CLI_HOME` = `HOME` = a temp folder (settings in
+//! `.gemini/settings.json`, support/gemini.rs), `GEMINI_API_KEY=dummy`,
+//! `GOOGLE_GEMINI_BASE_URL=http://127.0.0.1:PORT`; `node gemini.js
+//! --skip-trust -m gemini-2.5-pro --yolo -p PROMPT </dev/null`.
+//!
+//! Facts about Gemini CLI 0.61.0 found here (checked 2026-12-03 on a 2-core
+//! VM under load; the test that shows each is named; where a fact comes
+//! from the bundle's code, the code is named):
+//!
+//! Processes and commands (`headless_turn_runs_a_shell_command`,
+//! `hooks_and_commands_share_the_gemini_process`, `interactive_hooks_and_commands`)
+//! - `node gemini.js …` (the launcher) relaunches itself as `node
+//!   --max-old-space-size=N gemini.js …` (`GEMINI_CLI_NO_RELAUNCH=true`).
+//!   Shell commands (`bash -c <command>`, leading their own process group:
+//!   PGID = the bash pid) and hooks are both children of that relaunched
+//!   process, whose parent is the launcher, headless and interactive. So a
+//!   SessionStart hook can record its `$PPID` → `$GEMINI_SESSION_ID`, and a
+//!   command finds its session through its own `$PPID` (shown).
+//! - A command's environment: `GEMINI_CLI=1` (and `GEMINI_CLI_NO_RELAUNCH`,
+//!   `GEMINI_CLI_TRUST_WORKSPACE` with --skip-trust, git/pager hardening:
+//!   `GIT_CONFIG_GLOBAL=/dev/null`, `GIT_TERMINAL_PROMPT=0`, `PAGER=cat`…);
+//!   no session id.
+//! - Command substitution (`$(…)`, backticks, `<(…)`, `>(…)`) is refused
+//!   even under --yolo: the command does not run and the model gets
+//!   "Command injection detected: …" as the output.
+//! - A headless run with one tool call takes 2.5–4.5 s.
+//!
+//! The request (`headless_turn_runs_a_shell_command`)
+//! - `POST /v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse` with
+//!   `contents`, `systemInstruction`, `tools` (`functionDeclarations` with
+//!   `parametersJsonSchema`), `generationConfig` (temperature 1, topP 0.95,
+//!   topK 64, thinkingConfig {includeThoughts, thinkingBudget 8192}). The
+//!   first user content: a `<session_context>…</session_context>` part, then
+//!   the prompt's part.
+//! - `run_shell_command` takes `command` (required), `description`,
+//!   `dir_path`, `is_background` (boolean), `delay_ms` (integer).
+//! - The call comes back with an `id` (`run_shell_command_<ms>_<n>`) and
+//!   `thoughtSignature: "skip_thought_signature_validator"`; the result is
+//!   `{"functionResponse":{"id","name","response":{"output":"<untrusted_context>\nOutput:
+//!   <text>\nProcess Group PGID: <n>\n</untrusted_context>"}}}`.
+//! - No side request in a short run; a loop check
+//!   (`gemini-3-flash-preview:generateContent`, JSON schema
+//!   `unproductive_state_*`) about every 10 model turns of one prompt.
+//!
+//! Hooks (`hook_context_reaches_the_next_request`, `hook_output_forms`,
+//! `after_agent_deny_runs_the_model_again`, `interactive_hooks_and_commands`)
+//! - settings.json: `"hooks": {"<Event>": [{"matcher"?, "sequential"?,
+//!   "hooks": [{"type": "command", "command": "…", "timeout": <ms, default
+//!   60000>, "name"?, "env"?}]}]}`; `hooksConfig.enabled` (default true),
+//!   `hooksConfig.disabled` (names). Hooks load only in a trusted folder
+//!   (code: `processHooksFromConfig`); --skip-trust trusts it (headless
+//!   without it, `GEMINI_CLI_TRUST_WORKSPACE=true` or a trusted folder:
+//!   exit 55, "not running in a trusted directory").
+//!   The command runs under `bash -c` in the project folder, the input JSON on
+//!   stdin; `$GEMINI_SESSION_ID`, `$GEMINI_PROJECT_DIR`, `$GEMINI_CWD` are
+//!   also expanded in the command string.
+//! - Input: `session_id`, `transcript_path`, `cwd`, `hook_event_name`,
+//!   `timestamp`, and per event: SessionStart `source` ("startup");
+//!   BeforeAgent `prompt`; AfterTool `tool_name`, `tool_input`,
+//!   `tool_response` {`llmContent`, `returnDisplay`}; AfterAgent `prompt`
+//!   (the turn's first prompt), `prompt_response` (the turn's answers so
+//!   far, joined by "\n"), `stop_hook_active`.
+//! - Environment: the CLI's own plus `GEMINI_SESSION_ID` (= input
+//!   `session_id` = `--session-id <uuid>` when given), `GEMINI_PROJECT_DIR`,
+//!   `GEMINI_CWD`, `GEMINI_PLANS_DIR`, `CLAUDE_PROJECT_DIR` (all the cwd but
+//!   the plans dir); not `GEMINI_CLI`.
+//! - Output: `stdout.trim()`, or if empty `stderr.trim()`, parsed as JSON.
+//!   Plain text: exit 0 → a message for the user (headless: printed on
+//!   stderr), never the model; exit 1 → a warning; any other exit (2) →
+//!   `{"decision":"deny","reason":<text>}`. Empty output, exit 0: nothing.
+//!   JSON with exit 1 is still applied (plus a warning).
+//! - `hookSpecificOutput.additionalContext` (`hookEventName` not needed; a
+//!   top-level `additionalContext` is ignored), `<` → `&lt;`, `>` → `&gt;`
+//!   (nothing else), wrapped `<hook_context>T</hook_context>`:
+//!   SessionStart headless: prepended to the prompt's part
+//!   (`<hook_context>T</hook_context>\n\nPROMPT`), interactive: a part of its
+//!   own before the prompt; BeforeAgent: a part after the prompt; AfterTool:
+//!   appended to the result (`…</untrusted_context>\n\n<hook_context>T</hook_context>`).
+//! - AfterAgent `{"decision":"deny"` (or `"block"`) `,"reason":T}`: the
+//!   model runs again with T as a new user message (a content of its own
+//!   after the model's answer, T verbatim); BeforeAgent runs again for it;
+//!   the next AfterAgent has `stop_hook_active: true`; the user sees "Agent
+//!   execution blocked: T". No cap: 12 denies in a row all honoured (150 in
+//!   an exploration); the chain ends only when the hook stops denying (an
+//!   always-deny hook met the loop check on repeated answers, then recursed
+//!   until the CLI crashed). Exit 2 with T on stderr does the same (reported
+//!   as a failed hook too).
+//! - Exit 2 on AfterTool replaces the tool's result by `{"error": <stderr>}`
+//!   ("Tool result blocked"): the output is lost to the model.
+//!
+//! The idle wake (`background_waiter_wakes_idle_interactive_session`,
+//! `without_steering_a_completion_waits_for_the_next_tool_call`,
+//! `with_steering_alone_a_completion_is_never_sent`,
+//! `by_default_a_completion_is_never_sent`)
+//! - `is_background: true`: the result is at once "Command moved to
+//!   background (PID: N). Output hidden. Press Ctrl+B to view."; the footer
+//!   shows "1 Background process" until it ends; its output goes to
+//!   `$GEMINI_CLI_HOME/.gemini/tmp/background-processes/background-N.log`.
+//! - With `tools.shell.backgroundCompletionBehavior: "inject"` and
+//!   `experimental.modelSteering: true`, its end starts a turn of an idle
+//!   session: a new user message `User steering update:\n<user_input>\n<output>
+//!   [Background command completed successfully. Output saved to <log>]
+//!   <output> </output>\n</user_input>\nInternal instruction: Re-evaluate the
+//!   active plan …` in which the output's whitespace runs (newlines too)
+//!   are each one space (several mail lines arrive on one line) and the
+//!   output is cut at 5,000 units ("...[TRUNCATED]"). Measured 70–390 ms from
+//!   the file the waiter waits for (it polls every 50 ms) to the request.
+//! - "inject" alone: held in memory and sent only ahead of the next tool
+//!   result of a later turn (a typed prompt does not carry it; lost if the
+//!   session ends first). Steering alone, or neither (the default
+//!   "silent"): never sent.
+//!
+//! The interactive CLI (`interactive_hooks_and_commands`; support/gemini.rs)
+//! - Commands run in a pseudo-terminal (the background log has CRLF). A
+//!   foreground command that ends as soon as it printed sometimes loses its
+//!   output: "Output: (empty)" in 1 of 5 runs of a test, 2 of 40 quick
+//!   `echo`s under CPU load (0 of ~300 on other tries; the CLI finishes on
+//!   the pty's exit with the data received so far, chunk-JDPZ4CE3.js
+//!   `pty.onExit`). None lost with a 0.05–0.1 s pause after the output, and
+//!   none of 20 background completions nor of 25 `inbox wait --once` wakes
+//!   under load.
+//! - The prompt (`*` under YOLO, placeholder "Type your message or
+//!   @path/to/file") is drawn ≈ 4 s after the start, before initialisation
+//!   ends (a prompt typed then is queued: "Initializing... Prompts will be
+//!   queued."); SessionStart runs ≈ 0.5 s later. An Enter within 30 ms of a
+//!   typed key is a newline (40 ms after a paste): type with `send-keys -l`,
+//!   wait until the prompt shows the text, then Enter.
+//! - A hang-up (tmux kill-server) does not end it (the launcher catches
+//!   SIGHUP, the relaunched CLI lives on); SIGTERM to the relaunched process
+//!   does, and the launcher follows.
+//!
+//! Our verb (section 8), with the session id fixed by `--session-id <uuid>`
+//! and `gem` registered under `gemini:<uuid>`:
+//! - `verb_session_start_hands_over_waiting_mail`: SessionStart puts the
+//!   exact `[inter-session msg=<id> from="bob"] …` line (its `<`, `>`
+//!   escaped by the CLI) in the first request; receipt
+//!   `hook:gemini:SessionStart`.
+//! - `verb_before_agent_and_after_tool_hand_over_mail`: BeforeAgent's line
+//!   is the part after the prompt, AfterTool's (mail sent by the tool's own
+//!   command) ends the tool's result; receipts `hook:gemini:BeforeAgent`,
+//!   `hook:gemini:AfterTool`.
+//! - `verb_after_agent_denies_with_mail_and_listens_while_idle`: AfterAgent
+//!   denies with the waiting line (the next user message, exactly the
+//!   line); with `--wait 8s` the next AfterAgent listens and mail sent then
+//!   reaches the model 30–40 ms after `mail send` returned; receipts
+//!   `hook:gemini:AfterAgent`.
+//! - `verb_background_waiter_wakes_idle_interactive_session`: SessionStart
+//!   (`--name gem`) registers the session and records its process; the
+//!   model's background `inter-session inbox wait --once` finds it without
+//!   `--from`; a `mail send` wakes the idle session 70–90 ms later with the
+//!   exact line in the steering update; receipt `wait`.
+//!
+//! Each test takes 3–15 s (all 14 in parallel ≈ 50 s). Without node ≥ 20 /
+//! npm / the registry, each skips loudly (`INTER_SESSION_TEST_REQUIRE=all`
+//! fails instead); without tmux the interactive ones skip.
 
 #[path = "support/fake_gemini.rs"]
 mod fake_gemini;
