@@ -24,6 +24,13 @@
 //!   process, whose parent is the launcher, headless and interactive. So a
 //!   SessionStart hook can record its `$PPID` → `$GEMINI_SESSION_ID`, and a
 //!   command finds its session through its own `$PPID` (shown).
+//! - The relaunch keeps the path the CLI was started by: started as a
+//!   global npm install starts it (the `gemini` bin link, by its
+//!   `#!/usr/bin/env node`), the process is `node --max-old-space-size=N
+//!   <…>/bin/gemini …`, with no `gemini.js` in it
+//!   (`verb_commands_find_their_session_under_the_npm_bin`, ignored until
+//!   src/identity.rs `is_gemini` takes that form: today SessionStart records
+//!   nothing there and commands see `"connected":false`).
 //! - A command's environment: `GEMINI_CLI=1` (and `GEMINI_CLI_NO_RELAUNCH`,
 //!   `GEMINI_CLI_TRUST_WORKSPACE` with --skip-trust, git/pager hardening:
 //!   `GIT_CONFIG_GLOBAL=/dev/null`, `GIT_TERMINAL_PROMPT=0`, `PAGER=cat`…);
@@ -158,7 +165,7 @@
 //!   `--from`; a `mail send` wakes the idle session 70–90 ms later with the
 //!   exact line in the steering update; receipt `wait`.
 //!
-//! Each test takes 3–15 s (all 14 in parallel ≈ 50 s). Without node ≥ 20 /
+//! Each test takes 3–15 s (all 14 in parallel ≈ 45–50 s). Without node ≥ 20 /
 //! npm / the registry, each skips loudly (`INTER_SESSION_TEST_REQUIRE=all`
 //! fails instead); without tmux the interactive ones skip.
 
@@ -310,6 +317,16 @@ fn pid_in(p: &Path) -> i32 {
         .unwrap_or_else(|_| panic!("no pid in {}", p.display()))
 }
 
+/// Whether a command line (arguments joined by spaces) runs the CLI:
+/// `node … gemini.js …`, or `node … <bin>/gemini …` when started through
+/// npm's bin link (the relaunch keeps the path it was started by).
+fn runs_the_cli(cmdline: &str) -> bool {
+    cmdline
+        .split(' ')
+        .take(4)
+        .any(|a| a.ends_with("gemini.js") || a.ends_with("/gemini"))
+}
+
 /// The `<hook_context>` wrapping of `text` as the CLI sends it
 /// (`<` and `>` escaped, nothing else).
 fn hook_context(text: &str) -> String {
@@ -437,7 +454,7 @@ fn headless_turn_runs_a_shell_command() {
     );
     let parent = read_trim(&rec.join("parent"));
     assert!(
-        parent.contains("gemini.js") && parent.contains("--max-old-space-size="),
+        runs_the_cli(&parent) && parent.contains("--max-old-space-size="),
         "the command's parent: {parent}"
     );
     assert_eq!(pid_in(&rec.join("grandparent")), run.pid, "{parent}");
@@ -775,7 +792,7 @@ fn hooks_and_commands_share_the_gemini_process() {
     // One parent: the relaunched CLI, child of the launcher.
     let cmd_parent = pid_in(&rec.join("ppid"));
     assert_eq!(hook.ppid, cmd_parent, "hook parent {}", hook.parent);
-    assert!(hook.parent.contains("gemini.js"), "{}", hook.parent);
+    assert!(runs_the_cli(&hook.parent), "{}", hook.parent);
     assert_eq!(pid_in(&rec.join("grandparent")), run.pid);
     // So the command learned its session id from the hook's record.
     let reqs = model.main_requests();
@@ -1506,4 +1523,37 @@ fn verb_background_waiter_wakes_idle_interactive_session() {
     assert_eq!(woke.new_user_texts(), [steering_update(&log, &line)]);
     assert!(took < WAKE_BOUND, "{took:?}");
     assert_via(&env, &id, "wait");
+}
+
+/// Started as users start it after `npm install -g` (the `gemini` bin link,
+/// run by its `#!/usr/bin/env node` line), the relaunched CLI is `node
+/// --max-old-space-size=N <…>/bin/gemini …`, with no `gemini.js` in its
+/// arguments. Then SessionStart records no process for the session and a
+/// command does not find it (`status --json` says `"connected":false`).
+#[test]
+#[ignore = "src/identity.rs is_gemini misses `node … <bin>/gemini` (the npm bin link); \
+            un-ignore once it takes that form"]
+fn verb_commands_find_their_session_under_the_npm_bin() {
+    let Some(cli) = gemini_cli() else { return };
+    let cli = cli.npm_bin().expect("the npm bin link next to gemini.js");
+    let env = support::Env::new();
+    let mut home = home_for(&env);
+    home.hook("SessionStart", &verb("SessionStart", "--name gem"));
+    let rec = home.dir().join("cmd");
+    let model = FakeGemini::start(Script::steps(vec![
+        step(Turn::shell(&format!(
+            "{}; inter-session status --json",
+            record_cmd(&rec)
+        ))),
+        step(Turn::end("done")),
+    ]));
+    let run = home.prompt(&cli, &model.base_url(), "who am i", RUN);
+    run.assert_ok(&model.dump());
+    let parent = read_trim(&rec.join("parent"));
+    assert!(
+        parent.contains("/gemini ") && !parent.contains("gemini.js"),
+        "the relaunched CLI: {parent}"
+    );
+    let out = model.main_requests()[1].last_tool_output();
+    assert!(out.contains("\"name\":\"gem\""), "{}", report(&model, &run));
 }

@@ -98,6 +98,19 @@ impl GeminiCli {
         })
     }
 
+    /// The same CLI started as a global npm install starts it: the
+    /// `node_modules/.bin/gemini` link to `gemini.js`, run by its
+    /// `#!/usr/bin/env node` line (None if this is not the npm bundle).
+    pub fn npm_bin(&self) -> Option<GeminiCli> {
+        let script = Path::new(self.prefix.first()?);
+        let node_modules = script.ancestors().find(|a| a.ends_with("node_modules"))?;
+        let bin = node_modules.join(".bin").join("gemini");
+        bin.exists().then(|| GeminiCli {
+            program: bin,
+            prefix: Vec::new(),
+        })
+    }
+
     fn of(bin: &Path) -> GeminiCli {
         if bin.extension().is_some_and(|e| e == "js") {
             GeminiCli {
