@@ -245,6 +245,18 @@ pub fn claude_ancestor() -> Option<Proc> {
     None
 }
 
+/// The command line of the Claude Code process `$CLAUDE_PID` names (Claude
+/// Code exports it to its hooks, Bash commands and monitors); None when it
+/// is unset or names no Claude Code process.
+pub fn claude_pid_argv() -> Option<Vec<String>> {
+    let pid = env_nonempty("CLAUDE_PID")?
+        .parse::<i32>()
+        .ok()
+        .filter(|p| *p > 1)?;
+    let p = read_proc(pid)?;
+    is_claude(&p).then_some(p.argv)
+}
+
 fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }

@@ -126,12 +126,13 @@ fn stop_blocks_once_and_rewake_rings_on_stderr() {
     assert!(out.stdout.is_empty(), "{out:?}");
     assert_eq!(via(&env, &id), "pending");
     let out = hook(&env, "ka", "Stop", r#"{"stop_hook_active":false}"#);
-    assert_eq!(out.status.code(), Some(0));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
-    assert_eq!(v["decision"], "block");
+    // A block is exit 2 with the mail on stderr (a JSON `decision` block's
+    // reason reaches the model twice in Claude Code 2.1.332).
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
     assert_eq!(
-        v["reason"],
-        format!("[inter-session msg={id} from=\"bob\"] keep going")
+        String::from_utf8_lossy(&out.stderr),
+        format!("\n[inter-session msg={id} from=\"bob\"] keep going\n")
     );
     assert_eq!(via(&env, &id), "hook:claude:Stop");
 
@@ -310,24 +311,24 @@ fn stop_blocks_up_to_the_hosts_cap_and_never_a_ninth() {
             "Stop",
             &format!(r#"{{"stop_hook_active":{active}}}"#),
         );
-        assert_eq!(out.status.code(), Some(0), "{out:?}");
         let last = ids.last().expect("an id");
+        assert!(out.stdout.is_empty(), "Stop {n}: {out:?}");
         if n <= 8 {
-            let v: Value = serde_json::from_slice(&out.stdout).expect("a block");
-            assert_eq!(v["decision"], "block", "Stop {n}");
-            assert!(v["reason"].as_str().expect("reason").contains(last));
+            assert_eq!(out.status.code(), Some(2), "Stop {n}: {out:?}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains(last.as_str()));
             assert_eq!(via(&env, last), "hook:claude:Stop");
         } else {
             // The host drops a 9th block in a row: none, and the mail waits.
-            assert!(out.stdout.is_empty(), "Stop {n}: {out:?}");
+            assert_eq!(out.status.code(), Some(0), "Stop {n}: {out:?}");
+            assert!(out.stderr.is_empty(), "Stop {n}: {out:?}");
             assert_eq!(via(&env, last), "pending");
         }
         active = true;
     }
     // The next turn starts a new streak.
     let out = hook(&env, "ka", "Stop", r#"{"stop_hook_active":false}"#);
-    let v: Value = serde_json::from_slice(&out.stdout).expect("a block");
-    assert!(v["reason"].as_str().expect("reason").contains(&ids[8]));
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&ids[8]));
     // A lower cap set for the host is respected.
     let id = send_as(&env, "bob", "alice", "cap one");
     let out = hook_with(

@@ -2,10 +2,10 @@
 //! the host's own format (SPEC §9: Claude Code). It reads the hook's JSON on
 //! stdin, finds the session as Bash and the monitor do (else by the hook's
 //! `session_id`), and prints exactly what the host takes: context to inject,
-//! a Stop block, or, for an `asyncRewake` hook, the mail on stderr with exit
-//! 2. Mail is marked delivered (`hook:<host>:<event>`) only after that output
-//! is written and flushed; with no mail, or while a live monitor of the
-//! session prints it, the hook prints nothing and exits 0.
+//! or the mail on stderr with exit 2 (a Stop block, or an `asyncRewake`
+//! hook's wake-up). Mail is marked delivered (`hook:<host>:<event>`) only
+//! after that output is written and flushed; with no mail, or while a live
+//! monitor of the session prints it, the hook prints nothing and exits 0.
 //!
 //! One batch at most per run (`pace::fit`, ≤ 3,000 UTF-16 units, what the
 //! host shows at once); the rest waits for the next hook or the monitor.
@@ -61,7 +61,7 @@ impl Host {
 enum Hand {
     /// `hookSpecificOutput.additionalContext` on stdout.
     Context,
-    /// `{"decision":"block","reason":…}` on stdout: the model goes on.
+    /// The mail on stderr and exit 2 from a Stop hook: the model goes on.
     Block,
     /// The mail on stderr and exit 2 (an `asyncRewake` hook wakes the session).
     Rewake,
@@ -104,6 +104,10 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
             let door_path = door::open(&data, &key)?;
             return session_start(host, &data, &door_path, from, &key);
         }
+        // Under plain `claude -p` the host runs an asyncRewake hook but
+        // drops what its exit 2 hands over: the mail waits for the next
+        // PostToolUse, Stop or UserPromptSubmit hook instead.
+        Hand::Rewake if rewake_is_dropped() => return Ok(0),
         _ => {}
     }
     let store = open()?;
@@ -131,16 +135,17 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
             0
         }
         Hand::Block => {
-            let out = json!({"decision": "block", "reason": text});
-            write_all(&mut std::io::stdout().lock(), &out)?;
-            0
+            // A blocking exit 2, not `{"decision":"block","reason":…}`:
+            // Claude Code 2.1.332 shows a JSON block's reason to the model
+            // twice (as "Stop hook feedback:" and again as a "Stop hook
+            // blocking error from command …" message), exit 2's stderr once,
+            // as "Stop hook feedback:\n[<command>]: <stderr>". The leading
+            // newline starts the first message line at a line start.
+            write_stderr(&format!("\n{text}\n"))?;
+            2
         }
         Hand::Rewake => {
-            let mut err = std::io::stderr().lock();
-            err.write_all(text.as_bytes())
-                .and_then(|()| err.write_all(b"\n"))
-                .and_then(|()| err.flush())
-                .context("could not hand the mail to the host")?;
+            write_stderr(&format!("{text}\n"))?;
             2
         }
         Hand::Close => 0,
@@ -270,6 +275,24 @@ fn batch(store: &dyn Mailbox, session_id: i64) -> Result<Option<(String, Vec<i64
     Ok(Some((text, seqs)))
 }
 
+/// Whether the host is `claude -p` reading no stream-json input, where an
+/// `asyncRewake` hook's exit 2 reaches no one: Claude Code 2.1.332 runs the
+/// FileChanged hook there (during a tool call too) and drops its stderr;
+/// with `--input-format stream-json`, and interactive, it shows it. Known
+/// from `$CLAUDE_PID`'s command line; when that cannot be read, the hook
+/// hands the mail over as usual.
+fn rewake_is_dropped() -> bool {
+    let Some(argv) = identity::claude_pid_argv() else {
+        return false;
+    };
+    let print = argv.iter().any(|a| a == "-p" || a == "--print");
+    let stream_input = argv.iter().any(|a| a == "--input-format=stream-json")
+        || argv
+            .windows(2)
+            .any(|w| w[0] == "--input-format" && w[1] == "stream-json");
+    print && !stream_input
+}
+
 /// Consecutive Stop blocks the host takes (`CLAUDE_CODE_STOP_HOOK_BLOCK_CAP`,
 /// default 8).
 fn stop_cap() -> usize {
@@ -319,6 +342,14 @@ fn read_input() -> Result<Value> {
         anyhow::bail!("the hook's input is not a JSON object");
     }
     Ok(v)
+}
+
+/// The mail on stderr, flushed (what a blocking exit 2 hands the host).
+fn write_stderr(text: &str) -> Result<()> {
+    let mut err = std::io::stderr().lock();
+    err.write_all(text.as_bytes())
+        .and_then(|()| err.flush())
+        .context("could not hand the mail to the host")
 }
 
 /// One JSON document and a newline, flushed: the host reads it whole.

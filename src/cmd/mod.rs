@@ -199,7 +199,7 @@ pub enum Command {
     #[command(
         after_help = "Examples (what a Claude Code hook runs; the hook's JSON arrives on stdin):\n  \
         inter-session hook claude UserPromptSubmit   # context: hookSpecificOutput.additionalContext\n  \
-        inter-session hook claude Stop               # {\"decision\":\"block\",\"reason\":…} when mail waits\n  \
+        inter-session hook claude Stop               # a block (the mail on stderr, exit 2) when mail waits\n  \
         inter-session hook claude FileChanged        # asyncRewake: the mail on stderr, exit 2\n  \
         inter-session hook claude SessionStart       # also opens the door file a send rings (watchPaths)\n\n\
         Prints nothing and exits 0 when there is no mail, when the session is not connected,\n\

@@ -394,6 +394,17 @@ impl FakeModel {
         }
     }
 
+    /// When main request `index` arrived (None if it has not).
+    pub fn arrived_at(&self, index: usize) -> Option<Instant> {
+        self.shared
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .find(|r| r.index == Some(index))
+            .map(|r| r.at)
+    }
+
     /// A readable summary of every main request's new content, for failure
     /// messages.
     pub fn dump(&self) -> String {
