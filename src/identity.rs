@@ -230,6 +230,19 @@ pub fn is_claude(p: &Proc) -> bool {
 
 /// The nearest Claude Code ancestor of this process, if any.
 pub fn claude_ancestor() -> Option<Proc> {
+    ancestor(is_claude)
+}
+
+/// Whether a process is Gemini CLI: `node … gemini.js` (the npm bundle), or
+/// an executable named `gemini`.
+pub fn is_gemini(p: &Proc) -> bool {
+    let base = |a: &str| a.rsplit('/').next().unwrap_or(a).to_string();
+    p.argv.first().is_some_and(|a| base(a) == "gemini")
+        || p.argv.iter().take(4).any(|a| base(a) == "gemini.js")
+}
+
+/// The nearest ancestor of this process that `is` picks, if any.
+fn ancestor(is: impl Fn(&Proc) -> bool) -> Option<Proc> {
     // SAFETY: getppid cannot fail.
     let mut pid = unsafe { libc::getppid() };
     for _ in 0..64 {
@@ -237,12 +250,58 @@ pub fn claude_ancestor() -> Option<Proc> {
             return None;
         }
         let p = read_proc(pid)?;
-        if is_claude(&p) {
+        if is(&p) {
             return Some(p);
         }
         pid = p.ppid;
     }
     None
+}
+
+/// When a process started (clock ticks since boot), to tell a pid from a
+/// later process that reused it.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split(' ')
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Where a Gemini CLI session's SessionStart hook records its session id
+/// for the shell commands of that session, which get no session variable
+/// (SPEC §12): keyed by the `node … gemini.js` process they share.
+fn gemini_marker(data: &Path, pid: i32) -> PathBuf {
+    data.join("hosts").join(format!("gemini-{pid}"))
+}
+
+/// Record `session_id` as the session of the Gemini CLI process this hook
+/// runs under (nothing when there is none).
+pub fn record_gemini_session(data: &Path, session_id: &str) -> anyhow::Result<()> {
+    let Some(g) = ancestor(is_gemini) else {
+        return Ok(());
+    };
+    let Some(started) = start_time(g.pid) else {
+        return Ok(());
+    };
+    let dir = data.join("hosts");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        gemini_marker(data, g.pid),
+        format!("{started} {session_id}\n"),
+    )?;
+    Ok(())
+}
+
+/// The Gemini CLI session this process runs in, from its SessionStart
+/// hook's record (checked against the process's start time).
+fn gemini_session() -> Option<String> {
+    let g = ancestor(is_gemini)?;
+    let data = crate::datadir::path().ok()?;
+    let text = std::fs::read_to_string(gemini_marker(&data, g.pid)).ok()?;
+    let (started, id) = text.trim().split_once(' ')?;
+    (started.parse::<u64>().ok()? == start_time(g.pid)?).then(|| id.to_string())
 }
 
 /// The command line of the Claude Code process `$CLAUDE_PID` names (Claude
@@ -261,11 +320,27 @@ fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The session key, in order: `$INTER_SESSION_KEY`, `$CLAUDE_CODE_SESSION_ID`,
-/// the nearest Claude Code ancestor's pid, else the parent pid.
+/// The session key, in order: `$INTER_SESSION_KEY`; the host's own session
+/// id, innermost host first (a Codex or Gemini CLI started from a Claude
+/// Code shell inherits Claude Code's variables): `codex:$CODEX_THREAD_ID`,
+/// `gemini:$GEMINI_SESSION_ID` (hooks) or the Gemini session recorded for
+/// the `gemini.js` process a command runs under (`GEMINI_CLI=1`),
+/// `claude:$CLAUDE_CODE_SESSION_ID`; the nearest Claude Code ancestor's
+/// pid; else the parent pid.
 pub fn session_key() -> String {
     if let Some(k) = env_nonempty("INTER_SESSION_KEY") {
         return k;
+    }
+    if let Some(k) = env_nonempty("CODEX_THREAD_ID") {
+        return format!("codex:{k}");
+    }
+    if let Some(k) = env_nonempty("GEMINI_SESSION_ID") {
+        return format!("gemini:{k}");
+    }
+    if env_nonempty("GEMINI_CLI").is_some() {
+        if let Some(k) = gemini_session() {
+            return format!("gemini:{k}");
+        }
     }
     if let Some(k) = env_nonempty("CLAUDE_CODE_SESSION_ID") {
         return format!("claude:{k}");

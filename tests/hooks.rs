@@ -455,3 +455,187 @@ fn status_says_which_path_delivers() {
     assert!(out.status.success(), "{out:?}");
     assert!(took < std::time::Duration::from_secs(10), "{took:?}");
 }
+
+/// The `additionalContext` of a context hook's output.
+fn context_of(out: &Output) -> String {
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    v["hookSpecificOutput"]["additionalContext"]
+        .as_str()
+        .expect("additionalContext")
+        .to_string()
+}
+
+/// A hook of `host` with no session key in the environment (as Codex runs
+/// them), the session told by the input's `session_id`.
+fn host_hook(env: &Env, host: &str, event: &str, args: &[&str], input: &str) -> Output {
+    let mut c = env.cmd("");
+    c.args(["hook", host, event])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn the hook");
+    // A refused event does not read its input.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes());
+    child.wait_with_output().expect("hook output")
+}
+
+#[test]
+fn codex_hooks_register_the_thread_and_hand_mail_over_as_codex_takes_it() {
+    let env = Env::new();
+    let input = r#"{"session_id":"th-1","cwd":"/tmp","hook_event_name":"SessionStart"}"#;
+    // SessionStart gives the thread its mailbox (no skill connects a Codex
+    // session): named by --name, keyed codex:<thread id>.
+    let out = host_hook(&env, "codex", "SessionStart", &["--name", "rev"], input);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let ctx = context_of(&out);
+    assert!(ctx.contains("connected as 'rev'"), "{ctx}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["hookSpecificOutput"].get("watchPaths").is_none(), "{v}");
+    // The thread's shell commands (CODEX_THREAD_ID) are the same session.
+    let mut c = env.cmd("");
+    c.args(["status", "--json"]).env("CODEX_THREAD_ID", "th-1");
+    let (st, _) = finish(spawn_piped(c), std::time::Duration::from_secs(20));
+    let v: Value = serde_json::from_slice(&st.stdout).expect("status json");
+    assert_eq!(v["name"], "rev", "{v}");
+    // A second SessionStart (resume) keeps the name.
+    let out = host_hook(&env, "codex", "SessionStart", &["--name", "other"], input);
+    assert!(context_of(&out).contains("connected as 'rev'"));
+
+    let id = send_as(&env, "bob", "rev", "review the diff");
+    let out = host_hook(
+        &env,
+        "codex",
+        "PostToolUse",
+        &[],
+        r#"{"session_id":"th-1"}"#,
+    );
+    assert_eq!(
+        context_of(&out),
+        format!("[inter-session msg={id} from=\"bob\"] review the diff")
+    );
+    assert_eq!(via(&env, &id), "hook:codex:PostToolUse");
+    // Stop: Codex's own block JSON on stdout, exit 0.
+    let id = send_as(&env, "bob", "rev", "one more thing");
+    let out = host_hook(&env, "codex", "Stop", &[], r#"{"session_id":"th-1"}"#);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("a block");
+    assert_eq!(v["decision"], "block");
+    assert_eq!(
+        v["reason"],
+        format!("[inter-session msg={id} from=\"bob\"] one more thing")
+    );
+    assert_eq!(via(&env, &id), "hook:codex:Stop");
+    // Nothing waiting: nothing printed. No session id: not ours, nothing.
+    let out = host_hook(&env, "codex", "Stop", &[], r#"{"session_id":"th-1"}"#);
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
+    let id = send_as(&env, "bob", "rev", "kept");
+    let out = host_hook(&env, "codex", "UserPromptSubmit", &[], "{}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert_eq!(via(&env, &id), "pending");
+    // Codex has no FileChanged hook: refused, exit 1 (never 2).
+    let out = host_hook(&env, "codex", "FileChanged", &[], "{}");
+    let line = refused(&out, 1, "a Claude-only event for codex");
+    assert!(line.contains("unknown event"), "{line}");
+}
+
+#[test]
+fn an_idle_agent_listens_at_the_end_of_its_turn_with_wait() {
+    let env = Env::new();
+    let input = r#"{"session_id":"th-2","cwd":"/tmp"}"#;
+    host_hook(&env, "codex", "SessionStart", &["--name", "idle"], input);
+    // No mail within the wait: nothing, exit 0.
+    let out = host_hook(&env, "codex", "Stop", &["--wait", "1s"], input);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // Mail that comes while it listens ends the wait with a block.
+    let mut c = env.cmd("");
+    c.args(["hook", "codex", "Stop", "--wait", "60s"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("input");
+    let id = send_as(&env, "bob", "idle", "wake");
+    let (out, took) = finish(child, std::time::Duration::from_secs(30));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("a block");
+    assert!(v["reason"].as_str().expect("reason").contains(&id), "{v}");
+    assert!(took < std::time::Duration::from_secs(30));
+    assert_eq!(via(&env, &id), "hook:codex:Stop");
+    // --wait only at the end of a turn.
+    let out = host_hook(&env, "codex", "PostToolUse", &["--wait", "1s"], input);
+    refused(&out, 1, "--wait on a context event");
+}
+
+#[test]
+fn gemini_hooks_and_commands_share_one_session() {
+    let env = Env::new();
+    let gemini = |event: &str, args: &[&str], input: &str| -> Output {
+        let mut c = env.cmd("");
+        c.args(["hook", "gemini", event])
+            .args(args)
+            .env("GEMINI_SESSION_ID", "g-1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("input");
+        child.wait_with_output().expect("output")
+    };
+    let out = gemini("SessionStart", &["--name", "gem"], r#"{"cwd":"/tmp"}"#);
+    assert!(context_of(&out).contains("connected as 'gem'"), "{out:?}");
+    let id = send_as(&env, "bob", "gem", "from bob");
+    let out = gemini("BeforeAgent", &[], "{}");
+    assert_eq!(
+        context_of(&out),
+        format!("[inter-session msg={id} from=\"bob\"] from bob")
+    );
+    assert_eq!(via(&env, &id), "hook:gemini:BeforeAgent");
+    let id = send_as(&env, "bob", "gem", "after the turn");
+    let out = gemini("AfterAgent", &[], "{}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("a deny");
+    assert_eq!(v["decision"], "deny");
+    assert!(v["reason"].as_str().expect("reason").contains(&id));
+    assert_eq!(via(&env, &id), "hook:gemini:AfterAgent");
+
+    // Shell commands of a Gemini session get only GEMINI_CLI=1: they find
+    // the session its SessionStart hook recorded for the `gemini.js`
+    // process they run under.
+    let dir = env.tmp.path().join("fake-gemini");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = dir.join("gemini.js");
+    std::fs::write(
+        &script,
+        format!(
+            "echo '{{}}' | GEMINI_SESSION_ID=g-2 '{bin}' hook gemini SessionStart --name gem2 >/dev/null\n\
+             GEMINI_CLI=1 '{bin}' status --json\n",
+            bin = BIN
+        ),
+    )
+    .expect("script");
+    let mut c = std::process::Command::new("sh");
+    for (k, v) in env.cmd("").get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c.env_remove("INTER_SESSION_KEY").arg(&script);
+    let out = c.output().expect("run the fake gemini");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(v["name"], "gem2", "{v}");
+}

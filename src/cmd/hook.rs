@@ -22,15 +22,16 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::ValueEnum;
 use serde_json::{json, Value};
 
+use super::waiter::{Waited, Waiter};
 use super::{me_if_any, open};
 use crate::lock::{self, FileLock};
-use crate::store::{Mailbox, Session, State, Verbs};
+use crate::store::{ClaimRequest, Find, Mailbox, Session, State, Verbs};
 use crate::{door, identity, line, pace};
 
 /// Largest hook input read from stdin.
@@ -47,21 +48,41 @@ const CLAIM_PATIENCE: Duration = Duration::from_secs(1);
 pub enum Host {
     /// Claude Code (plugin `hooks/hooks.json` or settings hooks)
     Claude,
+    /// Codex CLI (`$CODEX_HOME/hooks.json`)
+    Codex,
+    /// Gemini CLI (`settings.json` hooks)
+    Gemini,
 }
 
 impl Host {
     fn name(self) -> &'static str {
         match self {
             Host::Claude => "claude",
+            Host::Codex => "codex",
+            Host::Gemini => "gemini",
+        }
+    }
+
+    fn events(self) -> &'static str {
+        match self {
+            Host::Claude => {
+                "SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged, SessionEnd"
+            }
+            Host::Codex => "SessionStart, UserPromptSubmit, PostToolUse, Stop",
+            Host::Gemini => "SessionStart, BeforeAgent, AfterTool, AfterAgent, SessionEnd",
         }
     }
 }
 
 /// How a host takes mail from one hook event.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Hand {
     /// `hookSpecificOutput.additionalContext` on stdout.
     Context,
-    /// The mail on stderr and exit 2 from a Stop hook: the model goes on.
+    /// `{"decision":<word>,"reason":<mail>}` on stdout at the end of a turn:
+    /// the model runs again with the mail (Codex `block`, Gemini `deny`).
+    Decision(&'static str),
+    /// The mail on stderr and exit 2 from a Claude Code Stop hook.
     Block,
     /// The mail on stderr and exit 2 (an `asyncRewake` hook wakes the session).
     Rewake,
@@ -69,30 +90,63 @@ enum Hand {
     Close,
 }
 
+impl Hand {
+    /// At the end of a turn (where `--wait` may keep an idle agent listening).
+    fn ends_turn(self) -> bool {
+        matches!(self, Hand::Decision(_) | Hand::Block)
+    }
+}
+
 fn hand_for(host: Host, event: &str) -> Option<Hand> {
     match (host, event) {
-        (Host::Claude, "SessionStart" | "UserPromptSubmit" | "PostToolUse") => Some(Hand::Context),
+        (Host::Claude | Host::Codex, "SessionStart" | "UserPromptSubmit" | "PostToolUse") => {
+            Some(Hand::Context)
+        }
         (Host::Claude, "Stop") => Some(Hand::Block),
         (Host::Claude, "FileChanged") => Some(Hand::Rewake),
-        (Host::Claude, "SessionEnd") => Some(Hand::Close),
+        (Host::Claude | Host::Gemini, "SessionEnd") => Some(Hand::Close),
+        (Host::Codex, "Stop") => Some(Hand::Decision("block")),
+        (Host::Gemini, "SessionStart" | "BeforeAgent" | "AfterTool") => Some(Hand::Context),
+        (Host::Gemini, "AfterAgent") => Some(Hand::Decision("deny")),
         _ => None,
     }
 }
 
+/// The options of `hook <host> <event>`.
+pub struct Options<'a> {
+    pub from: Option<&'a str>,
+    /// The mailbox name a Codex or Gemini session registers at SessionStart.
+    pub name: Option<&'a str>,
+    /// At the end of a turn: wait up to this long for mail.
+    pub wait: Option<&'a str>,
+}
+
 /// Run one hook. It never exits 2 on an error of its own: to a Stop or an
 /// `asyncRewake` hook, exit 2 means "show the model this stderr".
-pub fn run(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
-    run_hook(host, event, from)
+pub fn run(host: Host, event: &str, opts: &Options) -> Result<i32> {
+    run_hook(host, event, opts)
         .map_err(|e| anyhow!("hook {} {}: {e:#}", host.name(), line::field(event)))
 }
 
-fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
-    let hand = hand_for(host, event).ok_or_else(|| {
-        anyhow!("unknown event (SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged, SessionEnd)")
-    })?;
+fn run_hook(host: Host, event: &str, opts: &Options) -> Result<i32> {
+    let hand = hand_for(host, event)
+        .ok_or_else(|| anyhow!("unknown event (events: {})", host.events()))?;
+    let wait = match opts.wait {
+        Some(w) if hand.ends_turn() => Some(Duration::from_secs(super::parse_age(w)?)),
+        Some(_) => {
+            bail!("--wait is for the end of a turn (Claude Code and Codex Stop, Gemini AfterAgent)")
+        }
+        None => None,
+    };
+    if let Some(n) = opts.name {
+        identity::validate_name(n)?;
+    }
     let input = read_input()?;
     let data = crate::datadir::path()?;
-    let key = hook_key(&input);
+    // A Codex or Gemini hook without its session id cannot tell whose it is.
+    let Some(key) = hook_key(host, &input) else {
+        return Ok(0);
+    };
     match hand {
         Hand::Close => {
             door::close(&data, &key);
@@ -100,9 +154,7 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
             return Ok(0);
         }
         Hand::Context if event == "SessionStart" => {
-            // The doorbell first: whatever else fails, the host watches it.
-            let door_path = door::open(&data, &key)?;
-            return session_start(host, &data, &door_path, from, &key);
+            return session_start(host, &data, &key, &input, opts);
         }
         // Under plain `claude -p` the host runs an asyncRewake hook but
         // drops what its exit 2 hands over: the mail waits for the next
@@ -111,15 +163,27 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
         _ => {}
     }
     let store = open()?;
-    let Some(session) = find_session(store.as_ref(), from, &key)? else {
+    let Some(session) = find_session(store.as_ref(), opts.from, &key)? else {
         return Ok(0);
     };
     // A Stop block the host would drop must carry no mail (SPEC §9: under
     // `-p` the 9th consecutive block is lost).
-    if matches!(hand, Hand::Block)
-        && stop_streak(&data, &key, &input).is_none_or(|n| n > stop_cap())
-    {
+    if hand == Hand::Block && stop_streak(&data, &key, &input).is_none_or(|n| n > stop_cap()) {
         return Ok(0);
+    }
+    if let Some(limit) = wait {
+        // Listen while idle: until mail waits (and no monitor prints it).
+        let deadline = Instant::now() + limit;
+        let mail = || {
+            if store.is_online(session.id) {
+                return Ok(Some(false));
+            }
+            Ok((!store.pending(session.id, 0, 1)?.is_empty()).then_some(true))
+        };
+        match Waiter::new()?.until(store.as_ref(), deadline, mail)? {
+            Waited::Got(true) => {}
+            _ => return Ok(0),
+        }
     }
     let Some(claim) = claim(store.as_ref(), &data, &session)? else {
         return Ok(0);
@@ -132,6 +196,13 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
             let out =
                 json!({"hookSpecificOutput": {"hookEventName": event, "additionalContext": text}});
             write_all(&mut std::io::stdout().lock(), &out)?;
+            0
+        }
+        Hand::Decision(word) => {
+            write_all(
+                &mut std::io::stdout().lock(),
+                &json!({"decision": word, "reason": text}),
+            )?;
             0
         }
         Hand::Block => {
@@ -156,19 +227,30 @@ fn run_hook(host: Host, event: &str, from: Option<&str>) -> Result<i32> {
     Ok(code)
 }
 
-/// SessionStart: the door to watch, whether this session is connected, and
-/// (when no monitor prints it) the first batch of its mail.
-fn session_start(
-    host: Host,
-    data: &Path,
-    door_path: &Path,
-    from: Option<&str>,
-    key: &str,
-) -> Result<i32> {
+/// SessionStart: whether this session is connected, and (when no monitor
+/// prints it) the first batch of its mail. Claude Code's also opens the
+/// door to watch (`watchPaths`); a Codex or Gemini session is given its
+/// mailbox here (no skill connects it), named by `--name`,
+/// `INTER_SESSION_NAME`, its previous name, or its folder.
+fn session_start(host: Host, data: &Path, key: &str, input: &Value, opts: &Options) -> Result<i32> {
+    // The doorbell first: whatever else fails, the host watches it.
+    let door_path = match host {
+        Host::Claude => Some(door::open(data, key)?),
+        Host::Codex | Host::Gemini => None,
+    };
+    if host == Host::Gemini {
+        if let Some(id) = key.strip_prefix("gemini:") {
+            identity::record_gemini_session(data, id)?;
+        }
+    }
     let store = open()?;
+    let mut session = find_session(store.as_ref(), opts.from, key)?;
+    if session.is_none() && host != Host::Claude {
+        session = Some(register(store.as_ref(), key, input, opts)?);
+    }
     let mut context = Vec::new();
     let mut marked = None;
-    match find_session(store.as_ref(), from, key)? {
+    match session {
         None => context.push(
             "[inter-session] this session has no mailbox yet: `/inter-session connect <name>` \
              gives it one (mail reaches it from then on)."
@@ -196,11 +278,13 @@ fn session_start(
             }
         }
     }
-    let out = json!({"hookSpecificOutput": {
+    let mut out = json!({"hookSpecificOutput": {
         "hookEventName": "SessionStart",
         "additionalContext": context.join("\n"),
-        "watchPaths": [door_path.display().to_string()],
     }});
+    if let Some(door) = door_path {
+        out["hookSpecificOutput"]["watchPaths"] = json!([door.display().to_string()]);
+    }
     write_all(&mut std::io::stdout().lock(), &out)?;
     if let Some((id, seqs, claim)) = marked {
         store.mark_delivered(id, &seqs, &format!("hook:{}:SessionStart", host.name()))?;
@@ -209,15 +293,67 @@ fn session_start(
     Ok(0)
 }
 
-/// This hook's session key: the environment's (as Bash and the monitor
-/// see it) when the host set one, else the hook input's `session_id`.
-fn hook_key(input: &Value) -> String {
-    let from_env = ["INTER_SESSION_KEY", "CLAUDE_CODE_SESSION_ID"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
-    match input["session_id"].as_str().filter(|k| !k.is_empty()) {
-        Some(id) if !from_env => format!("claude:{id}"),
-        _ => identity::session_key(),
+/// Give a Codex or Gemini session its mailbox: claimed as a monitor would
+/// claim it (a name taken by a live session gets a `-2`), then left offline
+/// for its hooks to serve.
+fn register(store: &dyn Mailbox, key: &str, input: &Value, opts: &Options) -> Result<Session> {
+    let cwd = input["cwd"]
+        .as_str()
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .map_or_else(std::env::current_dir, Ok)
+        .context("could not read the current directory")?;
+    let env_name = std::env::var("INTER_SESSION_NAME")
+        .ok()
+        .filter(|n| identity::validate_name(n).is_ok());
+    let name = opts
+        .name
+        .map(str::to_string)
+        .or(env_name)
+        .unwrap_or_else(|| identity::name_from_dir(&cwd));
+    let project = identity::project_of(&cwd).display().to_string();
+    let label = store.remembered_label(&project)?.unwrap_or_default();
+    let claim = store.claim(&ClaimRequest {
+        key,
+        name: &name,
+        label: &label,
+        cwd: &cwd.display().to_string(),
+        project: &project,
+        monitor_pid: i64::from(std::process::id()),
+        owner_pid: None,
+    })?;
+    store.release(claim.session.id)?;
+    drop(claim.presence);
+    let session = claim.session;
+    Ok(store.find(Find::Id(session.id))?.unwrap_or(session))
+}
+
+/// This hook's session key. Claude Code: the environment's (as Bash and the
+/// monitor see it) when the host set one, else `claude:<session_id>`.
+/// Codex: `codex:<session_id>` from the input only (its hooks share one
+/// daemon's environment across sessions, SPEC §12). Gemini:
+/// `gemini:$GEMINI_SESSION_ID`, else the input's `session_id`.
+fn hook_key(host: Host, input: &Value) -> Option<String> {
+    let given = input["session_id"]
+        .as_str()
+        .filter(|k| !k.is_empty())
+        .map(str::to_string);
+    match host {
+        Host::Claude => {
+            let from_env = ["INTER_SESSION_KEY", "CLAUDE_CODE_SESSION_ID"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+            Some(match given {
+                Some(id) if !from_env => format!("claude:{id}"),
+                _ => identity::session_key(),
+            })
+        }
+        Host::Codex => given.map(|id| format!("codex:{id}")),
+        Host::Gemini => std::env::var("GEMINI_SESSION_ID")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .or(given)
+            .map(|id| format!("gemini:{id}")),
     }
 }
 

@@ -1,12 +1,11 @@
 //! `mail send` and `mail broadcast`.
 
 use std::io::{IsTerminal, Read, Write};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::waiter::{Waited, Waiter};
 use super::{open, parse_age, sender, sender_and_recipient, BodyArgs};
 use crate::identity::{self, UsageError};
 use crate::line::{field, safe_name};
@@ -293,8 +292,7 @@ pub fn ask(
     let opts = options(body)?;
     let text = read_body(body, MAX_DIRECT_BYTES)?;
     // Handlers before the question goes out: an interrupt always withdraws the wait.
-    let (tx, rx) = channel();
-    let signal = crate::signals::install_signals(tx.clone())?;
+    let waiter = Waiter::new()?;
     let store = open()?;
     let (sender, recipient) = sender_and_recipient(store.as_ref(), from, force, to)?;
     let deadline = Instant::now() + wait;
@@ -314,17 +312,10 @@ pub fn ask(
     let asker = store
         .address(&sender.name)?
         .context("the asking session vanished")?;
-    let _subscription = store.subscribe(tx)?;
-    loop {
-        if signal.load(Ordering::SeqCst) != 0 {
-            store.end_ask(&sent.id)?;
-            eprintln!(
-                "inter-session: interrupted; the question {} stays in its thread",
-                sent.id
-            );
-            return Ok(130);
-        }
-        if let Some(reply) = store.take_reply(&sent.id, asker.id)? {
+    match waiter.until(store.as_ref(), deadline, || {
+        store.take_reply(&sent.id, asker.id)
+    })? {
+        Waited::Got(reply) => {
             let mut out = std::io::stdout().lock();
             if body.json {
                 // The reply as `inbox read --json` prints a message.
@@ -333,10 +324,17 @@ pub fn ask(
                 super::inbox::write_text(&mut out, &reply.text, raw)?;
             }
             out.flush()?;
-            return Ok(0);
+            Ok(0)
         }
-        let now = Instant::now();
-        if now >= deadline {
+        Waited::Interrupted => {
+            store.end_ask(&sent.id)?;
+            eprintln!(
+                "inter-session: interrupted; the question {} stays in its thread",
+                sent.id
+            );
+            Ok(130)
+        }
+        Waited::TimedOut => {
             store.end_ask(&sent.id)?;
             // The name comes from the database: shown in its safe form.
             let name = safe_name(&recipient.name);
@@ -349,10 +347,8 @@ pub fn ask(
                 "inter-session: no reply from '{name}' within {}; {state}; a later reply goes to your mailbox (question {})",
                 field(timeout), sent.id
             );
-            return Ok(124);
+            Ok(124)
         }
-        // Woken by the store's change notification; the poll is a fallback.
-        let _ = rx.recv_timeout((deadline - now).min(Duration::from_secs(1)));
     }
 }
 
@@ -364,23 +360,18 @@ fn wait_delivered(store: &dyn Mailbox, sent: &Sent, body: &BodyArgs) -> Result<i
         return Ok(0);
     };
     let wait = Duration::from_secs(parse_age(limit)?);
-    let (tx, rx) = channel();
-    let signal = crate::signals::install_signals(tx.clone())?;
-    let _subscription = store.subscribe(tx)?;
     let deadline = Instant::now() + wait;
-    loop {
-        if store.is_delivered(&sent.id)? {
-            return Ok(0);
-        }
-        if signal.load(Ordering::SeqCst) != 0 {
+    let delivered = || Ok(store.is_delivered(&sent.id)?.then_some(()));
+    match Waiter::new()?.until(store, deadline, delivered)? {
+        Waited::Got(()) => Ok(0),
+        Waited::Interrupted => {
             eprintln!(
                 "inter-session: interrupted; message {} stays queued",
                 sent.id
             );
-            return Ok(130);
+            Ok(130)
         }
-        let now = Instant::now();
-        if now >= deadline {
+        Waited::TimedOut => {
             let waiting: Vec<String> = receipts(store, &sent.id)?
                 .into_iter()
                 .filter(|r| r.status != "delivered")
@@ -391,10 +382,8 @@ fn wait_delivered(store: &dyn Mailbox, sent: &Sent, body: &BodyArgs) -> Result<i
                 sent.id,
                 waiting.join(", ")
             );
-            return Ok(124);
+            Ok(124)
         }
-        // Woken by the store's change notification; the poll is a fallback.
-        let _ = rx.recv_timeout((deadline - now).min(Duration::from_secs(1)));
     }
 }
 

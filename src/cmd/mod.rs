@@ -12,6 +12,7 @@ mod mail;
 mod peer;
 mod session;
 mod sql;
+mod waiter;
 
 use std::path::PathBuf;
 
@@ -197,21 +198,34 @@ pub enum Command {
     Db(DbCmd),
     /// A host's hook: hand pending mail to the model in the host's format
     #[command(
-        after_help = "Examples (what a Claude Code hook runs; the hook's JSON arrives on stdin):\n  \
+        after_help = "Examples (what a host's hook runs; the hook's JSON arrives on stdin):\n  \
         inter-session hook claude UserPromptSubmit   # context: hookSpecificOutput.additionalContext\n  \
-        inter-session hook claude Stop               # a block (the mail on stderr, exit 2) when mail waits\n  \
+        inter-session hook claude Stop               # mail waits: a block (stderr, exit 2)\n  \
         inter-session hook claude FileChanged        # asyncRewake: the mail on stderr, exit 2\n  \
-        inter-session hook claude SessionStart       # also opens the door file a send rings (watchPaths)\n\n\
+        inter-session hook claude SessionStart       # also opens the door file a send rings (watchPaths)\n  \
+        inter-session hook codex SessionStart --name rev   # Codex: registers the mailbox 'rev'\n  \
+        inter-session hook codex Stop --wait 10m     # {\"decision\":\"block\",…}; idle, listens up to 10m\n  \
+        inter-session hook gemini AfterAgent         # {\"decision\":\"deny\",\"reason\":…} when mail waits\n\n\
         Prints nothing and exits 0 when there is no mail, when the session is not connected,\n\
         or while a live monitor of the session prints its mail. Mail counts as delivered\n\
-        (receipt hook:claude:<event>) only once the host has it; at most 3,000 units a run."
+        (receipt hook:<host>:<event>) only once the host has it; at most 3,000 units a run."
     )]
     Hook {
-        /// The host (claude)
+        /// The host (claude, codex, gemini)
         #[arg(value_enum)]
         host: hook::Host,
-        /// The hook event: SessionStart, UserPromptSubmit, PostToolUse, Stop, FileChanged, SessionEnd
+        /// The hook event (claude: SessionStart, UserPromptSubmit, PostToolUse, Stop,
+        /// FileChanged, SessionEnd; codex: SessionStart, UserPromptSubmit, PostToolUse, Stop;
+        /// gemini: SessionStart, BeforeAgent, AfterTool, AfterAgent, SessionEnd)
         event: String,
+        /// Codex / Gemini SessionStart: the mailbox name this session registers as
+        /// (default: INTER_SESSION_NAME, else the folder's name)
+        #[arg(long)]
+        name: Option<String>,
+        /// At the end of a turn (Stop, AfterAgent): with no mail yet, wait up to AGE for
+        /// some, keeping an idle agent listening
+        #[arg(long, value_name = "AGE")]
+        wait: Option<String>,
     },
 }
 
@@ -594,7 +608,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Peer(PeerCmd::List { all, json }) => peer::list(all, json),
         Command::Peer(PeerCmd::Kill { name }) => peer::kill(&name),
         Command::Db(DbCmd::Copy { to, json }) => db::copy(&to, json),
-        Command::Hook { host, event } => hook::run(host, &event, from),
+        Command::Hook {
+            host,
+            event,
+            name,
+            wait,
+        } => hook::run(
+            host,
+            &event,
+            &hook::Options {
+                from,
+                name: name.as_deref(),
+                wait: wait.as_deref(),
+            },
+        ),
         Command::AutoStart {
             action,
             plugin_dir,

@@ -69,7 +69,10 @@ impl Env {
     pub fn cmd(&self, key: &str) -> Command {
         let mut c = Command::new(BIN);
         for (k, _) in std::env::vars() {
-            if k.starts_with("CLAUDE") || k.starts_with("INTER_SESSION") {
+            if ["CLAUDE", "INTER_SESSION", "CODEX_", "GEMINI_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
                 c.env_remove(k);
             }
         }
