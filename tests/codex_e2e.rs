@@ -118,16 +118,50 @@
 //! daemon_auto_start = false` the TUI runs in-process and still picks the
 //! message up, but only after 3.7–9.9 s (it polls).
 //!
-//! What each test proves (the hooks are shell scripts, not our verb):
-//! - `exec_runs_a_scripted_turn_and_commands_see_the_thread_id`
-//! - `context_hooks_reach_the_next_request_as_developer_messages`
-//! - `trust_entries_computed_here_match_hooks_list_and_run_the_hooks`
-//! - `stop_block_runs_the_model_again_with_the_reason`
-//! - `empty_stdout_and_exit_1_put_nothing_before_the_model`
-//! - `plain_text_reaches_the_model_only_from_session_start_and_prompt_submit`
-//! - `exit_2_blocks_replaces_or_reprompts`
-//! - `queue_into_a_finished_thread_is_delivered_on_resume`
-//! - `queue_wakes_an_idle_interactive_tui`
+//! What each test proves (the first nine with shell-script hooks, so the
+//! harness stands without our verb):
+//! - `exec_runs_a_scripted_turn_and_commands_see_the_thread_id`: a scripted
+//!   turn with an `exec_command` call runs; the request shape above; the
+//!   command sees `CODEX_THREAD_ID` = `CODEX_SESSION_ID` = the thread id.
+//! - `context_hooks_reach_the_next_request_as_developer_messages`: where
+//!   SessionStart / UserPromptSubmit / PostToolUse additionalContext lands
+//!   (exact text, newlines and tabs kept); the hook input fields, `session_id`
+//!   = the thread id.
+//! - `trust_entries_computed_here_match_hooks_list_and_run_the_hooks`:
+//!   untrusted hooks are skipped silently; keys and hashes computed by
+//!   support/codex.rs equal `hooks/list`'s (matcher, timeout, statusMessage,
+//!   two handlers in a group); written to config.toml they make the hooks
+//!   trusted and run without the bypass flag; a changed command is
+//!   "modified" and no longer runs.
+//! - `stop_block_runs_the_model_again_with_the_reason`: the `<hook_prompt>`
+//!   user message, `stop_hook_active` false then true, and an empty stdout
+//!   ending the chain.
+//! - `empty_stdout_and_exit_1_put_nothing_before_the_model`,
+//!   `plain_text_reaches_the_model_only_from_session_start_and_prompt_submit`,
+//!   `exit_2_blocks_replaces_or_reprompts`: the table above.
+//! - `queue_into_a_finished_thread_is_delivered_on_resume`: `codex queue`
+//!   into a thread nobody runs asks no model; a resume without a prompt
+//!   leaves it queued; a resume with one shows it first; two queued reach the
+//!   model by the next resume, each once.
+//! - `queue_wakes_an_idle_interactive_tui`: an idle interactive Codex in a
+//!   tmux server of the test's own starts a turn with the queued message
+//!   (measured 0.2 s from the call to the model request; the test allows 3 s).
+//! - `our_hook_verb_hands_mail_to_codex_on_each_event_with_receipts`:
+//!   hooks.json runs the built binary's `hook codex <Event>` (trusted
+//!   through computed config.toml entries, no bypass flag): SessionStart
+//!   `--name rev` gives the thread the mailbox `rev` (its commands, keyed
+//!   `codex:<thread id>`, are the same session); mail sent while a command
+//!   runs arrives as the exact `[inter-session msg=<id> from="bob"] text`
+//!   developer message after it (receipt `hook:codex:PostToolUse`), mail
+//!   sent as the model ends its turn blocks the Stop and comes back in the
+//!   `<hook_prompt>` (`hook:codex:Stop`), mail waiting for a resume comes in
+//!   SessionStart's context (`hook:codex:SessionStart`), and without a
+//!   SessionStart hook right after the prompt (`hook:codex:UserPromptSubmit`);
+//!   each once.
+//! - `stop_wait_keeps_an_idle_codex_listening_and_mail_wakes_it`: `hook codex
+//!   Stop --wait 5s` holds a finished turn open; mail sent then reaches the
+//!   model (measured 0.11 s after the send; the test allows 3 s), receipt
+//!   `hook:codex:Stop`; with no more mail the run ends after the wait.
 //!
 //! The CLI is installed by the tests into `target/codex` with npm when
 //! missing (support/codex.rs); without npm or the registry each test skips
@@ -160,13 +194,16 @@ fn setup(script: Script) -> Option<(FakeCodexModel, CodexHome)> {
 }
 
 /// A hook script `name` in the test's folder: it appends its stdin (one
-/// JSON line) to `inputs.jsonl`, then runs `body` (sh) with `$input` set.
+/// JSON line) to `inputs.jsonl` and writes its environment to `<name>.env`,
+/// then runs `body` (sh) with `$input` set.
 fn hook_script(home: &CodexHome, name: &str, body: &str) -> PathBuf {
     let path = home.tmp.path().join(format!("{name}.sh"));
     let inputs = home.tmp.path().join("inputs.jsonl");
+    let env = home.tmp.path().join(format!("{name}.env"));
     let script = format!(
-        "#!/bin/sh\ninput=$(cat)\nprintf '%s\\n' \"$input\" >> {}\n{body}\n",
-        shell_quote(&inputs.display().to_string())
+        "#!/bin/sh\ninput=$(cat)\nprintf '%s\\n' \"$input\" >> {}\nenv > {}\n{body}\n",
+        shell_quote(&inputs.display().to_string()),
+        shell_quote(&env.display().to_string())
     );
     std::fs::write(&path, script).expect("hook script");
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -389,6 +426,21 @@ fn context_hooks_reach_the_next_request_as_developer_messages() {
     assert_eq!(inputs[2]["tool_input"]["command"], "echo tool-ran");
     assert_eq!(inputs[2]["tool_response"], "tool-ran\n");
     assert!(inputs[2]["tool_use_id"].is_string());
+    // Hooks get Codex's environment but no session variable: the input's
+    // session_id is all that tells whose hook it is.
+    for (event, _) in texts {
+        let env = std::fs::read_to_string(home.tmp.path().join(format!("{event}.env")))
+            .expect("the hook's environment");
+        assert!(
+            env.lines()
+                .any(|l| l == format!("CODEX_HOME={}", path_str(&home.codex_home))),
+            "{env}"
+        );
+        assert!(
+            !env.contains("CODEX_THREAD_ID") && !env.contains("CODEX_SESSION_ID"),
+            "{event}: {env}"
+        );
+    }
 }
 
 #[test]
@@ -858,4 +910,272 @@ fn queue_wakes_an_idle_interactive_tui() {
     });
     drop(tui);
     drop(home);
+}
+
+// ---------------------------------------------------------------------------
+// Our verb in the real Codex: hooks.json runs `<built binary> hook codex
+// <Event>`, the mailbox is the thread's (`codex:<thread id>`).
+
+/// The built binary against `data` as session key `key`, with none of the
+/// caller's inter-session or host variables.
+fn ours(data: &Path, key: &str, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(support::BIN);
+    for (k, _) in std::env::vars() {
+        if ["CLAUDE", "INTER_SESSION", "CODEX", "GEMINI"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            c.env_remove(k);
+        }
+    }
+    c.env("INTER_SESSION_DATA_DIR", data)
+        .env("INTER_SESSION_KEY", key)
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    run_limited(c, Duration::from_secs(20), "inter-session")
+}
+
+/// Mail from `from` to `to`; its id.
+fn send_mail(data: &Path, from: &str, to: &str, text: &str) -> String {
+    let out = ours(
+        data,
+        from,
+        &[
+            "--from", from, "--force", "mail", "send", "--to", to, "--text", text,
+        ],
+    );
+    assert!(out.status.success(), "send: {out:?}");
+    support::sent_id(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// How message `id` reached its reader (`mail status --json`), or its status.
+fn receipt(data: &Path, id: &str) -> String {
+    let out = ours(
+        data,
+        "probe",
+        &["--from", "probe", "mail", "status", id, "--json"],
+    );
+    assert!(out.status.success(), "mail status: {out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("mail status --json");
+    let r = &v[0];
+    r["delivered_via"]
+        .as_str()
+        .or(r["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The line a message is shown as (SPEC §4).
+fn mail_line(id: &str, from: &str, text: &str) -> String {
+    format!("[inter-session msg={id} from=\"{from}\"] {text}")
+}
+
+/// hooks.json running our verb for `events` (`extra` args per event).
+fn verb_hooks(home: &CodexHome, events: &[(&str, &str)]) {
+    let bin = shell_quote(support::BIN);
+    let cmds: Vec<(String, String)> = events
+        .iter()
+        .map(|(e, extra)| {
+            (
+                e.to_string(),
+                format!(
+                    "{bin} hook codex {e}{}",
+                    if extra.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {extra}")
+                    }
+                ),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = cmds.iter().map(|(e, c)| (e.as_str(), c.as_str())).collect();
+    home.write_hooks(&CodexHome::hooks_doc(&refs));
+}
+
+#[test]
+fn our_hook_verb_hands_mail_to_codex_on_each_event_with_receipts() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let data = data_dir.path().join("data");
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // The model's first request: mail arrives while it works; its second:
+    // more mail as it finishes the turn.
+    let (d1, d2, i1, i2) = (data.clone(), data.clone(), ids.clone(), ids.clone());
+    let Some((model, home)) = setup(Script::steps(vec![
+        step_fn(move |_| {
+            i1.lock()
+                .unwrap()
+                .push(send_mail(&d1, "bob", "rev", "during the tool"));
+            Turn::exec("echo working")
+        }),
+        step_fn(move |_| {
+            i2.lock()
+                .unwrap()
+                .push(send_mail(&d2, "bob", "rev", "at the end of the turn"));
+            Turn::end("first done")
+        }),
+        step(Turn::end("second done")),
+    ])) else {
+        return;
+    };
+    let home = home.with("INTER_SESSION_DATA_DIR", &path_str(&data));
+    verb_hooks(
+        &home,
+        &[
+            ("SessionStart", "--name rev"),
+            ("UserPromptSubmit", ""),
+            ("PostToolUse", ""),
+            ("Stop", ""),
+        ],
+    );
+    // Trust entries, as a setup command would write them (no bypass flag).
+    home.trust_hooks();
+
+    // Turn 1: SessionStart gives the thread its mailbox 'rev'; mail sent
+    // while the command runs comes after it (PostToolUse), mail sent as the
+    // model finishes blocks the Stop and runs the model again.
+    let run = home.exec("start", &[]).ok();
+    let thread = run.thread_id.clone();
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), 3, "{}", model.dump());
+    let ctx = reqs[0].texts_of("developer");
+    assert!(
+        ctx.iter().any(|t| t.contains("connected as 'rev'")),
+        "SessionStart's word: {}",
+        reqs[0].outline()
+    );
+    let (tool_id, stop_id) = {
+        let ids = ids.lock().unwrap();
+        (ids[0].clone(), ids[1].clone())
+    };
+    let new = reqs[1].new_items();
+    assert_eq!(new.len(), 2, "{}", reqs[1].outline());
+    assert_eq!(new[0]["role"], "developer");
+    assert_eq!(
+        content_text(&new[0]["content"]),
+        mail_line(&tool_id, "bob", "during the tool")
+    );
+    assert_eq!(receipt(&data, &tool_id), "hook:codex:PostToolUse");
+    let new = reqs[2].new_messages();
+    assert_eq!(
+        new,
+        [(
+            "user".to_string(),
+            format!(
+                "<hook_prompt hook_run_id=\"stop:3:{}\">{}</hook_prompt>",
+                path_str(&home.hooks_path()),
+                mail_line(&stop_id, "bob", "at the end of the turn")
+            )
+        )],
+        "{}",
+        reqs[2].outline()
+    );
+    assert_eq!(receipt(&data, &stop_id), "hook:codex:Stop");
+    // The thread's own commands are the same mailbox (CODEX_THREAD_ID).
+    let out = ours(&data, &format!("codex:{thread}"), &["status", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(v["name"], "rev", "{v}");
+
+    // Mail waiting when the thread resumes: SessionStart hands it over.
+    let resume_id = send_mail(&data, "bob", "rev", "for the resume");
+    home.resume(&thread, Some("next"), &[]).ok();
+    let r = model
+        .wait_for(WAIT, |r| pos(r, "user", "next").is_some())
+        .expect("the resume's request");
+    let line = mail_line(&resume_id, "bob", "for the resume");
+    // One developer message: SessionStart's word, then the mail line.
+    let at = r
+        .messages()
+        .iter()
+        .position(|(ro, t)| ro == "developer" && t.lines().any(|l| l == line))
+        .unwrap_or_else(|| panic!("{}", r.outline()));
+    assert!(at < pos(&r, "user", "next").unwrap(), "{}", r.outline());
+    assert_eq!(receipt(&data, &resume_id), "hook:codex:SessionStart");
+
+    // Without a SessionStart hook, UserPromptSubmit hands it over, right
+    // after the prompt.
+    verb_hooks(&home, &[("UserPromptSubmit", ""), ("Stop", "")]);
+    home.trust_hooks();
+    let prompt_id = send_mail(&data, "bob", "rev", "for the prompt");
+    home.resume(&thread, Some("again"), &[]).ok();
+    let r = model
+        .wait_for(WAIT, |r| pos(r, "user", "again").is_some())
+        .expect("the second resume's request");
+    let line = mail_line(&prompt_id, "bob", "for the prompt");
+    assert_eq!(
+        pos(&r, "developer", &line),
+        pos(&r, "user", "again").map(|p| p + 1),
+        "{}",
+        r.outline()
+    );
+    assert_eq!(receipt(&data, &prompt_id), "hook:codex:UserPromptSubmit");
+    // Each message reached the model once.
+    let last = model.last_main().expect("a request");
+    for id in [&tool_id, &stop_id, &resume_id, &prompt_id] {
+        let n = last
+            .messages()
+            .iter()
+            .filter(|(_, t)| t.contains(&format!("msg={id} ")))
+            .count();
+        assert_eq!(n, 1, "{id}: {}", last.outline());
+    }
+}
+
+#[test]
+fn stop_wait_keeps_an_idle_codex_listening_and_mail_wakes_it() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let data = data_dir.path().join("data");
+    let Some((model, home)) = setup(Script::steps(vec![
+        step(Turn::end("idle now")),
+        step(Turn::end("read it")),
+    ])) else {
+        return;
+    };
+    let home = home.with("INTER_SESSION_DATA_DIR", &path_str(&data));
+    verb_hooks(
+        &home,
+        &[("SessionStart", "--name idle"), ("Stop", "--wait 5s")],
+    );
+    let mut c = home.cmd(&[
+        "exec",
+        "--skip-git-repo-check",
+        "--json",
+        BYPASS,
+        "wait for mail",
+    ]);
+    c.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().expect("spawn codex exec");
+    let first = model.wait_main(0, WAIT).expect("the first request");
+    // The mailbox exists once SessionStart ran (before the first request).
+    let sent_at = Instant::now();
+    let id = send_mail(&data, "bob", "idle", "wake up");
+    let woke = model
+        .wait_for(WAIT, |r| r.index > first.index)
+        .unwrap_or_else(|| panic!("no second request:\n{}", model.dump()));
+    let took = woke.at.duration_since(sent_at);
+    eprintln!("Stop --wait: send → model {took:?}");
+    let new = woke.new_messages();
+    assert_eq!(new.len(), 1, "{}", woke.outline());
+    assert!(
+        new[0].1.ends_with(&format!(
+            "{}</hook_prompt>",
+            mail_line(&id, "bob", "wake up")
+        )),
+        "{new:?}"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(receipt(&data, &id), "hook:codex:Stop");
+    // The second Stop waits its 5 s for more, finds none, and the run ends.
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "codex exec did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(model.main_requests().len(), 2, "{}", model.dump());
 }

@@ -503,14 +503,24 @@ impl CodexHome {
     }
 
     /// Trust every handler of the current hooks.json through config.toml
-    /// entries computed by [`hook_trust_hash`] (no bypass flag needed).
+    /// entries computed by [`hook_trust_hash`] (no bypass flag needed). The
+    /// entries of an earlier call (config.toml's last tables) are replaced:
+    /// a key written twice makes Codex refuse the whole file.
     pub fn trust_hooks(&self) -> Vec<(String, String)> {
         let doc: Value = serde_json::from_str(
             &std::fs::read_to_string(self.hooks_path()).expect("read hooks.json"),
         )
         .expect("hooks.json is JSON");
         let entries = trust_entries(&self.hooks_path(), &doc);
-        self.append_config(&trust_toml(&entries));
+        let config = std::fs::read_to_string(self.config_path()).expect("read config.toml");
+        let base = config
+            .find("\n[hooks.state.")
+            .map_or(config.as_str(), |at| &config[..at]);
+        std::fs::write(
+            self.config_path(),
+            format!("{}\n{}", base.trim_end(), trust_toml(&entries)),
+        )
+        .expect("write config.toml");
         entries
     }
 
