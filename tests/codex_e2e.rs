@@ -105,9 +105,14 @@
 //! steers PROMPT into that same turn (the model was asked with [TEXT], then
 //! again with [TEXT, PROMPT]; the first answer dropped). A second queued
 //! message is taken off the queue as exec ends and its turn aborted at
-//! once: the model sees it only on the next resume, as history followed by
-//! a `<turn_aborted>` user message. So every queued message reaches the
-//! model by the next resume with a prompt.
+//! once: the model sees it on the next resume, as history followed by a
+//! `<turn_aborted>` user message — or never: when the abort comes before
+//! Codex wrote it to the thread it is gone from the queue and the history
+//! alike (seen in 1 of 8 full runs of this file, 0 of 12 sequential tries).
+//! So only the first queued message is safe across `exec resume`: whatever
+//! queues for a thread nobody runs must queue one message (one batch) and
+//! not count it delivered until the model took it (the hooks of that
+//! resume can deliver instead).
 //! Interactive: `codex` (TUI) starts an app-server daemon per CODEX_HOME
 //! (`codex app-server --listen unix:// --managed-daemon`, copied with its
 //! resources, 424 MB, into `$CODEX_HOME/packages/app-server-daemon`, pid in
@@ -141,8 +146,8 @@
 //!   `exit_2_blocks_replaces_or_reprompts`: the table above.
 //! - `queue_into_a_finished_thread_is_delivered_on_resume`: `codex queue`
 //!   into a thread nobody runs asks no model; a resume without a prompt
-//!   leaves it queued; a resume with one shows it first; two queued reach the
-//!   model by the next resume, each once.
+//!   leaves it queued; a resume with one shows it first; of two queued, the
+//!   first is shown and the second at most once (it can be lost, above).
 //! - `queue_wakes_an_idle_interactive_tui`: an idle interactive Codex in a
 //!   tmux server of the test's own starts a turn with the queued message
 //!   (measured 0.2 s from the call to the model request; the test allows 3 s).
@@ -273,14 +278,6 @@ fn pos(r: &Request, role: &str, text: &str) -> Option<usize> {
     r.messages()
         .iter()
         .position(|(ro, t)| ro == role && t == text)
-}
-
-/// Whether any main request so far shows `text` in a message of `role`.
-fn shown(model: &FakeCodexModel, role: &str, text: &str) -> bool {
-    model
-        .main_requests()
-        .iter()
-        .any(|r| pos(r, role, text).is_some())
 }
 
 /// Whether `needle` appears anywhere in any request Codex sent.
@@ -835,21 +832,38 @@ fn queue_into_a_finished_thread_is_delivered_on_resume() {
     );
     assert_eq!(r.thread_id(), thread);
 
-    // Two queued: each reaches the model by the next resume with a prompt.
+    // Two queued before one resume: the first is run (with the prompt);
+    // the second is taken off the queue as exec ends and its turn aborted.
+    // It reaches the model on the next resume only when Codex wrote it to
+    // the thread before the abort: a race (lost in about 1 of 8 runs under
+    // load), so only "never twice" is asserted for it.
     for text in ["QUEUED TWO", "QUEUED THREE"] {
         assert!(home.queue(&thread, text).status.success());
     }
     home.resume(&thread, Some("p2"), &[]).ok();
-    assert!(shown(&model, "user", "QUEUED TWO"), "{}", model.dump());
+    let r = model
+        .wait_for(WAIT, |r| pos(r, "user", "p2").is_some())
+        .expect("the p2 resume's request");
+    let two = pos(&r, "user", "QUEUED TWO").unwrap_or_else(|| panic!("{}", r.outline()));
+    assert!(two < pos(&r, "user", "p2").unwrap(), "{}", r.outline());
     home.resume(&thread, Some("p3"), &[]).ok();
     let last = model.last_main().expect("a request");
-    assert!(
-        pos(&last, "user", "QUEUED THREE").is_some(),
-        "{}",
-        last.outline()
+    assert!(pos(&last, "user", "p3").is_some(), "{}", last.outline());
+    let three = last
+        .texts_of("user")
+        .iter()
+        .filter(|t| *t == "QUEUED THREE")
+        .count();
+    eprintln!(
+        "the second of two queued messages {} the model",
+        if three == 1 {
+            "reached"
+        } else {
+            "never reached (lost)"
+        }
     );
-    // Every message once in the thread's history.
-    for text in ["QUEUED ONE", "QUEUED TWO", "QUEUED THREE"] {
+    assert!(three <= 1, "{}", last.outline());
+    for text in ["QUEUED ONE", "QUEUED TWO"] {
         let n = last.texts_of("user").iter().filter(|t| *t == text).count();
         assert_eq!(n, 1, "{text}: {}", last.outline());
     }
