@@ -249,6 +249,13 @@ fn session_start(host: Host, data: &Path, key: &str, input: &Value, opts: &Optio
         session = Some(register(store.as_ref(), key, input, opts)?);
     }
     let mut context = Vec::new();
+    // No skill teaches a Codex or Gemini model our lines: this does, once a
+    // session (the same reaction policy as SKILL.md).
+    match host {
+        Host::Claude => {}
+        Host::Codex => context.push(include_str!("../../hosts/codex.md").trim_end().to_string()),
+        Host::Gemini => context.push(include_str!("../../hosts/gemini.md").trim_end().to_string()),
+    }
     let mut marked = None;
     match session {
         None => context.push(

@@ -11,6 +11,7 @@ mod list;
 mod mail;
 mod peer;
 mod session;
+mod setup;
 mod sql;
 mod waiter;
 
@@ -196,6 +197,36 @@ pub enum Command {
     /// Move this mailbox between backends (SQLite → PostgreSQL)
     #[command(subcommand)]
     Db(DbCmd),
+    /// Wire a host's hooks to inter-session in its own configuration (Codex, Gemini CLI)
+    #[command(after_help = "Examples:\n  \
+        inter-session setup codex --dry-run     # what would change in $CODEX_HOME/hooks.json and config.toml\n  \
+        inter-session setup codex --name rev    # sessions register as 'rev' (then rev-2, …)\n  \
+        inter-session setup gemini --project    # this repository's .gemini/settings.json\n  \
+        inter-session setup gemini --remove\n  \
+        inter-session setup claude              # how to install the Claude Code plugin\n\n\
+        Codex: hooks.json (SessionStart, UserPromptSubmit, PostToolUse, Stop) and the trust\n\
+        entries Codex needs in config.toml. Gemini CLI: settings.json hooks (SessionStart,\n\
+        BeforeAgent, AfterTool, AfterAgent, SessionEnd) and the two settings a background\n\
+        `inbox wait` needs. Everything else in the files stays; a file is backed up\n\
+        (<file>.inter-session.bak) before its first change; running it twice changes nothing.\n\
+        Honours CODEX_HOME and GEMINI_CLI_HOME.")]
+    Setup {
+        /// The host (claude, codex, gemini)
+        #[arg(value_enum)]
+        host: hook::Host,
+        /// Write the repository's own configuration instead of the user's
+        #[arg(long)]
+        project: bool,
+        /// Print what would change; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Take our hooks out again
+        #[arg(long)]
+        remove: bool,
+        /// The mailbox name a session registers as (default: INTER_SESSION_NAME, else the folder's)
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// A host's hook: hand pending mail to the model in the host's format
     #[command(
         after_help = "Examples (what a host's hook runs; the hook's JSON arrives on stdin):\n  \
@@ -630,6 +661,21 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Peer(PeerCmd::List { all, json }) => peer::list(all, json),
         Command::Peer(PeerCmd::Kill { name }) => peer::kill(&name),
         Command::Db(DbCmd::Copy { to, json }) => db::copy(&to, json),
+        Command::Setup {
+            host,
+            project,
+            dry_run,
+            remove,
+            name,
+        } => setup::run(
+            host,
+            &setup::Options {
+                project,
+                dry_run,
+                remove,
+                name: name.as_deref(),
+            },
+        ),
         Command::Hook {
             host,
             event,
