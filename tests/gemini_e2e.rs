@@ -382,7 +382,9 @@ fn headless_turn_runs_a_shell_command() {
     // The first request: the session context, then the prompt, in one user
     // content; the system instruction, the tools, the generation config.
     let first = &reqs[0];
-    let keys: Vec<&String> = first.body.as_object().expect("object").keys().collect();
+    // (Sorted: key order means nothing in JSON.)
+    let mut keys: Vec<&String> = first.body.as_object().expect("object").keys().collect();
+    keys.sort();
     assert_eq!(
         keys,
         ["contents", "generationConfig", "systemInstruction", "tools"],
@@ -750,7 +752,8 @@ fn hooks_and_commands_share_the_gemini_process() {
     let hook = &runs[0];
     let sid = hook.input["session_id"].as_str().expect("session_id");
     assert!(!sid.is_empty());
-    let keys: Vec<&String> = hook.input.as_object().expect("input").keys().collect();
+    let mut keys: Vec<&String> = hook.input.as_object().expect("input").keys().collect();
+    keys.sort();
     assert_eq!(
         keys,
         [
@@ -1315,7 +1318,7 @@ fn verb_session_start_hands_over_waiting_mail() {
     let first = model.main_requests().remove(0);
     let texts = first.new_user_texts();
     let part = texts.last().expect("the prompt's part");
-    let (context, prompt) = part.split_once("\n\n").expect("context, then the prompt");
+    let (context, prompt) = part.rsplit_once("\n\n").expect("context, then the prompt");
     assert_eq!(prompt, "the prompt");
     // The context holds the exact line (the CLI escapes only `<` and `>`).
     let inner = context
