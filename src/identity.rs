@@ -233,12 +233,18 @@ pub fn claude_ancestor() -> Option<Proc> {
     ancestor(is_claude)
 }
 
-/// Whether a process is Gemini CLI: `node … gemini.js` (the npm bundle), or
-/// an executable named `gemini`.
+/// Whether a process is Gemini CLI: `node … gemini.js` (the npm bundle),
+/// `node … <bin>/gemini` (the npm bin link, as a global install starts it),
+/// or an executable named `gemini`.
 pub fn is_gemini(p: &Proc) -> bool {
     let base = |a: &str| a.rsplit('/').next().unwrap_or(a).to_string();
+    let node = p
+        .argv
+        .first()
+        .is_some_and(|a| matches!(base(a).as_str(), "node" | "nodejs"));
     p.argv.first().is_some_and(|a| base(a) == "gemini")
         || p.argv.iter().take(4).any(|a| base(a) == "gemini.js")
+        || (node && p.argv.iter().skip(1).take(3).any(|a| base(a) == "gemini"))
 }
 
 /// The nearest ancestor of this process that `is` picks, if any.

@@ -28,9 +28,8 @@
 //!   global npm install starts it (the `gemini` bin link, by its
 //!   `#!/usr/bin/env node`), the process is `node --max-old-space-size=N
 //!   <…>/bin/gemini …`, with no `gemini.js` in it
-//!   (`verb_commands_find_their_session_under_the_npm_bin`, ignored until
-//!   src/identity.rs `is_gemini` takes that form: today SessionStart records
-//!   nothing there and commands see `"connected":false`).
+//!   (`verb_commands_find_their_session_under_the_npm_bin`: src/identity.rs
+//!   `is_gemini` takes that form too).
 //! - A command's environment: `GEMINI_CLI=1` (and `GEMINI_CLI_NO_RELAUNCH`,
 //!   `GEMINI_CLI_TRUST_WORKSPACE` with --skip-trust, git/pager hardening:
 //!   `GIT_CONFIG_GLOBAL=/dev/null`, `GIT_TERMINAL_PROMPT=0`, `PAGER=cat`…);
@@ -1534,8 +1533,6 @@ fn verb_background_waiter_wakes_idle_interactive_session() {
 /// arguments. Then SessionStart records no process for the session and a
 /// command does not find it (`status --json` says `"connected":false`).
 #[test]
-#[ignore = "src/identity.rs is_gemini misses `node … <bin>/gemini` (the npm bin link); \
-            un-ignore once it takes that form"]
 fn verb_commands_find_their_session_under_the_npm_bin() {
     let Some(cli) = gemini_cli() else { return };
     let cli = cli.npm_bin().expect("the npm bin link next to gemini.js");

@@ -52,7 +52,20 @@ pub fn check(from: Option<&str>, force: bool, json: bool) -> Result<i32> {
     }
     // After the drain, so the note waits for the session's own monitor.
     acting.tell(store.as_ref())?;
+    if !first || !json {
+        linger_for_the_host();
+    }
     Ok(0)
+}
+
+/// Gemini CLI runs a command in a pseudo-terminal and, when the command
+/// exits right after printing, sometimes passes on only what it had read so
+/// far (0.61.0: `Output: (empty)`, about 1 in 20 under load). A short pause
+/// before exiting let every try through: printed mail is not lost.
+fn linger_for_the_host() {
+    if std::env::var_os("GEMINI_CLI").is_some() {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// `inbox wait`: until mail is pending (and no monitor prints it), then
@@ -97,6 +110,7 @@ pub fn wait(from: Option<&str>, once: bool, timeout: Option<&str>) -> Result<i32
         store.mark_delivered(session.id, &seqs, crate::store::via::WAIT)?;
         drop(claim);
         if once {
+            linger_for_the_host();
             return Ok(0);
         }
     }
