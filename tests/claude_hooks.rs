@@ -34,6 +34,11 @@
 //!   own beside the plugin's) during a tool call; under plain `-p` the host
 //!   drops an asyncRewake hook's exit 2, so the plugin's hook must leave the
 //!   mail pending: it is shown once, by PostToolUse, and receipted so.
+//! - `a_hook_killed_before_it_printed_leaves_the_mail_to_the_next_path`: a
+//!   plugin copy whose PostToolUse hook is SIGKILLed before it can print
+//!   (its input held open); the mail sent during the tool call is not in the
+//!   next request, and the Stop hook hands it over, once (receipt
+//!   `hook:claude:Stop`).
 //!
 //! How Claude Code 2.1.332 frames hook output in the request body (measured
 //! here): `additionalContext` becomes a text "<Event>[:<Tool>] hook additional
@@ -192,6 +197,19 @@ impl Claude {
         prompt: &str,
         extra: &[&str],
     ) -> Claude {
+        Claude::spawn_with(bin, dir, data, model, prompt, extra, &plugin_dir())
+    }
+
+    /// `spawn`, with the plugin from `plugin`.
+    fn spawn_with(
+        bin: &Path,
+        dir: &Path,
+        data: &Path,
+        model: &FakeModel,
+        prompt: &str,
+        extra: &[&str],
+        plugin: &Path,
+    ) -> Claude {
         let home = dir.join("home");
         let work = dir.join("work");
         fs::create_dir_all(&home).expect("home");
@@ -232,7 +250,7 @@ impl Claude {
             .args(["-p", prompt, "--allowedTools", "Bash,Monitor,ToolSearch"])
             .args(["--output-format", "stream-json", "--verbose"])
             .arg("--plugin-dir")
-            .arg(plugin_dir())
+            .arg(plugin)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.join("claude.stdout")).expect("stdout file"))
@@ -921,4 +939,125 @@ fn file_changed_under_plain_p_leaves_mail_to_the_next_hook() {
         "file_changed: left to PostToolUse, shown after {:?}",
         t0.elapsed()
     );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let dest = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// A hook killed before it printed (its PostToolUse run never gets to
+/// print: a wrapper holds its input open and SIGKILLs it) leaves the mail
+/// pending; the next path (the Stop hook) hands it over, once, and the
+/// receipt says so.
+#[test]
+fn a_hook_killed_before_it_printed_leaves_the_mail_to_the_next_path() {
+    let Some(bin) = claude_code() else {
+        return;
+    };
+    let env = Env::new();
+    let data = env.data.clone();
+    env.ok("bob-key", &["--from", "bob", "status"]);
+    let started = env.tmp.path().join("tool-started");
+    let go = env.tmp.path().join("go");
+    let killed = env.tmp.path().join("hook-killed");
+
+    // The plugin, with PostToolUse run through the killing wrapper.
+    let plugin = env.tmp.path().join("plugin");
+    copy_dir(&plugin_dir(), &plugin);
+    let wrapper = plugin.join("bin").join("killed-hook");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             f=\"$(dirname \"$0\")/input.fifo\"\n\
+             rm -f \"$f\"; mkfifo \"$f\"\n\
+             \"$(dirname \"$0\")/inter-session\" hook claude PostToolUse <\"$f\" >/dev/null 2>&1 &\n\
+             hook=$!\n\
+             exec 3>\"$f\"\n\
+             sleep 0.3\n\
+             kill -9 $hook\n\
+             wait $hook\n\
+             echo \"$?\" > '{k}'\n\
+             exec 3>&-\n\
+             rm -f \"$f\"\n\
+             exit 0\n",
+            k = killed.display()
+        ),
+    )
+    .expect("wrapper");
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let hooks_path = plugin.join("hooks").join("hooks.json");
+    let mut hooks: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&hooks_path).expect("hooks.json")).expect("json");
+    hooks["hooks"]["PostToolUse"][0]["hooks"][0]["command"] =
+        serde_json::json!("\"${CLAUDE_PLUGIN_ROOT}/bin/killed-hook\"");
+    fs::write(&hooks_path, hooks.to_string()).expect("write hooks.json");
+
+    let model = FakeModel::start(Script::steps(vec![
+        step(Turn::bash(
+            "inter-session inbox watch --name cc6 --window 1",
+        )),
+        step(waiting_call(&started, &go)),
+        step(Turn::end("tool done")),
+        step(Turn::end("mail seen")),
+    ]));
+    let mut claude = Claude::spawn_with(
+        &bin,
+        env.tmp.path(),
+        &data,
+        &model,
+        "register, wait",
+        &[],
+        &plugin,
+    );
+    wait_started(&started, &model, &mut claude);
+    let text = "outlives a killed hook";
+    let id = send_at(&data, "cc6", text);
+    let line = bob_line(&id, text);
+    fs::write(&go, "").expect("create go");
+
+    // The request after the tool's result: the killed hook handed nothing over.
+    let next = expect_request(
+        &model,
+        &claude,
+        Duration::from_secs(60),
+        "after the tool",
+        |r| r.index == 2,
+    );
+    assert_eq!(next.last_tool_result(), "go seen");
+    assert!(!shown(&next).contains(&line), "{}", next.new_text());
+    assert_eq!(
+        fs::read_to_string(&killed).expect("the wrapper ran").trim(),
+        "137",
+        "the hook was killed by SIGKILL"
+    );
+    // The Stop hook hands it over when the model would stop.
+    let stop = expect_request(
+        &model,
+        &claude,
+        Duration::from_secs(60),
+        "the Stop block",
+        |r| r.index == 3,
+    );
+    assert!(shown(&stop).contains(&line), "{}", stop.new_text());
+    assert!(
+        claude.wait_exit(Duration::from_secs(60)).is_some(),
+        "claude -p did not end\n{}",
+        claude.output()
+    );
+    assert_shown_once(&model, &line);
+    assert_eq!(receipt(&data, &id), "hook:claude:Stop");
 }
