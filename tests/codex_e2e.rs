@@ -167,6 +167,11 @@
 //!   Stop --wait 5s` holds a finished turn open; mail sent then reaches the
 //!   model (measured 0.11 s after the send; the test allows 3 s), receipt
 //!   `hook:codex:Stop`; with no more mail the run ends after the wait.
+//! - `setup_codex_wires_hooks_the_real_codex_trusts_and_runs`: `inter-session
+//!   setup codex --name setup-rev` writes hooks.json and the trust entries;
+//!   Codex runs them with no bypass flag (SessionStart names the mailbox,
+//!   PostToolUse hands mail over); `--remove` leaves config.toml as it was
+//!   and no hook of ours runs.
 //!
 //! The CLI is installed by the tests into `target/codex` with npm when
 //! missing (support/codex.rs); without npm or the registry each test skips
@@ -1192,4 +1197,90 @@ fn stop_wait_keeps_an_idle_codex_listening_and_mail_wakes_it() {
     };
     assert!(status.success(), "{status}");
     assert_eq!(model.main_requests().len(), 2, "{}", model.dump());
+}
+
+/// `inter-session setup codex` writes hooks and trust entries that the real
+/// Codex runs without the bypass flag: SessionStart registers the name given
+/// to setup, mail sent during a command reaches the model after it
+/// (PostToolUse), and `setup codex --remove` takes it all out again (Codex
+/// then runs no hook of ours: the mail waits).
+#[test]
+fn setup_codex_wires_hooks_the_real_codex_trusts_and_runs() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let data = data_dir.path().join("data");
+    let ids = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (d1, i1) = (data.clone(), ids.clone());
+    let Some((model, home)) = setup(Script::steps(vec![
+        step_fn(move |_| {
+            i1.lock()
+                .unwrap()
+                .push(send_mail(&d1, "bob", "setup-rev", "via setup's hooks"));
+            Turn::exec("echo working")
+        }),
+        step(Turn::end("done")),
+        step(Turn::end("done again")),
+    ])) else {
+        return;
+    };
+    let home = home.with("INTER_SESSION_DATA_DIR", &path_str(&data));
+    let setup_cmd = |args: &[&str]| {
+        let mut c = std::process::Command::new(support::BIN);
+        for (k, _) in std::env::vars() {
+            if ["CLAUDE", "INTER_SESSION", "CODEX", "GEMINI"]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
+                c.env_remove(k);
+            }
+        }
+        c.env("INTER_SESSION_DATA_DIR", &data)
+            .env("CODEX_HOME", &home.codex_home)
+            .env("HOME", &home.home)
+            .arg("setup")
+            .arg("codex")
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        let out = run_limited(c, Duration::from_secs(20), "setup codex");
+        assert!(out.status.success(), "setup codex {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = setup_cmd(&["--name", "setup-rev"]);
+    assert!(said.contains("PostToolUse hook: trusted"), "{said}");
+    let config_before = std::fs::read_to_string(home.config_path()).expect("config");
+
+    // No bypass flag: Codex runs the hooks because setup trusted them.
+    let run = home.exec("start", &[]).ok();
+    let reqs = model.main_requests();
+    assert!(reqs.len() >= 2, "{}", model.dump());
+    assert!(
+        reqs[0]
+            .texts_of("developer")
+            .iter()
+            .any(|t| t.contains("connected as 'setup-rev'")),
+        "{}",
+        reqs[0].outline()
+    );
+    let id = ids.lock().unwrap()[0].clone();
+    let line = mail_line(&id, "bob", "via setup's hooks");
+    assert!(
+        reqs[1].texts_of("developer").iter().any(|t| t == &line),
+        "{}",
+        reqs[1].outline()
+    );
+    assert_eq!(receipt(&data, &id), "hook:codex:PostToolUse");
+
+    // Removed: the user's config as it was before setup, no hook of ours
+    // runs, mail waits.
+    let said = setup_cmd(&["--remove"]);
+    assert!(said.contains("Stop hook: removed"), "{said}");
+    let config_after = std::fs::read_to_string(home.config_path()).expect("config");
+    assert!(!config_after.contains("hooks.state"), "{config_after}");
+    assert!(
+        config_before.starts_with(config_after.trim_end()),
+        "{config_after}"
+    );
+    let later = send_mail(&data, "bob", "setup-rev", "after remove");
+    home.resume(&run.thread_id, Some("again"), &[]).ok();
+    assert!(!anywhere(&model, &mail_line(&later, "bob", "after remove")));
+    assert_eq!(receipt(&data, &later), "pending");
 }
