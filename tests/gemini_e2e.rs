@@ -1557,3 +1557,61 @@ fn verb_commands_find_their_session_under_the_npm_bin() {
     let out = model.main_requests()[1].last_tool_output();
     assert!(out.contains("\"name\":\"gem\""), "{}", report(&model, &run));
 }
+
+/// `inter-session setup gemini` writes hooks the real Gemini CLI runs (its
+/// SessionStart hands waiting mail over) and the two settings the
+/// background waiter needs; `--remove` takes the hooks out again.
+#[test]
+fn setup_gemini_wires_hooks_the_real_cli_runs() {
+    let Some(cli) = gemini_cli() else { return };
+    let env = support::Env::new();
+    let sid = session_uuid();
+    register_gem(&env, &sid);
+    let id = support::send_as(&env, "bob", "gem", "via setup's hooks");
+    let home = home_for(&env);
+    let setup = |args: &[&str]| {
+        let out = env
+            .cmd("setup-probe")
+            .args(["setup", "gemini"])
+            .args(args)
+            .env("GEMINI_CLI_HOME", &home.home)
+            .output()
+            .expect("run setup");
+        assert!(out.status.success(), "setup gemini {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = setup(&["--name", "gem"]);
+    assert!(said.contains("SessionStart hook: added"), "{said}");
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.settings_path()).expect("read"))
+            .expect("json");
+    assert_eq!(settings["experimental"]["modelSteering"], true);
+    assert_eq!(
+        settings["tools"]["shell"]["backgroundCompletionBehavior"],
+        "inject"
+    );
+    let model = FakeGemini::start(Script::steps(vec![step(Turn::end("read it"))]));
+    let run = home
+        .spawn_prompt(
+            &cli,
+            &model.base_url(),
+            &["--session-id", &sid],
+            "the prompt",
+        )
+        .finish(RUN);
+    run.assert_ok(&model.dump());
+    let first = model.main_requests().remove(0);
+    let line = bob_line(&id, "via setup's hooks");
+    assert!(
+        first.new_user_texts().iter().any(|t| t.contains(&line)),
+        "{}",
+        model.dump()
+    );
+    assert_via(&env, &id, "hook:gemini:SessionStart");
+    let said = setup(&["--remove"]);
+    assert!(said.contains("SessionStart hook: removed"), "{said}");
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(home.settings_path()).expect("read"))
+            .expect("json");
+    assert!(settings.get("hooks").is_none(), "{settings}");
+}
