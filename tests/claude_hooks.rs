@@ -39,6 +39,12 @@
 //!   (its input held open); the mail sent during the tool call is not in the
 //!   next request, and the Stop hook hands it over, once (receipt
 //!   `hook:claude:Stop`).
+//! - `claude_asks_codex_and_codex_replies` (across hosts): `claude -p`'s
+//!   Bash `mail ask --to cx` reaches a real Codex 0.171.0 session through its
+//!   listening Stop hook (`hook codex Stop --wait`); Codex's scripted model
+//!   replies from its shell (`mail reply`, attributed to `cx` through
+//!   `CODEX_THREAD_ID`); the answer is the ask's output; history shows
+//!   cc-ask → cx (via `hook:codex:Stop`) and cx → cc-ask (via `ask`).
 //!
 //! How Claude Code 2.1.332 frames hook output in the request body (measured
 //! here): `additionalContext` becomes a text "<Event>[:<Tool>] hook additional
@@ -58,6 +64,10 @@
 //! package, installed into `target/claude-code` when missing; without npm
 //! each test skips loudly). Each test takes a few seconds of real time.
 
+#[path = "support/codex.rs"]
+mod codex;
+#[path = "support/fake_codex.rs"]
+mod fake_codex;
 #[path = "support/fake_model.rs"]
 mod fake_model;
 mod support;
@@ -1060,4 +1070,113 @@ fn a_hook_killed_before_it_printed_leaves_the_mail_to_the_next_path() {
     );
     assert_shown_once(&model, &line);
     assert_eq!(receipt(&data, &id), "hook:claude:Stop");
+}
+
+/// Across hosts: a `claude -p` session `mail ask`s a Codex session (hooks
+/// from `hook codex`, its Stop listening with `--wait`), whose scripted
+/// model answers with `mail reply` from its own shell: the answer comes back
+/// as the ask's output, and history attributes both directions to the right
+/// mailboxes.
+#[test]
+fn claude_asks_codex_and_codex_replies() {
+    let Some(claude_bin) = claude_code() else {
+        return;
+    };
+    let Some(codex_bin) = codex::codex() else {
+        return;
+    };
+    let env = Env::new();
+    let data = env.data.clone();
+
+    // Codex: its first turn ends at once; its Stop hook listens for mail.
+    // Shown the question, its model replies from its shell (its thread's
+    // own mailbox, through CODEX_THREAD_ID), then ends.
+    let reply_cmd = |req: &fake_codex::Request| -> fake_codex::Turn {
+        let text = req.texts_of("user").join("\n");
+        let id = text
+            .split("msg=")
+            .nth(1)
+            .and_then(|rest| rest.split([' ', '"']).next())
+            .unwrap_or("NO-ID")
+            .to_string();
+        fake_codex::Turn::exec(&format!(
+            "{} mail reply {id} --text 'answer: 4'",
+            codex::shell_quote(BIN)
+        ))
+    };
+    let codex_model = fake_codex::FakeCodexModel::start(fake_codex::Script::steps(vec![
+        fake_codex::step(fake_codex::Turn::end("ready")),
+        fake_codex::step_fn(reply_cmd),
+        fake_codex::step(fake_codex::Turn::end("replied")),
+    ]));
+    let home = codex::CodexHome::new(&codex_bin, &codex_model)
+        .with("INTER_SESSION_DATA_DIR", &data.display().to_string());
+    let bin = codex::shell_quote(BIN);
+    home.write_hooks(&codex::CodexHome::hooks_doc(&[
+        (
+            "SessionStart",
+            &format!("{bin} hook codex SessionStart --name cx"),
+        ),
+        ("Stop", &format!("{bin} hook codex Stop --wait 20s")),
+    ]));
+    home.trust_hooks();
+    let codex_run = std::thread::spawn(move || {
+        let run = home.exec("wait for questions", &[]);
+        (run, home)
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !wait_state(&data, "cx", "offline", Duration::from_millis(200)) {
+        assert!(Instant::now() < deadline, "cx never registered");
+    }
+
+    // Claude: registers cc-ask, then asks cx and waits for the answer.
+    let model = FakeModel::start(Script::steps(vec![
+        step(Turn::bash(
+            "inter-session inbox watch --name cc-ask --window 1",
+        )),
+        step(Turn::bash(
+            "inter-session mail ask --to cx --timeout 60s --text 'question: what is 2+2?'",
+        )),
+        step(Turn::end("got it")),
+    ]));
+    let mut claude = Claude::spawn(&claude_bin, env.tmp.path(), &data, &model, "ask cx", &[]);
+    let answered = expect_request(
+        &model,
+        &claude,
+        Duration::from_secs(90),
+        "the answer",
+        |r| r.index == 2,
+    );
+    assert_eq!(answered.last_tool_result().trim(), "answer: 4");
+    assert!(
+        claude.wait_exit(Duration::from_secs(60)).is_some(),
+        "claude -p did not end\n{}",
+        claude.output()
+    );
+    let (run, _home) = codex_run.join().expect("the codex thread");
+    assert!(run.output.status.success(), "{}", run.show());
+
+    let out = run_at(&data, "probe", &["history", "--json", "--with", "cx"]);
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .flat_map(|v: serde_json::Value| match v {
+            serde_json::Value::Array(a) => a,
+            other => vec![other],
+        })
+        .collect();
+    let question = rows
+        .iter()
+        .find(|r| r["text"] == "question: what is 2+2?")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(question["sender"], "cc-ask");
+    assert_eq!(question["recipient"], "cx");
+    assert_eq!(question["delivered_via"], "hook:codex:Stop");
+    let answer = rows
+        .iter()
+        .find(|r| r["text"] == "answer: 4")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(answer["sender"], "cx");
+    assert_eq!(answer["recipient"], "cc-ask");
+    assert_eq!(answer["delivered_via"], "ask");
 }
