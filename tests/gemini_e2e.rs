@@ -163,8 +163,11 @@
 //!   model's background `inter-session inbox wait --once` finds it without
 //!   `--from`; a `mail send` wakes the idle session 70–90 ms later with the
 //!   exact line in the steering update; receipt `wait`.
+//! - `setup_gemini_wires_hooks_the_real_cli_runs`: `inter-session setup
+//!   gemini` writes hooks the CLI runs (SessionStart hands waiting mail
+//!   over) and the two waiter settings; `--remove` takes the hooks out.
 //!
-//! Each test takes 3–15 s (all 14 in parallel ≈ 45–50 s). Without node ≥ 20 /
+//! Each test takes 3–15 s (all 16 in parallel ≈ 45–50 s). Without node ≥ 20 /
 //! npm / the registry, each skips loudly (`INTER_SESSION_TEST_REQUIRE=all`
 //! fails instead); without tmux the interactive ones skip.
 
