@@ -169,6 +169,212 @@ impl Out {
     }
 }
 
+/// What became of a batch handed to the sink.
+enum Sent {
+    /// The reader has it: mark it delivered.
+    Taken,
+    /// Not taken, and worth trying again later (it stays pending).
+    Refused,
+    /// Not taken, and the reader is gone (or a signal came): stop.
+    Gone,
+}
+
+/// Where the monitor's batches go: stdout (the monitor), or a Codex
+/// thread's queue (`deliver codex`).
+enum Sink {
+    Stdout(Out),
+    Codex(CodexQueue),
+}
+
+impl Sink {
+    fn new(spec: &SinkSpec) -> Self {
+        match spec {
+            SinkSpec::Stdout => Sink::Stdout(Out::new()),
+            SinkSpec::CodexQueue { bin, thread } => Sink::Codex(CodexQueue {
+                bin: bin.clone(),
+                thread: thread.clone(),
+            }),
+        }
+    }
+
+    fn check_reader(&self) -> Result<()> {
+        match self {
+            Sink::Stdout(out) => out.check_reader(),
+            Sink::Codex(_) => Ok(()),
+        }
+    }
+
+    /// Hand over one batch; `Taken` only once the reader has it.
+    fn send(&mut self, lines: &[String], signal: &AtomicI32) -> Sent {
+        match self {
+            Sink::Stdout(out) => {
+                if out.write_lines(lines).is_err() {
+                    return Sent::Gone;
+                }
+                // A signal that came before the reader took the lines:
+                // the host may not pass them on, so they stay pending.
+                if out.taken(signal) {
+                    Sent::Taken
+                } else {
+                    Sent::Gone
+                }
+            }
+            Sink::Codex(q) => q.send(lines),
+        }
+    }
+
+    /// Notices with no mail (a closing line): stdout's reader sees them; a
+    /// deliverer logs them (on stderr) rather than start a model turn.
+    fn notify(&mut self, lines: &[String]) {
+        match self {
+            Sink::Stdout(out) => {
+                let _ = out.write_lines(lines);
+            }
+            Sink::Codex(_) => log_lines(lines),
+        }
+    }
+
+    fn closed(&self) -> bool {
+        match self {
+            Sink::Stdout(out) => out.closed(),
+            Sink::Codex(_) => false,
+        }
+    }
+
+    /// The receipt of what this sink delivers.
+    fn via(&self) -> &'static str {
+        match self {
+            Sink::Stdout(_) => crate::store::via::MONITOR,
+            Sink::Codex(_) => crate::store::via::CODEX_QUEUE,
+        }
+    }
+}
+
+fn log_lines(lines: &[String]) {
+    let mut err = std::io::stderr().lock();
+    for l in lines {
+        let _ = writeln!(err, "{l}");
+    }
+}
+
+/// The first try again after a refused batch, and the longest wait.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long one `codex queue` may take (it takes 0.1–0.25 s).
+const QUEUE_PATIENCE: Duration = Duration::from_secs(30);
+/// Default gap between two batches queued into a Codex thread.
+const CODEX_GAP_MS: u64 = 2000;
+
+/// One batch at a time into a Codex thread: a batch of at most 3,000 units,
+/// then at least `INTER_SESSION_CODEX_GAP_MS` (default 2 s) before the
+/// next (Codex may lose the second of two messages queued for a thread
+/// that nobody runs).
+fn codex_pace() -> PaceConfig {
+    let gap = env_ms("INTER_SESSION_CODEX_GAP_MS").unwrap_or(CODEX_GAP_MS);
+    PaceConfig {
+        min_gap_ms: gap,
+        capacity: 1,
+        margin_tokens: 0,
+        refill_ms: gap.max(1),
+        refill_slack_pct: 0,
+        ..PaceConfig::default()
+    }
+}
+
+/// `codex queue --thread <id> --message <batch>`: the batch is taken when
+/// it exits 0.
+struct CodexQueue {
+    bin: PathBuf,
+    thread: String,
+}
+
+impl CodexQueue {
+    fn send(&self, lines: &[String]) -> Sent {
+        // Notices go to the log; only mail starts a model turn.
+        let (notices, mail): (Vec<&String>, Vec<&String>) = lines
+            .iter()
+            .partition(|l| l.starts_with("[inter-session] "));
+        if !notices.is_empty() {
+            log_lines(&notices.into_iter().cloned().collect::<Vec<_>>());
+        }
+        if mail.is_empty() {
+            return Sent::Taken;
+        }
+        let text = mail
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let child = std::process::Command::new(&self.bin)
+            .args(["queue", "--thread", &self.thread, "--message", &text])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "inter-session: could not run {}: {e}; the mail stays pending",
+                    self.bin.display()
+                );
+                return Sent::Refused;
+            }
+        };
+        // Once started, a queue call is let finish (a signal meanwhile does
+        // not stop it): what it queued must be marked.
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Sent::Taken,
+                Ok(Some(status)) => {
+                    eprintln!(
+                        "inter-session: {} queue --thread {} exited with {status}; the mail stays pending",
+                        self.bin.display(),
+                        self.thread
+                    );
+                    return Sent::Refused;
+                }
+                Ok(None) if start.elapsed() < QUEUE_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) | Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    eprintln!(
+                        "inter-session: {} queue --thread {} did not finish; the mail stays pending",
+                        self.bin.display(),
+                        self.thread
+                    );
+                    return Sent::Refused;
+                }
+            }
+        }
+    }
+}
+
+/// The Codex CLI a deliverer runs: `$INTER_SESSION_CODEX_BIN`, else `codex`
+/// on PATH.
+pub fn codex_bin() -> Result<PathBuf> {
+    if let Some(b) = std::env::var_os("INTER_SESSION_CODEX_BIN").filter(|b| !b.is_empty()) {
+        let b = PathBuf::from(b);
+        if b.is_file() {
+            return Ok(b);
+        }
+        anyhow::bail!(
+            "INTER_SESSION_CODEX_BIN={} is not a file: cannot deliver to Codex",
+            b.display()
+        );
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let c = dir.join("codex");
+        if c.is_file() {
+            return Ok(c);
+        }
+    }
+    anyhow::bail!("no `codex` on PATH (nor INTER_SESSION_CODEX_BIN): cannot deliver to Codex")
+}
+
 fn env_ms(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -189,6 +395,19 @@ pub struct Options {
     pub window: Option<Duration>,
     /// Keep within Claude Code's notification limits (SPEC §4).
     pub paced: bool,
+    /// Where the lines go (stdout, or a Codex thread's queue).
+    pub sink: SinkSpec,
+}
+
+/// Where the monitor writes its batches.
+#[derive(Debug, Clone, Default)]
+pub enum SinkSpec {
+    /// Stdout, for a reader (the host's monitor tool, a terminal, a pipe).
+    #[default]
+    Stdout,
+    /// `<bin> queue --thread <thread> --message <batch>` (`deliver codex`):
+    /// the session key is `codex:<thread>`.
+    CodexQueue { bin: PathBuf, thread: String },
 }
 
 /// Run the monitor; returns the exit code.
@@ -226,16 +445,22 @@ pub fn run(opts: Options) -> Result<i32> {
     }
     let paced = opts.paced;
 
-    let mut out = Out::new();
+    let mut out = Sink::new(&opts.sink);
     out.check_reader()?;
     let store = crate::store::open()?;
-    let key = identity::session_key();
+    let key = match &opts.sink {
+        SinkSpec::Stdout => identity::session_key(),
+        SinkSpec::CodexQueue { thread, .. } => format!("codex:{thread}"),
+    };
 
     // One monitor per session key.
     let dir = crate::datadir::path()?;
     let key_lock_path = lock::key_lock_path(&dir, &key);
     let stopped = || signal.load(Ordering::SeqCst) != 0;
-    let owner = identity::owner_pid();
+    let owner = match opts.sink {
+        SinkSpec::Stdout => identity::owner_pid(),
+        SinkSpec::CodexQueue { .. } => None,
+    };
     let key_lock =
         match FileLock::acquire_removable_within(&key_lock_path, KEY_LOCK_PATIENCE, stopped)? {
             Some(lock) => Some(lock),
@@ -257,7 +482,7 @@ pub fn run(opts: Options) -> Result<i32> {
             ),
             None => ("?".to_string(), "?".to_string()),
         };
-        let _ = out.write_lines(&[notice(&format!(
+        out.notify(&[notice(&format!(
             "another monitor for this session is already running — name='{}', listener_pid={pid}; exiting",
             line::safe_name(&held)
         ))]);
@@ -267,7 +492,13 @@ pub fn run(opts: Options) -> Result<i32> {
     let cwd = std::env::current_dir().context("could not read the current directory")?;
     let project = identity::project_of(&cwd).display().to_string();
     let mut notices = Vec::new();
-    let wanted = match name.or(env_name) {
+    // A deliverer runs outside its session (started by a hook, under the
+    // host's shared daemon): the key's previous name comes first.
+    let previous = match &opts.sink {
+        SinkSpec::Stdout => None,
+        SinkSpec::CodexQueue { .. } => store.session_by_key(&key)?.map(|s| s.name),
+    };
+    let wanted = match name.or(previous).or(env_name) {
         Some(n) => n,
         None => match store.session_by_key(&key)? {
             Some(prev) => prev.name,
@@ -310,7 +541,11 @@ pub fn run(opts: Options) -> Result<i32> {
         name: claim.session.name.clone(),
         out,
         notices,
-        pacer: paced.then(|| Pacer::new(PaceConfig::from_env(), 0)),
+        pacer: match &opts.sink {
+            SinkSpec::Stdout => paced.then(|| Pacer::new(PaceConfig::from_env(), 0)),
+            SinkSpec::CodexQueue { .. } => Some(Pacer::new(codex_pace(), 0)),
+        },
+        retry: None,
         started,
         window: opts.window,
         owner,
@@ -361,7 +596,9 @@ struct Monitor<'a> {
     store: &'a dyn Mailbox,
     session_id: i64,
     name: String,
-    out: Out,
+    out: Sink,
+    /// A batch the sink refused: not before this, and the next backoff.
+    retry: Option<(Instant, Duration)>,
     /// Notices waiting to go out with the next batch.
     notices: Vec<String>,
     pacer: Option<Pacer>,
@@ -426,11 +663,17 @@ impl Monitor<'_> {
                 );
             }
 
-            // Output: as much as the pacer allows.
+            // Output: as much as the pacer allows (and, after a refused
+            // batch, not before its backoff is over).
+            let retry_wait = self.retry.map_or(0, |(at, _)| {
+                u64::try_from(at.saturating_duration_since(Instant::now()).as_millis())
+                    .unwrap_or(u64::MAX)
+            });
             let wait = self
                 .pacer
                 .as_mut()
-                .map_or(0, |p| p.wait_ms(p_now(self.started)));
+                .map_or(0, |p| p.wait_ms(p_now(self.started)))
+                .max(retry_wait);
             if wait == 0 && (maybe_pending || !self.notices.is_empty()) {
                 if self.pacer.is_some() {
                     // Paced batches re-read the mailbox each time, so mail
@@ -453,19 +696,25 @@ impl Monitor<'_> {
                     if signal.load(Ordering::SeqCst) != 0 {
                         break End::Quiet;
                     }
-                    if self.out.write_lines(&lines).is_err() {
-                        break End::Quiet;
+                    match self.out.send(&lines, &signal) {
+                        Sent::Taken => self.retry = None,
+                        Sent::Gone => break End::Quiet,
+                        Sent::Refused => {
+                            // It stays pending; try again later, each time
+                            // a little later (never a busy loop).
+                            let backoff = self
+                                .retry
+                                .map_or(RETRY_FIRST, |(_, b)| (b * 2).min(RETRY_MAX));
+                            self.retry = Some((Instant::now() + backoff, backoff));
+                            buffer.clear();
+                            maybe_pending = true;
+                            continue;
+                        }
                     }
-                    // A signal that came before the reader took the lines:
-                    // the host may not pass them on, so they stay pending.
-                    if !self.out.taken(&signal) {
-                        break End::Quiet;
+                    if !seqs.is_empty() {
+                        self.store
+                            .mark_delivered(self.session_id, &seqs, self.out.via())?;
                     }
-                    self.store.mark_delivered(
-                        self.session_id,
-                        &seqs,
-                        crate::store::via::MONITOR,
-                    )?;
                     let now = p_now(self.started);
                     if let Some(p) = self.pacer.as_mut() {
                         p.wrote(now);
@@ -564,7 +813,7 @@ impl Monitor<'_> {
                 if signal.load(Ordering::SeqCst) == 0 {
                     let mut lines = std::mem::take(&mut self.notices);
                     lines.push(notice(&text));
-                    let _ = self.out.write_lines(&lines);
+                    self.out.notify(&lines);
                 }
                 Ok(code)
             }
