@@ -190,9 +190,14 @@ impl Sink {
     fn new(spec: &SinkSpec) -> Self {
         match spec {
             SinkSpec::Stdout => Sink::Stdout(Out::new()),
-            SinkSpec::CodexQueue { bin, thread } => Sink::Codex(CodexQueue {
+            SinkSpec::CodexQueue {
+                bin,
+                thread,
+                transcript,
+            } => Sink::Codex(CodexQueue {
                 bin: bin.clone(),
                 thread: thread.clone(),
+                live: transcript.as_ref().map(|t| Liveness::new(t)),
             }),
         }
     }
@@ -241,6 +246,15 @@ impl Sink {
         }
     }
 
+    /// Whether the session this sink writes into is over (a deliverer's
+    /// Codex thread no longer loaded): the notice to end with.
+    fn session_over(&mut self) -> Option<String> {
+        match self {
+            Sink::Stdout(_) => None,
+            Sink::Codex(q) => q.live.as_mut().and_then(Liveness::over),
+        }
+    }
+
     /// The receipt of what this sink delivers.
     fn via(&self) -> &'static str {
         match self {
@@ -286,6 +300,92 @@ fn codex_pace() -> PaceConfig {
 struct CodexQueue {
     bin: PathBuf,
     thread: String,
+    live: Option<Liveness>,
+}
+
+/// How a deliverer knows its Codex session is over. Codex 0.171 keeps a
+/// loaded thread's rollout file (`transcript_path`) open — in the
+/// interactive app-server daemon, which serves every TUI of a CODEX_HOME
+/// and outlives them, for about a minute after the thread's TUI quit (a
+/// message queued meanwhile still runs as a turn); in `codex exec`, for the
+/// run. Nothing holding it open means the thread is no longer loaded:
+/// mail from then on waits for the thread's hooks (a resume).
+struct Liveness {
+    path: PathBuf,
+    /// The process last seen holding it.
+    holder: Option<i32>,
+    seen: bool,
+    misses: u32,
+    started: Instant,
+    every: Duration,
+    next: Instant,
+}
+
+impl Liveness {
+    fn new(path: &std::path::Path) -> Self {
+        let every = Duration::from_millis(
+            env_ms("INTER_SESSION_CODEX_CHECK_MS")
+                .filter(|ms| *ms > 0)
+                .unwrap_or(5000),
+        );
+        Liveness {
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            holder: None,
+            seen: false,
+            misses: 0,
+            started: Instant::now(),
+            every,
+            next: Instant::now(),
+        }
+    }
+
+    /// `Some(notice)` once nothing has held the file open for two checks in
+    /// a row (after it was seen held, or, never seen, after a grace of six
+    /// checks: the thread may not have opened it yet).
+    fn over(&mut self) -> Option<String> {
+        let now = Instant::now();
+        if now < self.next {
+            return None;
+        }
+        self.next = now + self.every;
+        let held = self.holder.is_some_and(|pid| holds(pid, &self.path)) || {
+            self.holder = holder_of(&self.path);
+            self.holder.is_some()
+        };
+        if held {
+            self.seen = true;
+            self.misses = 0;
+            return None;
+        }
+        self.misses += 1;
+        let grace_over = self.seen || self.started.elapsed() >= self.every * 6;
+        (self.misses >= 2 && grace_over).then(|| {
+            format!(
+                "the Codex thread is no longer loaded (nothing holds {} open); exiting",
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// Whether process `pid` has `path` open.
+fn holds(pid: i32, path: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|e| e.ok())
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
+}
+
+/// A process that has `path` open (of those whose fds we may read).
+fn holder_of(path: &std::path::Path) -> Option<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .find(|pid| holds(*pid, path))
 }
 
 impl CodexQueue {
@@ -407,7 +507,14 @@ pub enum SinkSpec {
     Stdout,
     /// `<bin> queue --thread <thread> --message <batch>` (`deliver codex`):
     /// the session key is `codex:<thread>`.
-    CodexQueue { bin: PathBuf, thread: String },
+    CodexQueue {
+        bin: PathBuf,
+        thread: String,
+        /// The thread's rollout file (the hooks' `transcript_path`): Codex
+        /// holds it open while the thread is loaded; the deliverer ends
+        /// once nothing does.
+        transcript: Option<PathBuf>,
+    },
 }
 
 /// Run the monitor; returns the exit code.
@@ -967,6 +1074,9 @@ impl Monitor<'_> {
                 1,
                 format!("{e:#}; exiting (restart the monitor)"),
             )));
+        }
+        if let Some(text) = self.out.session_over() {
+            return Ok(Some(End::Notice(0, text)));
         }
         if let Some(pid) = self.owner {
             if !pid_alive(pid) {

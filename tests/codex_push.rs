@@ -388,3 +388,111 @@ fn session_start_with_push_starts_one_deliverer() {
         })
     });
 }
+
+/// The deliverer ends with its thread: Codex holds the thread's rollout
+/// file (`transcript_path`) open while the thread is loaded (measured in
+/// the real CLI: the app-server daemon closes it about a minute after the
+/// thread's TUI quit); once no process holds it, the deliverer exits and
+/// the session goes offline (its hooks deliver again).
+#[test]
+fn it_ends_once_nothing_holds_the_transcript_open() {
+    let env = Env::new();
+    let fake = FakeCodex::new(&env);
+    register(&env, "th-8", "cv");
+    let transcript = env.tmp.path().join("rollout-th-8.jsonl");
+    std::fs::write(&transcript, "").unwrap();
+    // A stand-in for Codex: a process with the file open.
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3<\"$1\"; exec sleep 60")
+        .arg("sh")
+        .arg(&transcript)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn the holder");
+    let mut d = deliverer_cmd(&env, &fake, "th-8")
+        .arg("--transcript")
+        .arg(&transcript)
+        .env("INTER_SESSION_CODEX_CHECK_MS", "200")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deliver codex");
+    env.wait_online("cv");
+    // Held: it stays (well past two checks).
+    assert!(
+        wait_child(&mut d, Duration::from_secs(2)).is_none(),
+        "ended while held"
+    );
+    let id = send_as(&env, "bob", "cv", "still here");
+    wait_via(&env, &id, "codex-queue", Duration::from_secs(10));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let st = wait_child(&mut d, Duration::from_secs(10)).expect("ends once nothing holds it");
+    assert_eq!(st.code(), Some(0));
+    let mut err = String::new();
+    use std::io::Read;
+    d.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("no longer loaded"), "{err}");
+    env.wait_state("cv", "offline");
+    // Mail from now on waits for the thread's hooks.
+    let id = send_as(&env, "bob", "cv", "for the resume");
+    let out = codex_hook(
+        &env,
+        "UserPromptSubmit",
+        &[],
+        r#"{"session_id":"th-8"}"#,
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&id),
+        "{out:?}"
+    );
+}
+
+/// `setup codex --push` puts `--push` on the SessionStart hook only; run
+/// again without it, it takes it off (the handler is ours either way).
+#[test]
+fn setup_codex_push_adds_it_to_session_start() {
+    let env = Env::new();
+    let home = env.tmp.path().join("codex-home");
+    let setup = |args: &[&str]| {
+        let out = env
+            .cmd("k")
+            .arg("setup")
+            .arg("codex")
+            .args(args)
+            .env("CODEX_HOME", &home)
+            .current_dir(env.tmp.path())
+            .output()
+            .expect("run setup");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let commands = || -> Vec<(String, String)> {
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(home.join("hooks.json")).unwrap())
+                .unwrap();
+        let mut out = Vec::new();
+        for (event, groups) in doc["hooks"].as_object().unwrap() {
+            for g in groups.as_array().unwrap() {
+                for h in g["hooks"].as_array().unwrap() {
+                    out.push((event.clone(), h["command"].as_str().unwrap().to_string()));
+                }
+            }
+        }
+        out
+    };
+    setup(&["--push"]);
+    let cmds = commands();
+    assert_eq!(cmds.len(), 4, "{cmds:?}");
+    for (event, cmd) in &cmds {
+        assert_eq!(
+            cmd.ends_with(" --push"),
+            event == "SessionStart",
+            "{cmds:?}"
+        );
+    }
+    setup(&[]);
+    let cmds = commands();
+    assert_eq!(cmds.len(), 4, "{cmds:?}");
+    assert!(cmds.iter().all(|(_, c)| !c.contains("--push")), "{cmds:?}");
+}

@@ -304,7 +304,11 @@ fn session_start(host: Host, data: &Path, key: &str, input: &Value, opts: &Optio
         if let Some(thread) = key.strip_prefix("codex:") {
             // The hook's answer is out: a deliverer that cannot start costs
             // the session its push, not its start.
-            if let Err(e) = spawn_deliverer(data, thread) {
+            let transcript = input["transcript_path"]
+                .as_str()
+                .map(Path::new)
+                .filter(|p| p.is_absolute());
+            if let Err(e) = spawn_deliverer(data, thread, transcript) {
                 eprintln!("inter-session: could not start the deliverer: {e:#}");
             }
         }
@@ -329,7 +333,7 @@ fn check_thread(thread: &str) -> Result<()> {
 /// (setsid), stdin and stdout on /dev/null, stderr appended to
 /// `<data>/logs/deliver-codex-<id>.log`. At most one runs per thread: a
 /// second one finds the key lock held and exits.
-fn spawn_deliverer(data: &Path, thread: &str) -> Result<()> {
+fn spawn_deliverer(data: &Path, thread: &str, transcript: Option<&Path>) -> Result<()> {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     check_thread(thread)?;
@@ -344,8 +348,11 @@ fn spawn_deliverer(data: &Path, thread: &str) -> Result<()> {
         .with_context(|| format!("could not open {}", log_path.display()))?;
     let exe = std::env::current_exe().context("could not find this program's path")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["deliver", "codex", "--thread", thread])
-        .current_dir(data)
+    cmd.args(["deliver", "codex", "--thread", thread]);
+    if let Some(t) = transcript {
+        cmd.arg("--transcript").arg(t);
+    }
+    cmd.current_dir(data)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
@@ -367,13 +374,14 @@ fn spawn_deliverer(data: &Path, thread: &str) -> Result<()> {
 
 /// `deliver codex --thread <id>`: the monitor, writing into the thread's
 /// queue (`watch::SinkSpec::CodexQueue`).
-pub fn deliver_codex(thread: &str) -> Result<i32> {
+pub fn deliver_codex(thread: &str, transcript: Option<&Path>) -> Result<i32> {
     check_thread(thread)?;
     let bin = crate::watch::codex_bin()?;
     crate::watch::run(crate::watch::Options {
         sink: crate::watch::SinkSpec::CodexQueue {
             bin,
             thread: thread.to_string(),
+            transcript: transcript.map(Path::to_path_buf),
         },
         ..Default::default()
     })

@@ -239,7 +239,8 @@ pub enum Command {
         stdout: it holds the session (key codex:<id>; its hooks stay quiet meanwhile), queues\n\
         one batch at a time (at least INTER_SESSION_CODEX_GAP_MS apart, default 2000), marks it\n\
         delivered (receipt codex-queue) once `codex queue` exits 0, and retries a refused batch\n\
-        later. Ends on disconnect and on SIGTERM. The CLI: INTER_SESSION_CODEX_BIN, else codex\n\
+        later. Ends on disconnect, on SIGTERM, and (with --transcript) once Codex no longer\n\
+        has the thread loaded (nothing holds its rollout file open). The CLI: INTER_SESSION_CODEX_BIN, else codex\n\
         on PATH."
     )]
     Deliver {
@@ -249,6 +250,10 @@ pub enum Command {
         /// The host's session (Codex: the thread id, as its hooks' session_id)
         #[arg(long)]
         thread: String,
+        /// The thread's rollout file (its hooks' transcript_path): end once no process
+        /// holds it open (Codex no longer has the thread loaded)
+        #[arg(long, value_name = "PATH")]
+        transcript: Option<PathBuf>,
     },
     /// A host's hook: hand pending mail to the model in the host's format
     #[command(
@@ -732,7 +737,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Deliver {
             host: DeliverHost::Codex,
             thread,
-        } => hook::deliver_codex(&thread),
+            transcript,
+        } => hook::deliver_codex(&thread, transcript.as_deref()),
         Command::AutoStart {
             action,
             plugin_dir,
