@@ -198,6 +198,10 @@ impl Sink {
                 bin: bin.clone(),
                 thread: thread.clone(),
                 live: transcript.as_ref().map(|t| Liveness::new(t)),
+                queued: None,
+                queue_db: crate::hosts::codex::home()
+                    .ok()
+                    .map(|h| h.join("queue_1.sqlite")),
             }),
         }
     }
@@ -246,6 +250,21 @@ impl Sink {
         }
     }
 
+    /// Milliseconds until the sink may take another batch (a deliverer's
+    /// last batch still waiting in Codex's queue: look again soon).
+    fn busy_ms(&mut self) -> u64 {
+        match self {
+            Sink::Stdout(_) => 0,
+            Sink::Codex(q) => {
+                if q.still_queued() {
+                    u64::try_from(QUEUE_LOOK.as_millis()).unwrap_or(200)
+                } else {
+                    0
+                }
+            }
+        }
+    }
+
     /// Whether the session this sink writes into is over (a deliverer's
     /// Codex thread no longer loaded): the notice to end with.
     fn session_over(&mut self) -> Option<String> {
@@ -281,8 +300,9 @@ const CODEX_GAP_MS: u64 = 2000;
 
 /// One batch at a time into a Codex thread: a batch of at most 3,000 units,
 /// then at least `INTER_SESSION_CODEX_GAP_MS` (default 2 s) before the
-/// next (Codex may lose the second of two messages queued for a thread
-/// that nobody runs).
+/// next, and not before Codex took the last off its queue
+/// (`CodexQueue::still_queued`; Codex may lose the second of two messages
+/// queued for a thread that nobody runs).
 fn codex_pace() -> PaceConfig {
     let gap = env_ms("INTER_SESSION_CODEX_GAP_MS").unwrap_or(CODEX_GAP_MS);
     PaceConfig {
@@ -301,6 +321,46 @@ struct CodexQueue {
     bin: PathBuf,
     thread: String,
     live: Option<Liveness>,
+    /// The item the last batch became (`Queued message <uuid> for thread
+    /// …`), while it may still wait in Codex's queue.
+    queued: Option<String>,
+    /// Codex's queue database (`$CODEX_HOME/queue_1.sqlite`).
+    queue_db: Option<PathBuf>,
+}
+
+/// How often a deliverer looks whether its last batch left Codex's queue.
+const QUEUE_LOOK: Duration = Duration::from_millis(200);
+
+impl CodexQueue {
+    /// Whether the last batch is still in Codex's queue (the thread has not
+    /// started its turn yet: busy, or not running). Then the next batch
+    /// waits: one batch at a time (of two queued for a thread nobody runs,
+    /// Codex may lose the second). When the database cannot be read, the
+    /// fixed gap alone paces.
+    fn still_queued(&mut self) -> bool {
+        let (Some(id), Some(db)) = (&self.queued, &self.queue_db) else {
+            return false;
+        };
+        let there = (|| -> rusqlite::Result<bool> {
+            let conn = rusqlite::Connection::open_with_flags(
+                db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_millis(100))?;
+            conn.query_row(
+                "select count(*) from queued_items where id = ?1",
+                [id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        })();
+        if there.unwrap_or(false) {
+            return true;
+        }
+        self.queued = None;
+        false
+    }
 }
 
 /// How a deliverer knows its Codex session is over. Codex 0.171 keeps a
@@ -389,7 +449,7 @@ fn holder_of(path: &std::path::Path) -> Option<i32> {
 }
 
 impl CodexQueue {
-    fn send(&self, lines: &[String]) -> Sent {
+    fn send(&mut self, lines: &[String]) -> Sent {
         // Notices go to the log; only mail starts a model turn.
         let (notices, mail): (Vec<&String>, Vec<&String>) = lines
             .iter()
@@ -408,7 +468,7 @@ impl CodexQueue {
         let child = std::process::Command::new(&self.bin)
             .args(["queue", "--thread", &self.thread, "--message", &text])
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn();
         let mut child = match child {
             Ok(c) => c,
@@ -425,7 +485,21 @@ impl CodexQueue {
         let start = Instant::now();
         loop {
             match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Sent::Taken,
+                Ok(Some(status)) if status.success() => {
+                    // "Queued message <uuid> for thread <id>." (a few bytes:
+                    // it fits the pipe, so reading after the exit is safe).
+                    let mut said = String::new();
+                    if let Some(mut out) = child.stdout.take() {
+                        use std::io::Read;
+                        let _ = out.read_to_string(&mut said);
+                    }
+                    self.queued = said
+                        .split_whitespace()
+                        .skip_while(|w| *w != "message")
+                        .nth(1)
+                        .map(str::to_string);
+                    return Sent::Taken;
+                }
                 Ok(Some(status)) => {
                     eprintln!(
                         "inter-session: {} queue --thread {} exited with {status}; the mail stays pending",
@@ -776,11 +850,14 @@ impl Monitor<'_> {
                 u64::try_from(at.saturating_duration_since(Instant::now()).as_millis())
                     .unwrap_or(u64::MAX)
             });
-            let wait = self
+            let mut wait = self
                 .pacer
                 .as_mut()
                 .map_or(0, |p| p.wait_ms(p_now(self.started)))
                 .max(retry_wait);
+            if wait == 0 && maybe_pending {
+                wait = self.out.busy_ms();
+            }
             if wait == 0 && (maybe_pending || !self.notices.is_empty()) {
                 if self.pacer.is_some() {
                     // Paced batches re-read the mailbox each time, so mail

@@ -1317,15 +1317,34 @@ fn push_deliverer_wakes_an_idle_tui_with_the_exact_line() {
     tui.wait_screen(WAIT, "the woken turn's answer", |s| {
         s.contains(&format!("answer {}", woke.index))
     });
-    // Once: the last request holds the line once.
+    // Two more in a row: each batch is queued once Codex took the last one
+    // off its queue; both reach the model, each once.
+    let id2 = send_mail(&data, "bob", "rev", "second");
+    let id3 = send_mail(&data, "bob", "rev", "third");
+    for (i, text) in [(&id2, "second"), (&id3, "third")] {
+        let line = mail_line(i, "bob", text);
+        model
+            .wait_for(WAIT, |r| {
+                r.messages()
+                    .iter()
+                    .any(|(ro, t)| ro == "user" && t.lines().any(|l| l == line))
+            })
+            .unwrap_or_else(|| panic!("{text} never reached the model:\n{}", model.dump()));
+        assert_eq!(receipt(&data, i), "codex-queue");
+    }
+    tui.wait_screen(WAIT, "idle again", |s| {
+        s.contains("Ask Codex to do anything")
+    });
     std::thread::sleep(Duration::from_secs(1));
     let last = model.last_main().expect("a request");
-    let n = last
-        .messages()
-        .iter()
-        .filter(|(_, t)| t.contains(&format!("msg={id} ")))
-        .count();
-    assert_eq!(n, 1, "{}", last.outline());
+    for i in [&id, &id2, &id3] {
+        let n = last
+            .messages()
+            .iter()
+            .filter(|(_, t)| t.contains(&format!("msg={i} ")))
+            .count();
+        assert_eq!(n, 1, "{i}: {}", last.outline());
+    }
     // Disconnect ends the deliverer.
     let out = ours(&data, &format!("codex:{thread}"), &["disconnect"]);
     assert!(out.status.success(), "{out:?}");

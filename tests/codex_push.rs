@@ -35,6 +35,8 @@ impl FakeCodex {
              d='{d}'\n\
              f=\"$d/calls/$(date +%s%N)-$$\"\n\
              printf '%s\\0' \"$@\" > \"$f.tmp\" && mv \"$f.tmp\" \"$f\"\n\
+             n=$(ls \"$d/calls\" | grep -vc tmp)\n\
+             echo \"Queued message item-$n for thread $3.\"\n\
              if [ -f \"$d/slow\" ]; then sleep \"$(cat \"$d/slow\")\"; fi\n\
              exit \"$(cat \"$d/exit\" 2>/dev/null || echo 0)\"\n",
             d = dir.display()
@@ -148,6 +150,7 @@ fn deliverer_cmd(env: &Env, fake: &FakeCodex, thread: &str) -> Command {
     c.args(["deliver", "codex", "--thread", thread])
         .env("INTER_SESSION_CODEX_BIN", fake.bin())
         .env("INTER_SESSION_CODEX_GAP_MS", "100")
+        .env("CODEX_HOME", fake.dir.join("codex-home"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
@@ -495,4 +498,44 @@ fn setup_codex_push_adds_it_to_session_start() {
     let cmds = commands();
     assert_eq!(cmds.len(), 4, "{cmds:?}");
     assert!(cmds.iter().all(|(_, c)| !c.contains("--push")), "{cmds:?}");
+}
+
+/// One batch at a time: while the last batch still waits in Codex's queue
+/// (`$CODEX_HOME/queue_1.sqlite`, `queued_items`, by the id `codex queue`
+/// printed), the next one is not queued; once Codex took it, it is.
+#[test]
+fn the_next_batch_waits_until_codex_took_the_last() {
+    let env = Env::new();
+    let fake = FakeCodex::new(&env);
+    let home = fake.dir.join("codex-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let db = rusqlite::Connection::open(home.join("queue_1.sqlite")).unwrap();
+    db.execute_batch(
+        "create table queued_items (id text primary key not null, thread_id text not null, \
+         payload_json text not null, queue_order integer not null, created_at_ms integer not null, \
+         updated_at_ms integer not null);
+         insert into queued_items values ('item-1', 'th-9', '{}', 1, 0, 0);",
+    )
+    .unwrap();
+    register(&env, "th-9", "cu");
+    let mut d = deliverer(&env, &fake, "th-9");
+    env.wait_online("cu");
+    let a = send_as(&env, "bob", "cu", "first");
+    fake.wait_calls(1, Duration::from_secs(10));
+    wait_via(&env, &a, "codex-queue", Duration::from_secs(10));
+    // item-1 (what the fake said it queued) is still in Codex's queue.
+    let b = send_as(&env, "bob", "cu", "second");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(fake.calls().len(), 1, "{:?}", fake.calls());
+    assert_eq!(via(&env, &b), "pending");
+    // Codex takes it: the next batch goes.
+    db.execute("delete from queued_items", []).unwrap();
+    let calls = fake.wait_calls(2, Duration::from_secs(5));
+    assert_eq!(calls[1], queue_argv("th-9", &line_for(&b, "bob", "second")));
+    wait_via(&env, &b, "codex-queue", Duration::from_secs(10));
+    signal(&d, libc::SIGTERM);
+    assert_eq!(
+        wait_child(&mut d, Duration::from_secs(10)).and_then(|s| s.code()),
+        Some(0)
+    );
 }
