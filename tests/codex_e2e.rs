@@ -184,7 +184,9 @@
 //! (`transcript_path`) open; after the thread's TUI quits it keeps it open
 //! for about a minute (a message queued meanwhile still runs as a turn,
 //! headless), then closes it. A deliverer started with `--transcript` ends
-//! once nothing holds that file open.
+//! once nothing holds that file open. The `<uuid>` that `codex queue`
+//! prints is the message's `queued_items.id` (checked on a finished
+//! thread): a deliverer queues its next batch only once that row is gone.
 //!
 //! The CLI is installed by the tests into `target/codex` with npm when
 //! missing (support/codex.rs); without npm or the registry each test skips
