@@ -247,6 +247,21 @@ pub fn is_gemini(p: &Proc) -> bool {
         || (node && p.argv.iter().skip(1).take(3).any(|a| base(a) == "gemini"))
 }
 
+/// Whether this process runs under a one-shot `codex exec` (its hooks run
+/// as that process's children; an interactive session's run under Codex's
+/// shared daemon).
+pub fn in_codex_exec() -> bool {
+    let base = |a: &str| a.rsplit('/').next().unwrap_or(a).to_string();
+    ancestor(|p| {
+        let codex = p.argv.iter().take(2).any(|a| {
+            let b = base(a);
+            b == "codex" || b == "codex.js" || b.starts_with("codex-")
+        }) || base(&p.exe) == "codex";
+        codex && p.argv.iter().skip(1).any(|a| a == "exec")
+    })
+    .is_some()
+}
+
 /// The nearest ancestor of this process that `is` picks, if any.
 fn ancestor(is: impl Fn(&Proc) -> bool) -> Option<Proc> {
     // SAFETY: getppid cannot fail.

@@ -169,6 +169,386 @@ impl Out {
     }
 }
 
+/// What became of a batch handed to the sink.
+enum Sent {
+    /// The reader has it: mark it delivered.
+    Taken,
+    /// Not taken, and worth trying again later (it stays pending).
+    Refused,
+    /// Not taken, and the reader is gone (or a signal came): stop.
+    Gone,
+}
+
+/// Where the monitor's batches go: stdout (the monitor), or a Codex
+/// thread's queue (`deliver codex`).
+enum Sink {
+    Stdout(Out),
+    Codex(CodexQueue),
+}
+
+impl Sink {
+    fn new(spec: &SinkSpec) -> Self {
+        match spec {
+            SinkSpec::Stdout => Sink::Stdout(Out::new()),
+            SinkSpec::CodexQueue {
+                bin,
+                thread,
+                transcript,
+            } => Sink::Codex(CodexQueue {
+                bin: bin.clone(),
+                thread: thread.clone(),
+                live: transcript.as_ref().map(|t| Liveness::new(t)),
+                queued: None,
+                queue_db: crate::hosts::codex::home()
+                    .ok()
+                    .map(|h| h.join("queue_1.sqlite")),
+            }),
+        }
+    }
+
+    fn check_reader(&self) -> Result<()> {
+        match self {
+            Sink::Stdout(out) => out.check_reader(),
+            Sink::Codex(_) => Ok(()),
+        }
+    }
+
+    /// Hand over one batch; `Taken` only once the reader has it.
+    fn send(&mut self, lines: &[String], signal: &AtomicI32) -> Sent {
+        match self {
+            Sink::Stdout(out) => {
+                if out.write_lines(lines).is_err() {
+                    return Sent::Gone;
+                }
+                // A signal that came before the reader took the lines:
+                // the host may not pass them on, so they stay pending.
+                if out.taken(signal) {
+                    Sent::Taken
+                } else {
+                    Sent::Gone
+                }
+            }
+            Sink::Codex(q) => q.send(lines),
+        }
+    }
+
+    /// Notices with no mail (a closing line): stdout's reader sees them; a
+    /// deliverer logs them (on stderr) rather than start a model turn.
+    fn notify(&mut self, lines: &[String]) {
+        match self {
+            Sink::Stdout(out) => {
+                let _ = out.write_lines(lines);
+            }
+            Sink::Codex(_) => log_lines(lines),
+        }
+    }
+
+    fn closed(&self) -> bool {
+        match self {
+            Sink::Stdout(out) => out.closed(),
+            Sink::Codex(_) => false,
+        }
+    }
+
+    /// Milliseconds until the sink may take another batch (a deliverer's
+    /// last batch still waiting in Codex's queue: look again soon).
+    fn busy_ms(&mut self) -> u64 {
+        match self {
+            Sink::Stdout(_) => 0,
+            Sink::Codex(q) => {
+                if q.still_queued() {
+                    u64::try_from(QUEUE_LOOK.as_millis()).unwrap_or(200)
+                } else {
+                    0
+                }
+            }
+        }
+    }
+
+    /// Whether the session this sink writes into is over (a deliverer's
+    /// Codex thread no longer loaded): the notice to end with.
+    fn session_over(&mut self) -> Option<String> {
+        match self {
+            Sink::Stdout(_) => None,
+            Sink::Codex(q) => q.live.as_mut().and_then(Liveness::over),
+        }
+    }
+
+    /// The receipt of what this sink delivers.
+    fn via(&self) -> &'static str {
+        match self {
+            Sink::Stdout(_) => crate::store::via::MONITOR,
+            Sink::Codex(_) => crate::store::via::CODEX_QUEUE,
+        }
+    }
+}
+
+fn log_lines(lines: &[String]) {
+    let mut err = std::io::stderr().lock();
+    for l in lines {
+        let _ = writeln!(err, "{l}");
+    }
+}
+
+/// The first try again after a refused batch, and the longest wait.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long one `codex queue` may take (it takes 0.1–0.25 s).
+const QUEUE_PATIENCE: Duration = Duration::from_secs(30);
+/// Default gap between two batches queued into a Codex thread.
+const CODEX_GAP_MS: u64 = 2000;
+
+/// One batch at a time into a Codex thread: a batch of at most 3,000 units,
+/// then at least `INTER_SESSION_CODEX_GAP_MS` (default 2 s) before the
+/// next, and not before Codex took the last off its queue
+/// (`CodexQueue::still_queued`; Codex may lose the second of two messages
+/// queued for a thread that nobody runs).
+fn codex_pace() -> PaceConfig {
+    let gap = env_ms("INTER_SESSION_CODEX_GAP_MS").unwrap_or(CODEX_GAP_MS);
+    PaceConfig {
+        min_gap_ms: gap,
+        capacity: 1,
+        margin_tokens: 0,
+        refill_ms: gap.max(1),
+        refill_slack_pct: 0,
+        ..PaceConfig::default()
+    }
+}
+
+/// `codex queue --thread <id> --message <batch>`: the batch is taken when
+/// it exits 0.
+struct CodexQueue {
+    bin: PathBuf,
+    thread: String,
+    live: Option<Liveness>,
+    /// The item the last batch became (`Queued message <uuid> for thread
+    /// …`), while it may still wait in Codex's queue.
+    queued: Option<String>,
+    /// Codex's queue database (`$CODEX_HOME/queue_1.sqlite`).
+    queue_db: Option<PathBuf>,
+}
+
+/// How often a deliverer looks whether its last batch left Codex's queue.
+const QUEUE_LOOK: Duration = Duration::from_millis(200);
+
+impl CodexQueue {
+    /// Whether the last batch is still in Codex's queue (the thread has not
+    /// started its turn yet: busy, or not running). Then the next batch
+    /// waits: one batch at a time (of two queued for a thread nobody runs,
+    /// Codex may lose the second). When the database cannot be read, the
+    /// fixed gap alone paces.
+    fn still_queued(&mut self) -> bool {
+        let (Some(id), Some(db)) = (&self.queued, &self.queue_db) else {
+            return false;
+        };
+        let there = (|| -> rusqlite::Result<bool> {
+            let conn = rusqlite::Connection::open_with_flags(
+                db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(Duration::from_millis(100))?;
+            conn.query_row(
+                "select count(*) from queued_items where id = ?1",
+                [id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+        })();
+        if there.unwrap_or(false) {
+            return true;
+        }
+        self.queued = None;
+        false
+    }
+}
+
+/// How a deliverer knows its Codex session is over. Codex 0.171 keeps a
+/// loaded thread's rollout file (`transcript_path`) open — in the
+/// interactive app-server daemon, which serves every TUI of a CODEX_HOME
+/// and outlives them, for about a minute after the thread's TUI quit (a
+/// message queued meanwhile still runs as a turn); in `codex exec`, for the
+/// run. Nothing holding it open means the thread is no longer loaded:
+/// mail from then on waits for the thread's hooks (a resume).
+struct Liveness {
+    path: PathBuf,
+    /// The process last seen holding it.
+    holder: Option<i32>,
+    seen: bool,
+    misses: u32,
+    started: Instant,
+    every: Duration,
+    next: Instant,
+}
+
+impl Liveness {
+    fn new(path: &std::path::Path) -> Self {
+        let every = Duration::from_millis(
+            env_ms("INTER_SESSION_CODEX_CHECK_MS")
+                .filter(|ms| *ms > 0)
+                .unwrap_or(5000),
+        );
+        Liveness {
+            path: std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            holder: None,
+            seen: false,
+            misses: 0,
+            started: Instant::now(),
+            every,
+            next: Instant::now(),
+        }
+    }
+
+    /// `Some(notice)` once nothing has held the file open for two checks in
+    /// a row (after it was seen held, or, never seen, after a grace of six
+    /// checks: the thread may not have opened it yet).
+    fn over(&mut self) -> Option<String> {
+        let now = Instant::now();
+        if now < self.next {
+            return None;
+        }
+        self.next = now + self.every;
+        let held = self.holder.is_some_and(|pid| holds(pid, &self.path)) || {
+            self.holder = holder_of(&self.path);
+            self.holder.is_some()
+        };
+        if held {
+            self.seen = true;
+            self.misses = 0;
+            return None;
+        }
+        self.misses += 1;
+        let grace_over = self.seen || self.started.elapsed() >= self.every * 6;
+        (self.misses >= 2 && grace_over).then(|| {
+            format!(
+                "the Codex thread is no longer loaded (nothing holds {} open); exiting",
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// Whether process `pid` has `path` open.
+fn holds(pid: i32, path: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(|e| e.ok())
+        .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
+}
+
+/// A process that has `path` open (of those whose fds we may read).
+fn holder_of(path: &std::path::Path) -> Option<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .find(|pid| holds(*pid, path))
+}
+
+impl CodexQueue {
+    fn send(&mut self, lines: &[String]) -> Sent {
+        // Notices go to the log; only mail starts a model turn.
+        let (notices, mail): (Vec<&String>, Vec<&String>) = lines
+            .iter()
+            .partition(|l| l.starts_with("[inter-session] "));
+        if !notices.is_empty() {
+            log_lines(&notices.into_iter().cloned().collect::<Vec<_>>());
+        }
+        if mail.is_empty() {
+            return Sent::Taken;
+        }
+        let text = mail
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let child = std::process::Command::new(&self.bin)
+            .args(["queue", "--thread", &self.thread, "--message", &text])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "inter-session: could not run {}: {e}; the mail stays pending",
+                    self.bin.display()
+                );
+                return Sent::Refused;
+            }
+        };
+        // Once started, a queue call is let finish (a signal meanwhile does
+        // not stop it): what it queued must be marked.
+        let start = Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    // "Queued message <uuid> for thread <id>." (a few bytes:
+                    // it fits the pipe, so reading after the exit is safe).
+                    let mut said = String::new();
+                    if let Some(mut out) = child.stdout.take() {
+                        use std::io::Read;
+                        let _ = out.read_to_string(&mut said);
+                    }
+                    self.queued = said
+                        .split_whitespace()
+                        .skip_while(|w| *w != "message")
+                        .nth(1)
+                        .map(str::to_string);
+                    return Sent::Taken;
+                }
+                Ok(Some(status)) => {
+                    eprintln!(
+                        "inter-session: {} queue --thread {} exited with {status}; the mail stays pending",
+                        self.bin.display(),
+                        self.thread
+                    );
+                    return Sent::Refused;
+                }
+                Ok(None) if start.elapsed() < QUEUE_PATIENCE => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) | Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    eprintln!(
+                        "inter-session: {} queue --thread {} did not finish; the mail stays pending",
+                        self.bin.display(),
+                        self.thread
+                    );
+                    return Sent::Refused;
+                }
+            }
+        }
+    }
+}
+
+/// The Codex CLI a deliverer runs: `$INTER_SESSION_CODEX_BIN`, else `codex`
+/// on PATH.
+pub fn codex_bin() -> Result<PathBuf> {
+    if let Some(b) = std::env::var_os("INTER_SESSION_CODEX_BIN").filter(|b| !b.is_empty()) {
+        let b = PathBuf::from(b);
+        if b.is_file() {
+            return Ok(b);
+        }
+        anyhow::bail!(
+            "INTER_SESSION_CODEX_BIN={} is not a file: cannot deliver to Codex",
+            b.display()
+        );
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let c = dir.join("codex");
+        if c.is_file() {
+            return Ok(c);
+        }
+    }
+    anyhow::bail!("no `codex` on PATH (nor INTER_SESSION_CODEX_BIN): cannot deliver to Codex")
+}
+
 fn env_ms(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
@@ -189,6 +569,26 @@ pub struct Options {
     pub window: Option<Duration>,
     /// Keep within Claude Code's notification limits (SPEC §4).
     pub paced: bool,
+    /// Where the lines go (stdout, or a Codex thread's queue).
+    pub sink: SinkSpec,
+}
+
+/// Where the monitor writes its batches.
+#[derive(Debug, Clone, Default)]
+pub enum SinkSpec {
+    /// Stdout, for a reader (the host's monitor tool, a terminal, a pipe).
+    #[default]
+    Stdout,
+    /// `<bin> queue --thread <thread> --message <batch>` (`deliver codex`):
+    /// the session key is `codex:<thread>`.
+    CodexQueue {
+        bin: PathBuf,
+        thread: String,
+        /// The thread's rollout file (the hooks' `transcript_path`): Codex
+        /// holds it open while the thread is loaded; the deliverer ends
+        /// once nothing does.
+        transcript: Option<PathBuf>,
+    },
 }
 
 /// Run the monitor; returns the exit code.
@@ -226,16 +626,22 @@ pub fn run(opts: Options) -> Result<i32> {
     }
     let paced = opts.paced;
 
-    let mut out = Out::new();
+    let mut out = Sink::new(&opts.sink);
     out.check_reader()?;
     let store = crate::store::open()?;
-    let key = identity::session_key();
+    let key = match &opts.sink {
+        SinkSpec::Stdout => identity::session_key(),
+        SinkSpec::CodexQueue { thread, .. } => format!("codex:{thread}"),
+    };
 
     // One monitor per session key.
     let dir = crate::datadir::path()?;
     let key_lock_path = lock::key_lock_path(&dir, &key);
     let stopped = || signal.load(Ordering::SeqCst) != 0;
-    let owner = identity::owner_pid();
+    let owner = match opts.sink {
+        SinkSpec::Stdout => identity::owner_pid(),
+        SinkSpec::CodexQueue { .. } => None,
+    };
     let key_lock =
         match FileLock::acquire_removable_within(&key_lock_path, KEY_LOCK_PATIENCE, stopped)? {
             Some(lock) => Some(lock),
@@ -257,7 +663,7 @@ pub fn run(opts: Options) -> Result<i32> {
             ),
             None => ("?".to_string(), "?".to_string()),
         };
-        let _ = out.write_lines(&[notice(&format!(
+        out.notify(&[notice(&format!(
             "another monitor for this session is already running — name='{}', listener_pid={pid}; exiting",
             line::safe_name(&held)
         ))]);
@@ -267,7 +673,13 @@ pub fn run(opts: Options) -> Result<i32> {
     let cwd = std::env::current_dir().context("could not read the current directory")?;
     let project = identity::project_of(&cwd).display().to_string();
     let mut notices = Vec::new();
-    let wanted = match name.or(env_name) {
+    // A deliverer runs outside its session (started by a hook, under the
+    // host's shared daemon): the key's previous name comes first.
+    let previous = match &opts.sink {
+        SinkSpec::Stdout => None,
+        SinkSpec::CodexQueue { .. } => store.session_by_key(&key)?.map(|s| s.name),
+    };
+    let wanted = match name.or(previous).or(env_name) {
         Some(n) => n,
         None => match store.session_by_key(&key)? {
             Some(prev) => prev.name,
@@ -310,7 +722,11 @@ pub fn run(opts: Options) -> Result<i32> {
         name: claim.session.name.clone(),
         out,
         notices,
-        pacer: paced.then(|| Pacer::new(PaceConfig::from_env(), 0)),
+        pacer: match &opts.sink {
+            SinkSpec::Stdout => paced.then(|| Pacer::new(PaceConfig::from_env(), 0)),
+            SinkSpec::CodexQueue { .. } => Some(Pacer::new(codex_pace(), 0)),
+        },
+        retry: None,
         started,
         window: opts.window,
         owner,
@@ -361,7 +777,9 @@ struct Monitor<'a> {
     store: &'a dyn Mailbox,
     session_id: i64,
     name: String,
-    out: Out,
+    out: Sink,
+    /// A batch the sink refused: not before this, and the next backoff.
+    retry: Option<(Instant, Duration)>,
     /// Notices waiting to go out with the next batch.
     notices: Vec<String>,
     pacer: Option<Pacer>,
@@ -426,11 +844,20 @@ impl Monitor<'_> {
                 );
             }
 
-            // Output: as much as the pacer allows.
-            let wait = self
+            // Output: as much as the pacer allows (and, after a refused
+            // batch, not before its backoff is over).
+            let retry_wait = self.retry.map_or(0, |(at, _)| {
+                u64::try_from(at.saturating_duration_since(Instant::now()).as_millis())
+                    .unwrap_or(u64::MAX)
+            });
+            let mut wait = self
                 .pacer
                 .as_mut()
-                .map_or(0, |p| p.wait_ms(p_now(self.started)));
+                .map_or(0, |p| p.wait_ms(p_now(self.started)))
+                .max(retry_wait);
+            if wait == 0 && maybe_pending {
+                wait = self.out.busy_ms();
+            }
             if wait == 0 && (maybe_pending || !self.notices.is_empty()) {
                 if self.pacer.is_some() {
                     // Paced batches re-read the mailbox each time, so mail
@@ -453,19 +880,25 @@ impl Monitor<'_> {
                     if signal.load(Ordering::SeqCst) != 0 {
                         break End::Quiet;
                     }
-                    if self.out.write_lines(&lines).is_err() {
-                        break End::Quiet;
+                    match self.out.send(&lines, &signal) {
+                        Sent::Taken => self.retry = None,
+                        Sent::Gone => break End::Quiet,
+                        Sent::Refused => {
+                            // It stays pending; try again later, each time
+                            // a little later (never a busy loop).
+                            let backoff = self
+                                .retry
+                                .map_or(RETRY_FIRST, |(_, b)| (b * 2).min(RETRY_MAX));
+                            self.retry = Some((Instant::now() + backoff, backoff));
+                            buffer.clear();
+                            maybe_pending = true;
+                            continue;
+                        }
                     }
-                    // A signal that came before the reader took the lines:
-                    // the host may not pass them on, so they stay pending.
-                    if !self.out.taken(&signal) {
-                        break End::Quiet;
+                    if !seqs.is_empty() {
+                        self.store
+                            .mark_delivered(self.session_id, &seqs, self.out.via())?;
                     }
-                    self.store.mark_delivered(
-                        self.session_id,
-                        &seqs,
-                        crate::store::via::MONITOR,
-                    )?;
                     let now = p_now(self.started);
                     if let Some(p) = self.pacer.as_mut() {
                         p.wrote(now);
@@ -564,7 +997,7 @@ impl Monitor<'_> {
                 if signal.load(Ordering::SeqCst) == 0 {
                     let mut lines = std::mem::take(&mut self.notices);
                     lines.push(notice(&text));
-                    let _ = self.out.write_lines(&lines);
+                    self.out.notify(&lines);
                 }
                 Ok(code)
             }
@@ -718,6 +1151,9 @@ impl Monitor<'_> {
                 1,
                 format!("{e:#}; exiting (restart the monitor)"),
             )));
+        }
+        if let Some(text) = self.out.session_over() {
+            return Ok(Some(End::Notice(0, text)));
         }
         if let Some(pid) = self.owner {
             if !pid_alive(pid) {

@@ -172,6 +172,26 @@
 //!   Codex runs them with no bypass flag (SessionStart names the mailbox,
 //!   PostToolUse hands mail over); `--remove` leaves config.toml as it was
 //!   and no hook of ours runs.
+//! - `push_deliverer_wakes_an_idle_tui_with_the_exact_line`: hooks.json's
+//!   `hook codex SessionStart --name rev --push` starts the thread's
+//!   deliverer (`deliver codex`) in the interactive TUI, not under a
+//!   one-shot `codex exec`; mail sent to the idle TUI is queued by it and
+//!   comes as the exact line, the new user message of the next request
+//!   (measured 0.15 s from the send; the test allows 5 s), receipt
+//!   `codex-queue`, once.
+//!
+//! Where hooks run, and how long a thread stays loaded (0.171.0, measured):
+//! under `codex exec` a hook's parent is that `codex exec` process; in the
+//! interactive TUI it is the app-server daemon (`codex app-server --listen
+//! unix:// --managed-daemon`), whose own parent is the first TUI of that
+//! CODEX_HOME. SessionStart's input is the same in both (`source:
+//! "startup"`). The daemon holds a loaded thread's rollout file
+//! (`transcript_path`) open; after the thread's TUI quits it keeps it open
+//! for about a minute (a message queued meanwhile still runs as a turn,
+//! headless), then closes it. A deliverer started with `--transcript` ends
+//! once nothing holds that file open. The `<uuid>` that `codex queue`
+//! prints is the message's `queued_items.id` (checked on a finished
+//! thread): a deliverer queues its next batch only once that row is gone.
 //!
 //! The CLI is installed by the tests into `target/codex` with npm when
 //! missing (support/codex.rs); without npm or the registry each test skips
@@ -1283,4 +1303,144 @@ fn setup_codex_wires_hooks_the_real_codex_trusts_and_runs() {
     home.resume(&run.thread_id, Some("again"), &[]).ok();
     assert!(!anywhere(&model, &mail_line(&later, "bob", "after remove")));
     assert_eq!(receipt(&data, &later), "pending");
+}
+
+/// Whether mailbox `name` is online (`list --json`).
+fn online(data: &Path, name: &str) -> bool {
+    let out = ours(data, "probe", &["list", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| s["name"] == name && s["state"] == "online")
+}
+
+#[test]
+fn push_deliverer_wakes_an_idle_tui_with_the_exact_line() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let data = data_dir.path().join("data");
+    let Some((model, home)) = setup(Script::new(|r| Turn::end(&format!("answer {}", r.index))))
+    else {
+        return;
+    };
+    if !support::have_tmux() {
+        return;
+    }
+    let bin = path_str(&home.bin);
+    let home = home
+        .with("INTER_SESSION_DATA_DIR", &path_str(&data))
+        .with("INTER_SESSION_CODEX_BIN", &bin);
+    verb_hooks(
+        &home,
+        &[
+            ("SessionStart", "--name rev --push"),
+            ("UserPromptSubmit", ""),
+            ("PostToolUse", ""),
+            ("Stop", ""),
+        ],
+    );
+    home.trust_hooks();
+    let logs = data.join("logs");
+
+    // A one-shot `codex exec` starts no deliverer (its SessionStart hook
+    // runs under `codex exec`).
+    let run = home.exec("one shot", &[]).ok();
+    assert!(
+        !logs
+            .join(format!("deliver-codex-{}.log", run.thread_id))
+            .exists(),
+        "a deliverer was started for codex exec"
+    );
+
+    let tui = Tui::start(&home, &[]);
+    tui.type_text("hello from the test");
+    let mut first = None;
+    for _ in 0..5 {
+        tui.enter();
+        first = model.wait_for(Duration::from_secs(3), |r| {
+            pos(r, "user", "hello from the test").is_some()
+        });
+        if first.is_some() {
+            break;
+        }
+    }
+    let first =
+        first.unwrap_or_else(|| panic!("the prompt never reached the model:\n{}", tui.screen()));
+    let thread = first.thread_id();
+    tui.wait_screen(WAIT, "the answer, idle", |s| {
+        s.contains(&format!("answer {}", first.index)) && s.contains("Ask Codex to do anything")
+    });
+    // SessionStart --push started the thread's deliverer: the mailbox is online.
+    let deadline = Instant::now() + WAIT;
+    while !online(&data, "rev") {
+        assert!(
+            Instant::now() < deadline,
+            "the deliverer never came up; log: {:?}",
+            std::fs::read_to_string(logs.join(format!("deliver-codex-{thread}.log")))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let sent = Instant::now();
+    let id = send_mail(&data, "bob", "rev", "wake up and read this");
+    let line = mail_line(&id, "bob", "wake up and read this");
+    let woke = model
+        .wait_for(WAIT, |r| {
+            r.index > first.index && pos(r, "user", &line).is_some()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the mail never reached the model:\n{}\nlog: {:?}",
+                model.dump(),
+                std::fs::read_to_string(logs.join(format!("deliver-codex-{thread}.log")))
+            )
+        });
+    let took = woke.at.duration_since(sent);
+    eprintln!("deliver codex: send → model {took:?}");
+    assert_eq!(woke.thread_id(), thread);
+    // The line is the new user message of that request, exactly.
+    assert_eq!(
+        woke.new_messages().first(),
+        Some(&("user".to_string(), line.clone())),
+        "{}",
+        woke.outline()
+    );
+    assert_eq!(receipt(&data, &id), "codex-queue");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    tui.wait_screen(WAIT, "the woken turn's answer", |s| {
+        s.contains(&format!("answer {}", woke.index))
+    });
+    // Two more in a row: each batch is queued once Codex took the last one
+    // off its queue; both reach the model, each once.
+    let id2 = send_mail(&data, "bob", "rev", "second");
+    let id3 = send_mail(&data, "bob", "rev", "third");
+    for (i, text) in [(&id2, "second"), (&id3, "third")] {
+        let line = mail_line(i, "bob", text);
+        model
+            .wait_for(WAIT, |r| {
+                r.messages()
+                    .iter()
+                    .any(|(ro, t)| ro == "user" && t.lines().any(|l| l == line))
+            })
+            .unwrap_or_else(|| panic!("{text} never reached the model:\n{}", model.dump()));
+        assert_eq!(receipt(&data, i), "codex-queue");
+    }
+    tui.wait_screen(WAIT, "idle again", |s| {
+        s.contains("Ask Codex to do anything")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let last = model.last_main().expect("a request");
+    for i in [&id, &id2, &id3] {
+        let n = last
+            .messages()
+            .iter()
+            .filter(|(_, t)| t.contains(&format!("msg={i} ")))
+            .count();
+        assert_eq!(n, 1, "{i}: {}", last.outline());
+    }
+    // Disconnect ends the deliverer.
+    let out = ours(&data, &format!("codex:{thread}"), &["disconnect"]);
+    assert!(out.status.success(), "{out:?}");
+    drop(tui);
+    drop(home);
 }

@@ -119,6 +119,9 @@ pub struct Options<'a> {
     pub name: Option<&'a str>,
     /// At the end of a turn: wait up to this long for mail.
     pub wait: Option<&'a str>,
+    /// Codex SessionStart: start the session's deliverer (`deliver codex`)
+    /// unless this is a one-shot `codex exec` run.
+    pub push: bool,
 }
 
 /// Run one hook. It never exits 2 on an error of its own: to a Stop or an
@@ -297,7 +300,91 @@ fn session_start(host: Host, data: &Path, key: &str, input: &Value, opts: &Optio
         store.mark_delivered(id, &seqs, &format!("hook:{}:SessionStart", host.name()))?;
         drop(claim);
     }
+    if host == Host::Codex && opts.push && !identity::in_codex_exec() {
+        if let Some(thread) = key.strip_prefix("codex:") {
+            // The hook's answer is out: a deliverer that cannot start costs
+            // the session its push, not its start.
+            let transcript = input["transcript_path"]
+                .as_str()
+                .map(Path::new)
+                .filter(|p| p.is_absolute());
+            if let Err(e) = spawn_deliverer(data, thread, transcript) {
+                eprintln!("inter-session: could not start the deliverer: {e:#}");
+            }
+        }
+    }
     Ok(0)
+}
+
+/// Whether a thread id is safe to use in a key and a file name.
+fn check_thread(thread: &str) -> Result<()> {
+    if thread.is_empty()
+        || thread.len() > 128
+        || !thread
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        bail!("not a Codex thread id: '{}'", line::field(thread));
+    }
+    Ok(())
+}
+
+/// Start `deliver codex --thread <id>` detached: a session of its own
+/// (setsid), stdin and stdout on /dev/null, stderr appended to
+/// `<data>/logs/deliver-codex-<id>.log`. At most one runs per thread: a
+/// second one finds the key lock held and exits.
+fn spawn_deliverer(data: &Path, thread: &str, transcript: Option<&Path>) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    check_thread(thread)?;
+    let logs = data.join("logs");
+    std::fs::create_dir_all(&logs)
+        .with_context(|| format!("could not create {}", logs.display()))?;
+    let log_path = logs.join(format!("deliver-codex-{thread}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("could not open {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("could not find this program's path")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["deliver", "codex", "--thread", thread]);
+    if let Some(t) = transcript {
+        cmd.arg("--transcript").arg(t);
+    }
+    cmd.current_dir(data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    // SAFETY: setsid is async-signal-safe; nothing else runs in the child
+    // before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("could not start `deliver codex`")?;
+    // Not waited for: reaped by init once we exit (our process ends now).
+    drop(child);
+    Ok(())
+}
+
+/// `deliver codex --thread <id>`: the monitor, writing into the thread's
+/// queue (`watch::SinkSpec::CodexQueue`).
+pub fn deliver_codex(thread: &str, transcript: Option<&Path>) -> Result<i32> {
+    check_thread(thread)?;
+    let bin = crate::watch::codex_bin()?;
+    crate::watch::run(crate::watch::Options {
+        sink: crate::watch::SinkSpec::CodexQueue {
+            bin,
+            thread: thread.to_string(),
+            transcript: transcript.map(Path::to_path_buf),
+        },
+        ..Default::default()
+    })
 }
 
 /// Give a Codex or Gemini session its mailbox: claimed as a monitor would

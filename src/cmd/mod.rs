@@ -226,6 +226,34 @@ pub enum Command {
         /// The mailbox name a session registers as (default: INTER_SESSION_NAME, else the folder's)
         #[arg(long)]
         name: Option<String>,
+        /// Codex: SessionStart starts a deliverer that pushes mail into an idle interactive
+        /// session (`codex queue`)
+        #[arg(long)]
+        push: bool,
+    },
+    /// Push a host session's mail into its model (Codex: `codex queue`)
+    #[command(
+        after_help = "Example (what `hook codex SessionStart --push` starts, detached):\n  \
+        inter-session deliver codex --thread 0199a2b4-…\n\n\
+        A monitor whose output is `codex queue --thread <id> --message <batch>` instead of\n\
+        stdout: it holds the session (key codex:<id>; its hooks stay quiet meanwhile), queues\n\
+        one batch at a time (at least INTER_SESSION_CODEX_GAP_MS apart, default 2000), marks it\n\
+        delivered (receipt codex-queue) once `codex queue` exits 0, and retries a refused batch\n\
+        later. Ends on disconnect, on SIGTERM, and (with --transcript) once Codex no longer\n\
+        has the thread loaded (nothing holds its rollout file open). The CLI: INTER_SESSION_CODEX_BIN, else codex\n\
+        on PATH."
+    )]
+    Deliver {
+        /// The host (codex)
+        #[arg(value_enum)]
+        host: DeliverHost,
+        /// The host's session (Codex: the thread id, as its hooks' session_id)
+        #[arg(long)]
+        thread: String,
+        /// The thread's rollout file (its hooks' transcript_path): end once no process
+        /// holds it open (Codex no longer has the thread loaded)
+        #[arg(long, value_name = "PATH")]
+        transcript: Option<PathBuf>,
     },
     /// A host's hook: hand pending mail to the model in the host's format
     #[command(
@@ -257,7 +285,18 @@ pub enum Command {
         /// some, keeping an idle agent listening
         #[arg(long, value_name = "AGE")]
         wait: Option<String>,
+        /// Codex SessionStart of an interactive session: start its deliverer
+        /// (`deliver codex`), which pushes mail into the idle session through `codex queue`
+        #[arg(long)]
+        push: bool,
     },
+}
+
+/// The hosts `deliver` pushes into.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverHost {
+    /// Codex CLI (`codex queue`)
+    Codex,
 }
 
 #[derive(Subcommand, Debug)]
@@ -460,6 +499,7 @@ impl WatchArgs {
             auto: self.auto,
             window: self.window.map(check_window).transpose()?,
             paced,
+            sink: crate::watch::SinkSpec::Stdout,
         })
     }
 }
@@ -667,6 +707,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             dry_run,
             remove,
             name,
+            push,
         } => setup::run(
             host,
             &setup::Options {
@@ -674,6 +715,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                 dry_run,
                 remove,
                 name: name.as_deref(),
+                push,
             },
         ),
         Command::Hook {
@@ -681,6 +723,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             event,
             name,
             wait,
+            push,
         } => hook::run(
             host,
             &event,
@@ -688,8 +731,14 @@ pub fn run(cli: Cli) -> Result<i32> {
                 from,
                 name: name.as_deref(),
                 wait: wait.as_deref(),
+                push,
             },
         ),
+        Command::Deliver {
+            host: DeliverHost::Codex,
+            thread,
+            transcript,
+        } => hook::deliver_codex(&thread, transcript.as_deref()),
         Command::AutoStart {
             action,
             plugin_dir,

@@ -32,6 +32,8 @@ pub struct Options<'a> {
     pub remove: bool,
     /// The mailbox name SessionStart registers (Codex, Gemini).
     pub name: Option<&'a str>,
+    /// Codex: SessionStart starts the session's deliverer (`hook … --push`).
+    pub push: bool,
 }
 
 /// The events we hook, per host, and the hook timeout (the host's unit).
@@ -76,12 +78,15 @@ fn claude() -> Result<i32> {
 
 /// The command a host's hook runs: this binary by absolute path (Codex runs
 /// hooks through a login shell that may reset PATH), single-quoted.
-fn hook_command(host: &str, event: &str, name: Option<&str>) -> Result<String> {
+fn hook_command(host: &str, event: &str, name: Option<&str>, push: bool) -> Result<String> {
     let exe = std::env::current_exe().context("could not find this program's path")?;
     let exe = exe.to_str().context("this program's path is not UTF-8")?;
     let mut cmd = format!("{} hook {host} {event}", shell_quote(exe));
     if let (Some(n), "SessionStart") = (name, event) {
         cmd.push_str(&format!(" --name {}", shell_quote(n)));
+    }
+    if push && event == "SessionStart" {
+        cmd.push_str(" --push");
     }
     Ok(cmd)
 }
@@ -243,7 +248,7 @@ fn setup_codex(opts: &Options) -> Result<i32> {
     let handler_for = |event: &str| -> Result<Value> {
         Ok(json!({
             "type": "command",
-            "command": hook_command("codex", event, opts.name)?,
+            "command": hook_command("codex", event, opts.name, opts.push)?,
             "timeout": CODEX_TIMEOUT_S,
         }))
     };
@@ -367,7 +372,7 @@ fn setup_gemini(opts: &Options) -> Result<i32> {
     let handler_for = |event: &str| -> Result<Value> {
         Ok(json!({
             "type": "command",
-            "command": hook_command("gemini", event, opts.name)?,
+            "command": hook_command("gemini", event, opts.name, false)?,
             "timeout": GEMINI_TIMEOUT_MS,
         }))
     };

@@ -69,6 +69,8 @@ pub mod via {
     pub const ASK: &str = "ask";
     /// `inbox wait` printed it and exited 0 (a host's background waiter).
     pub const WAIT: &str = "wait";
+    /// `deliver codex` queued it into the Codex thread (`codex queue` exited 0).
+    pub const CODEX_QUEUE: &str = "codex-queue";
 }
 
 /// Which database holds the mailbox.
