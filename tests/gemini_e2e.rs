@@ -879,6 +879,17 @@ fn interactive_hooks_and_commands() {
             )
         });
     live.wait_idle(&format!("noted {}", denied.index));
+    // The screen can say idle while the turn's last AfterAgent hook is
+    // still writing its record: wait for every run to finish.
+    assert!(
+        poll(SOON, || {
+            let runs = log.runs();
+            runs.iter().filter(|r| r.event == "AfterAgent").count() == 2
+                && runs.iter().all(|r| r.done)
+        }),
+        "the hooks never all finished\n{}",
+        live.screen()
+    );
     let reqs = model.main_requests();
     assert_eq!(reqs.len(), 3, "{}", model.dump());
 
