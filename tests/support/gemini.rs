@@ -4,8 +4,8 @@
 //!
 //! Finding it: `$INTER_SESSION_GEMINI_BIN` (a `gemini` executable, or its
 //! `gemini.js`, which is run with `node`; it must report 0.61.0), else
-//! `target/gemini-cli/node_modules/@google/gemini-cli/bundle/gemini.js` run
-//! with `node`, installed there when missing with
+//! the package's `bundle/gemini.js` under `target/gemini-cli/node_modules`,
+//! run with `node`, installed there when missing with
 //! `npm install --prefix target/gemini-cli --no-audit --no-fund --save-exact
 //! @google/gemini-cli@0.61.0` (one install at a time, under
 //! `target/gemini-cli.lock`). Without node (≥ 20) or npm, or when the
@@ -183,7 +183,12 @@ fn find_or_install() -> Result<GeminiCli, String> {
             ))
         }
     }
-    let script = dir.join("node_modules/@google/gemini-cli/bundle/gemini.js");
+    let script = dir
+        .join("node_modules")
+        .join("@google")
+        .join("gemini-cli")
+        .join("bundle")
+        .join("gemini.js");
     let cli = GeminiCli::of(&script);
     let pinned = || script.is_file() && cli.version().as_deref() == Some(GEMINI_CLI_VERSION);
     if pinned() {
