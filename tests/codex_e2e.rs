@@ -1305,6 +1305,23 @@ fn setup_codex_wires_hooks_the_real_codex_trusts_and_runs() {
     assert_eq!(receipt(&data, &later), "pending");
 }
 
+/// Wait until message `id`'s receipt is `via`: the deliverer marks a batch
+/// once `codex queue` has exited 0, and Codex may ask the model before that.
+fn wait_receipt(data: &Path, id: &str, via: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = receipt(data, id);
+        if now == via {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message {id}: receipt {now:?}, never {via:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Whether mailbox `name` is online (`list --json`).
 fn online(data: &Path, name: &str) -> bool {
     let out = ours(data, "probe", &["list", "--json"]);
@@ -1405,7 +1422,7 @@ fn push_deliverer_wakes_an_idle_tui_with_the_exact_line() {
         "{}",
         woke.outline()
     );
-    assert_eq!(receipt(&data, &id), "codex-queue");
+    wait_receipt(&data, &id, "codex-queue");
     assert!(took < Duration::from_secs(5), "took {took:?}");
     tui.wait_screen(WAIT, "the woken turn's answer", |s| {
         s.contains(&format!("answer {}", woke.index))
@@ -1423,7 +1440,7 @@ fn push_deliverer_wakes_an_idle_tui_with_the_exact_line() {
                     .any(|(ro, t)| ro == "user" && t.lines().any(|l| l == line))
             })
             .unwrap_or_else(|| panic!("{text} never reached the model:\n{}", model.dump()));
-        assert_eq!(receipt(&data, i), "codex-queue");
+        wait_receipt(&data, i, "codex-queue");
     }
     tui.wait_screen(WAIT, "idle again", |s| {
         s.contains("Ask Codex to do anything")
