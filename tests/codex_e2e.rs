@@ -1160,6 +1160,90 @@ fn our_hook_verb_hands_mail_to_codex_on_each_event_with_receipts() {
     }
 }
 
+/// A PostToolUse hook killed before it printed, then one whose output could
+/// not be handed over (its stdout fails), leave the mail pending: the model
+/// sees nothing of it until the third run hands it over, once.
+#[test]
+fn a_killed_hook_or_output_not_taken_leaves_the_mail_to_the_next_run() {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let data = data_dir.path().join("data");
+    let id = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (d1, i1) = (data.clone(), id.clone());
+    // Before each request after a tool: how the mail stands.
+    let after_tool = |next: Turn| {
+        let (data, id, seen) = (data.clone(), id.clone(), seen.clone());
+        step_fn(move |_| {
+            let id = id.lock().unwrap().clone();
+            seen.lock().unwrap().push(receipt(&data, &id));
+            next.clone()
+        })
+    };
+    let Some((model, home)) = setup(Script::steps(vec![
+        step_fn(move |_| {
+            *i1.lock().unwrap() = send_mail(&d1, "bob", "rev", "outlives two failed hooks");
+            Turn::exec("echo one")
+        }),
+        after_tool(Turn::exec("echo two")),
+        after_tool(Turn::exec("echo three")),
+        after_tool(Turn::end("done")),
+    ])) else {
+        return;
+    };
+    let home = home.with("INTER_SESSION_DATA_DIR", &path_str(&data));
+    let wrapper = support::failing_twice_hook(
+        home.tmp.path(),
+        &format!("{} hook codex PostToolUse", shell_quote(support::BIN)),
+    );
+    let start = format!(
+        "{} hook codex SessionStart --name rev",
+        shell_quote(support::BIN)
+    );
+    home.write_hooks(&CodexHome::hooks_doc(&[
+        ("SessionStart", start.as_str()),
+        ("PostToolUse", &shell_quote(&path_str(&wrapper))),
+    ]));
+    home.trust_hooks();
+    home.exec("start", &[]).ok();
+
+    let id = id.lock().unwrap().clone();
+    let line = mail_line(&id, "bob", "outlives two failed hooks");
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), 4, "{}", model.dump());
+    let read = |p: &str| std::fs::read_to_string(home.tmp.path().join(p)).unwrap_or_default();
+    assert_eq!(read("killed").trim(), "137", "the first run was killed");
+    assert_eq!(
+        read("refused").trim(),
+        "1",
+        "the second run failed: {}",
+        read("refused.err")
+    );
+    // After each failed run the mail is still pending and the model saw none
+    // of it; the third run hands it over, once.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["pending", "pending", "hook:codex:PostToolUse"]
+    );
+    for r in &reqs[..3] {
+        assert!(
+            !r.body.to_string().contains(&format!("msg={id} ")),
+            "{}",
+            r.outline()
+        );
+    }
+    let shown: Vec<_> = reqs[3]
+        .messages()
+        .into_iter()
+        .filter(|(_, t)| t.contains(&format!("msg={id} ")))
+        .collect();
+    assert_eq!(
+        shown,
+        [("developer".to_string(), line)],
+        "{}",
+        reqs[3].outline()
+    );
+}
+
 #[test]
 fn stop_wait_keeps_an_idle_codex_listening_and_mail_wakes_it() {
     let data_dir = tempfile::tempdir().expect("tempdir");

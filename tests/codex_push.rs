@@ -345,6 +345,11 @@ fn session_start_with_push_starts_one_deliverer() {
         &vars,
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("connected as 'pushed' and a deliverer pushes its mail in"),
+        "{said}"
+    );
     env.wait_online("pushed");
     let id = send_as(&env, "bob", "pushed", "wake up");
     let calls = fake.wait_calls(1, Duration::from_secs(10));

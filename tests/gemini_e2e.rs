@@ -1403,6 +1403,81 @@ fn verb_before_agent_and_after_tool_hand_over_mail() {
     assert_via(&env, &second_id, "hook:gemini:AfterTool");
 }
 
+/// An AfterTool hook killed before it printed, then one whose output could
+/// not be handed over (its stdout fails), leave the mail pending: the model
+/// sees nothing of it until the third run hands it over, once.
+#[test]
+fn verb_killed_or_output_not_taken_leaves_the_mail_to_the_next_run() {
+    let Some(cli) = gemini_cli() else { return };
+    let env = support::Env::new();
+    let sid = session_uuid();
+    register_gem(&env, &sid);
+    let id = support::send_as(&env, "bob", "gem", "outlives two failed hooks");
+    let mut home = home_for(&env);
+    let wrapper = support::failing_twice_hook(&home.dir(), &verb("AfterTool", ""));
+    home.hook("AfterTool", &format!("'{}'", wrapper.display()));
+    // Before each request after a tool: how the mail stands.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let after_tool = |next: Turn| {
+        let (data, id, seen) = (env.data.clone(), id.clone(), seen.clone());
+        step_fn(move |_| {
+            let out = std::process::Command::new(support::BIN)
+                .env("INTER_SESSION_DATA_DIR", &data)
+                .env("INTER_SESSION_KEY", "bob")
+                .args(["--from", "bob", "mail", "status", &id])
+                .output()
+                .expect("mail status");
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&out.stdout).trim().to_string());
+            next.clone()
+        })
+    };
+    let model = FakeGemini::start(Script::steps(vec![
+        step(Turn::shell("echo one")),
+        after_tool(Turn::shell("echo two")),
+        after_tool(Turn::shell("echo three")),
+        after_tool(Turn::end("done")),
+    ]));
+    let run = home
+        .spawn_prompt(
+            &cli,
+            &model.base_url(),
+            &["--session-id", &sid],
+            "the prompt",
+        )
+        .finish(RUN);
+    run.assert_ok(&model.dump());
+    let reqs = model.main_requests();
+    assert_eq!(reqs.len(), 4, "{}", report(&model, &run));
+    let read = |p: &str| std::fs::read_to_string(home.dir().join(p)).unwrap_or_default();
+    assert_eq!(read("killed").trim(), "137", "the first run was killed");
+    assert_eq!(
+        read("refused").trim(),
+        "1",
+        "the second run failed: {}",
+        read("refused.err")
+    );
+    // After each failed run the mail is still pending and the model saw
+    // none of it; the third run hands it over, once.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[..2], ["gem: queued", "gem: queued"], "{seen:?}");
+    assert!(
+        seen[2].starts_with("gem: delivered via hook:gemini:AfterTool at "),
+        "{seen:?}"
+    );
+    let marker = format!("msg={id} ");
+    for r in &reqs[..3] {
+        assert!(!r.body.to_string().contains(&marker), "{}", r.index);
+    }
+    let out = reqs[3].last_tool_output();
+    assert!(
+        out.ends_with(&hook_context(&bob_line(&id, "outlives two failed hooks"))),
+        "{out}"
+    );
+    assert_eq!(reqs[3].body.to_string().matches(&marker).count(), 1);
+}
+
 #[test]
 fn verb_after_agent_denies_with_mail_and_listens_while_idle() {
     let Some(cli) = gemini_cli() else { return };

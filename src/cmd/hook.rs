@@ -259,6 +259,9 @@ fn session_start(host: Host, data: &Path, key: &str, input: &Value, opts: &Optio
         Host::Codex => context.push(include_str!("../../hosts/codex.md").trim_end().to_string()),
         Host::Gemini => context.push(include_str!("../../hosts/gemini.md").trim_end().to_string()),
     }
+    // The TUI (not `codex exec`) with `--push` gets a deliverer once this
+    // hook has answered.
+    let push = host == Host::Codex && opts.push && !identity::in_codex_exec();
     let mut marked = None;
     match session {
         None => context.push(
@@ -273,6 +276,8 @@ fn session_start(host: Host, data: &Path, key: &str, input: &Value, opts: &Optio
                 line::safe_name(&s.name),
                 if online {
                     " and its monitor is running (it prints the mail)"
+                } else if push {
+                    " and a deliverer pushes its mail in as it comes (codex queue)"
                 } else {
                     " with no monitor running (hooks hand over the mail)"
                 },
@@ -300,7 +305,7 @@ fn session_start(host: Host, data: &Path, key: &str, input: &Value, opts: &Optio
         store.mark_delivered(id, &seqs, &format!("hook:{}:SessionStart", host.name()))?;
         drop(claim);
     }
-    if host == Host::Codex && opts.push && !identity::in_codex_exec() {
+    if push {
         if let Some(thread) = key.strip_prefix("codex:") {
             // The hook's answer is out: a deliverer that cannot start costs
             // the session its push, not its start.

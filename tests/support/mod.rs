@@ -800,3 +800,46 @@ impl Drop for TmuxServer {
         let _ = std::fs::remove_file(dir.join(format!("tmux-{uid}")).join(&self.sock));
     }
 }
+
+/// A hook command for a real host that fails twice before it works, to show
+/// that mail a host never took stays pending (SPEC §7): the wrapper's first
+/// run starts `hook` on a FIFO it never closes and SIGKILLs it before it
+/// could print (its exit status goes to `killed`); its second run gives
+/// `hook` a stdout nothing can be written to (`/dev/full`: the output cannot
+/// be handed over; its exit status goes to `refused`) and prints nothing;
+/// from the third run on it is `hook` itself. `hook` is a shell command.
+#[allow(dead_code)]
+pub fn failing_twice_hook(dir: &Path, hook: &str) -> PathBuf {
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let runs = dir.join("wrapper-runs");
+    let fifo = dir.join("wrapper-input.fifo");
+    let script = format!(
+        "#!/bin/sh\n\
+         n=$(cat {runs} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {runs}\n\
+         case $n in\n\
+         1) rm -f {fifo}; mkfifo {fifo}\n\
+            {hook} <{fifo} >/dev/null 2>&1 &\n\
+            pid=$!\n\
+            exec 3>{fifo}\n\
+            # Ready: the hook has started and is blocked reading its input.\n\
+            while kill -0 $pid 2>/dev/null; do\n\
+              [ \"$(cat /proc/$pid/comm 2>/dev/null)\" = inter-session ] \\\n\
+                && grep -q '^State:.*S' /proc/$pid/status 2>/dev/null && break\n\
+            done\n\
+            kill -9 $pid; wait $pid; echo $? > {killed}\n\
+            exec 3>&-; rm -f {fifo}; exit 0 ;;\n\
+         2) {hook} >/dev/full 2>{refused_err}; echo $? > {refused}; exit 0 ;;\n\
+         *) exec {hook} ;;\n\
+         esac\n",
+        runs = q(&runs),
+        fifo = q(&fifo),
+        killed = q(&dir.join("killed")),
+        refused = q(&dir.join("refused")),
+        refused_err = q(&dir.join("refused.err")),
+    );
+    let path = dir.join("failing-twice-hook");
+    std::fs::write(&path, script).expect("wrapper");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod wrapper");
+    path
+}
