@@ -25,6 +25,7 @@ use crate::line;
 use crate::lock::{self, FileLock};
 use crate::pace::{self, PaceConfig, Pacer};
 use crate::signals::install_signals;
+use crate::store::tasks::{tell_poster, Claimer, Tasks};
 use crate::store::{ClaimRequest, Mailbox, Message, State, Verbs, Wake};
 
 /// How often the monitor checks its surroundings (owner alive, stdout open,
@@ -571,6 +572,8 @@ pub struct Options {
     pub paced: bool,
     /// Where the lines go (stdout, or a Codex thread's queue).
     pub sink: SinkSpec,
+    /// Work queues this monitor takes tasks from (`--take`), one at a time each.
+    pub take: Vec<String>,
 }
 
 /// Where the monitor writes its batches.
@@ -733,6 +736,7 @@ pub fn run(opts: Options) -> Result<i32> {
         verbose: opts.verbose,
         signal,
         tx,
+        take: opts.take.clone(),
     }
     .run(rx);
     // Whatever happened, the mailbox is offline now (unless it left).
@@ -790,6 +794,8 @@ struct Monitor<'a> {
     /// The signal that asked us to stop (0: none yet).
     signal: Arc<AtomicI32>,
     tx: Sender<Wake>,
+    /// Work queues to take tasks from (`--take`).
+    take: Vec<String>,
 }
 
 /// Why the loop ended.
@@ -865,6 +871,9 @@ impl Monitor<'_> {
                     buffer.clear();
                 }
                 if buffer.is_empty() && maybe_pending {
+                    // A queue this session holds no task of: claim the next
+                    // one; it arrives below as a pending delivery.
+                    self.take_task()?;
                     buffer.extend(self.store.pending(self.session_id, 0, PAGE)?);
                     if buffer.is_empty() {
                         maybe_pending = false;
@@ -1002,6 +1011,27 @@ impl Monitor<'_> {
                 Ok(code)
             }
         }
+    }
+
+    /// With `--take`: claim the next task of each queue this session holds
+    /// none of (the claim sweeps stale ones first; posters of tasks that
+    /// died meanwhile are told).
+    fn take_task(&mut self) -> Result<()> {
+        if self.take.is_empty() {
+            return Ok(());
+        }
+        let taken = self
+            .store
+            .take(self.session_id, &self.take, Claimer::Monitor)?;
+        for r in &taken.returned {
+            if let Err(e) = tell_poster(self.store, r) {
+                eprintln!(
+                    "inter-session: could not tell the poster of dead task {}: {e:#}",
+                    r.task.id
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Notices the store sent meanwhile (a lost database connection) go out

@@ -20,7 +20,7 @@ use crate::store::{
 /// A file is read through `take`, never to its end: a FIFO, `/dev/zero`, a
 /// process substitution or a device reports no size (or 0) and may never
 /// end, so only the bytes read say whether it is too long.
-fn read_body(body: &BodyArgs, limit: usize) -> Result<String> {
+pub(super) fn read_body(body: &BodyArgs, limit: usize) -> Result<String> {
     let limit64 = limit as u64;
     // `capped`: the read stopped at its cap, so the true size is unknown.
     let (mut bytes, from_stdin, capped) = if let Some(t) = &body.text {
@@ -98,12 +98,12 @@ fn too_long(size: Option<u64>, limit: usize) -> anyhow::Error {
 }
 
 /// Expiry and idempotency options, checked before anything is written.
-struct Options {
-    expires_at: Option<String>,
-    key: Option<String>,
+pub(super) struct Options {
+    pub(super) expires_at: Option<String>,
+    pub(super) key: Option<String>,
 }
 
-fn options(body: &BodyArgs) -> Result<Options> {
+pub(super) fn options(body: &BodyArgs) -> Result<Options> {
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
     let expires_at = match (&body.ttl, &body.expires) {
         (Some(ttl), _) => {

@@ -13,6 +13,7 @@ mod peer;
 mod session;
 mod setup;
 mod sql;
+mod task;
 mod waiter;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::identity::{self, UsageError};
+use crate::store::tasks::DEFAULT_MAX_ATTEMPTS;
 use crate::store::{self, Address, Brief, Mailbox, NewMessage, Recipients, Session, State, Verbs};
 
 #[derive(Parser, Debug)]
@@ -136,6 +138,9 @@ pub enum Command {
         inter-session history --thread 01JD3K6Y\n  inter-session history --limit 5 --json"
     )]
     History(HistoryArgs),
+    /// Claim-once work queues: post tasks, workers take them one at a time
+    #[command(subcommand)]
+    Task(TaskCmd),
     /// Agent CLIs in tmux, each with its own mailbox
     #[command(subcommand)]
     Peer(PeerCmd),
@@ -481,6 +486,10 @@ pub struct WatchArgs {
     /// Output pacing: claude-code keeps within Claude Code's notification limits
     #[arg(long, value_enum, default_value_t = PaceMode::Auto)]
     pub pace: PaceMode,
+    /// Work queue Q: whenever this session holds no task of Q, claim the oldest open one
+    /// and print it as a `task=` line (repeatable; finish with `task done <id>`)
+    #[arg(long, value_name = "QUEUE")]
+    pub take: Vec<String>,
 }
 
 impl WatchArgs {
@@ -500,6 +509,11 @@ impl WatchArgs {
             window: self.window.map(check_window).transpose()?,
             paced,
             sink: crate::watch::SinkSpec::Stdout,
+            take: self
+                .take
+                .iter()
+                .map(|q| task::check_queue(q).map(|()| q.clone()))
+                .collect::<Result<Vec<_>, _>>()?,
         })
     }
 }
@@ -603,6 +617,148 @@ pub enum MailCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum TaskCmd {
+    /// Post a task to a queue: one worker will take it, once
+    #[command(
+        after_help = "Examples:\n  inter-session task post --queue review --text 'review src/store/tasks.rs'\n  \
+        for f in src/*.rs; do inter-session task post --queue lint --text \"lint $f\"; done\n  \
+        inter-session task post --queue build --lease 10m --text 'build the docs' --json\n\n\
+        Workers take tasks with `inbox watch --take QUEUE` (pushed to their monitor, one at a\n\
+        time) or `task claim --queue QUEUE`; results come back to you as replies (re=<task id>)."
+    )]
+    Post {
+        /// The queue (a name like a mailbox's: a-z, 0-9, '-')
+        #[arg(long, value_name = "QUEUE")]
+        queue: String,
+        /// Claims allowed before the task is dead (its poster is told)
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ATTEMPTS)]
+        max_attempts: i64,
+        /// A claim not renewed (`task renew`) within AGE returns to the queue
+        #[arg(long, value_name = "AGE")]
+        lease: Option<String>,
+        /// A claim whose worker's monitor stays offline this long returns (default 2m)
+        #[arg(long, value_name = "AGE")]
+        lease_grace: Option<String>,
+        #[command(flatten)]
+        body: BodyArgs,
+    },
+    /// Take the oldest open task of a queue (pull mode) and print it
+    #[command(after_help = "Examples:\n  inter-session task claim --queue lint\n  \
+        inter-session task claim --queue lint --wait 5m --json\n\n\
+        Prints the task as a monitor would ([inter-session task=<id> queue=<q> from=…] text).\n\
+        Exit 124 when none is open (within --wait); 1 when you already hold one of that queue.")]
+    Claim {
+        #[arg(long, value_name = "QUEUE")]
+        queue: String,
+        /// Wait up to AGE for one
+        #[arg(long, value_name = "AGE")]
+        wait: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish a task you hold; the result goes to its poster as a reply
+    #[command(
+        after_help = "Examples:\n  inter-session task done 01JD3K6Y --text 'done: 3 warnings fixed'\n  \
+        git diff | inter-session task done 01JD3K6Y --text-file /dev/stdin"
+    )]
+    Done {
+        /// The task (id or unique prefix)
+        id: String,
+        #[command(flatten)]
+        body: ResultArgs,
+    },
+    /// Give a task back (attempt +1); after its last attempt it is dead
+    #[command(
+        after_help = "Example:\n  inter-session task fail 01JD3K6Y --text 'the build image is missing'"
+    )]
+    Fail {
+        /// The task (id or unique prefix)
+        id: String,
+        #[command(flatten)]
+        body: ResultArgs,
+    },
+    /// Restart the lease of a task you hold (for tasks posted with --lease)
+    #[command(after_help = "Example:\n  inter-session task renew 01JD3K6Y")]
+    Renew {
+        /// The task (id or unique prefix)
+        id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tasks: open, failed (back in the queue), claimed by whom for how long; --all adds done and dead
+    #[command(
+        after_help = "Examples:\n  inter-session task list\n  inter-session task list --queue lint --all --json\n\n\
+        The `tasks` view has the same rows for SQL: inter-session sql 'select * from tasks'"
+    )]
+    List {
+        /// Only this queue
+        #[arg(long, value_name = "QUEUE")]
+        queue: Option<String>,
+        /// Include done and dead tasks
+        #[arg(long)]
+        all: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// One task: its state, attempts, text and result
+    #[command(after_help = "Example:\n  inter-session task show 01JD3K6Y")]
+    Show {
+        /// The task (id or unique prefix)
+        id: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until tasks are done; print their results (exit 1 if one died, 124 on timeout)
+    #[command(
+        after_help = "Example:\n  ids=$(for f in a b c; do inter-session task post --queue q --text \"$f\" --json | jq -r .id; done)\n  \
+        inter-session task wait $ids --timeout 30m"
+    )]
+    Wait {
+        /// The tasks (ids or unique prefixes)
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Give up after AGE with exit 124
+        #[arg(long, value_name = "AGE")]
+        timeout: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The text of a `task done` result or a `task fail` reason.
+#[derive(Args, Debug)]
+pub struct ResultArgs {
+    /// The text (else --text-file)
+    #[arg(long, conflicts_with = "text_file")]
+    pub text: Option<String>,
+    /// Read the text from this file
+    #[arg(long, value_name = "FILE")]
+    pub text_file: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ResultArgs {
+    fn body(self) -> BodyArgs {
+        BodyArgs {
+            text: self.text,
+            text_file: self.text_file,
+            ttl: None,
+            expires: None,
+            idempotency_key: None,
+            wait_delivered: None,
+            json: self.json,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct BodyArgs {
     /// The text (else --text-file, else stdin)
@@ -677,6 +833,44 @@ pub fn run(cli: Cli) -> Result<i32> {
             body,
         }) => mail::ask(from, cli.force, &to, &timeout, raw, &body),
         Command::List { all, project, json } => list::run(all, project, json),
+        Command::Task(TaskCmd::Post {
+            queue,
+            max_attempts,
+            lease,
+            lease_grace,
+            body,
+        }) => task::post(
+            from,
+            cli.force,
+            &task::PostArgs {
+                queue: &queue,
+                max_attempts,
+                lease: lease.as_deref(),
+                grace: lease_grace.as_deref(),
+                body: &body,
+            },
+        ),
+        Command::Task(TaskCmd::Claim { queue, wait, json }) => {
+            task::claim(from, &queue, wait.as_deref(), json)
+        }
+        Command::Task(TaskCmd::Done { id, body }) => task::done(from, &id, &body.body()),
+        Command::Task(TaskCmd::Fail { id, body }) => {
+            let body = body.body();
+            if body.text.is_none() && body.text_file.is_none() {
+                return Err(
+                    UsageError("task fail needs --text WHY (or --text-file)".into()).into(),
+                );
+            }
+            task::fail(from, &id, &body)
+        }
+        Command::Task(TaskCmd::Renew { id, json }) => task::renew(from, &id, json),
+        Command::Task(TaskCmd::List { queue, all, json }) => {
+            task::list(queue.as_deref(), all, json)
+        }
+        Command::Task(TaskCmd::Show { id, json }) => task::show(&id, json),
+        Command::Task(TaskCmd::Wait { ids, timeout, json }) => {
+            task::wait(&ids, timeout.as_deref(), json)
+        }
         Command::Status { json, wait } => session::status(from, json, wait.as_deref()),
         Command::Rename { new } => session::rename(from, cli.force, &new),
         Command::Relabel { text } => session::relabel(from, cli.force, &text),

@@ -272,6 +272,13 @@ pub struct Header<'a> {
     pub re: Option<&'a str>,
     /// Some(age) only when the message is printed > 60 s after it was sent; caller decides.
     pub queued_secs: Option<u64>,
+    /// A task's queue: the line says `task=<id> queue=<queue>` instead of `msg=<id>`.
+    pub queue: Option<&'a str>,
+}
+
+/// `msg=<id>`, or `task=<id>` for a task.
+fn id_field(id: &str, task: bool) -> String {
+    format!("{}={}", if task { "task" } else { "msg" }, safe_id(id))
 }
 
 /// The bracketed header, with `truncated=N` when `truncated` is given.
@@ -283,8 +290,12 @@ pub struct Header<'a> {
 /// header.
 pub fn format_header(h: &Header, truncated: Option<usize>) -> String {
     let mut s = String::with_capacity(96);
-    s.push_str("[inter-session msg=");
-    s.push_str(&safe_id(h.id));
+    s.push_str("[inter-session ");
+    s.push_str(&id_field(h.id, h.queue.is_some()));
+    if let Some(q) = h.queue {
+        s.push_str(" queue=");
+        s.push_str(&safe_name(q));
+    }
     s.push_str(" from=\"");
     s.push_str(&safe_name(h.from));
     s.push('"');
@@ -309,11 +320,12 @@ pub fn format_header(h: &Header, truncated: Option<usize>) -> String {
     s
 }
 
-/// The second line of a truncated message, pointing at the full text.
-pub fn cont_line(id: &str, n: usize) -> String {
+/// The second line of a truncated message (or task), pointing at the full text.
+pub fn cont_line(id: &str, n: usize, task: bool) -> String {
+    let field = id_field(id, task);
     let id = safe_id(id);
     let line =
-        format!("[inter-session msg={id} cont] full text {n} chars: inter-session inbox read {id}");
+        format!("[inter-session {field} cont] full text {n} chars: inter-session inbox read {id}");
     truncate_units(&line, MAX_LINE_UNITS).to_string()
 }
 
@@ -349,7 +361,7 @@ pub fn format_message_prefix(h: &Header, prefix: &str, total_chars: usize) -> Ve
     // escaped) could still be over; cutting it keeps the limit a hard
     // guarantee.
     let first = truncate_units(&first, MAX_LINE_UNITS).to_string();
-    vec![first, cont_line(h.id, n)]
+    vec![first, cont_line(h.id, n, h.queue.is_some())]
 }
 
 /// The clock the `queued=` ages are measured on: now, moved forward by
@@ -377,6 +389,7 @@ pub fn message_lines(m: &Message, now: chrono::DateTime<chrono::Utc>) -> Vec<Str
         label: &m.sender_label,
         re: m.in_reply_to.as_deref(),
         queued_secs,
+        queue: m.queue.as_deref(),
     };
     format_message_prefix(&header, &m.text, usize::try_from(m.chars).unwrap_or(0))
 }

@@ -12,6 +12,7 @@ fn hdr<'a>(label: &'a str, re: Option<&'a str>, queued: Option<u64>) -> Header<'
         label,
         re,
         queued_secs: queued,
+        queue: None,
     }
 }
 
@@ -86,6 +87,7 @@ fn header_fields_are_checked_again() {
         label: "l\u{202E}",
         re: Some("r\r\n"),
         queued_secs: None,
+        queue: None,
     };
     assert_eq!(
         one_line(&h, "t"),
@@ -103,6 +105,7 @@ fn stored_name_or_label_cannot_forge_a_header() {
         label,
         re: None,
         queued_secs: None,
+        queue: None,
     };
     let line = one_line(&h, "hi");
     assert_eq!(
@@ -618,6 +621,7 @@ fn absurd_header_still_bounded() {
         label: &long,
         re: None,
         queued_secs: None,
+        queue: None,
     };
     let lines = format_message(&h, "hi");
     assert_eq!(lines.len(), 2);
@@ -637,6 +641,7 @@ fn long_stored_name_is_cut_not_the_line() {
         label: "",
         re: None,
         queued_secs: None,
+        queue: None,
     };
     let want = format!(
         "[inter-session msg={ID} from=\"?{}\u{2026}\"] hi",
@@ -758,6 +763,7 @@ fn property_random_bodies() {
             label: if i % 2 == 0 { "" } else { "tester" },
             re: (i % 3 == 0).then_some(PARENT),
             queued_secs: (i % 5 == 0).then_some(rng.next() % 1_000_000),
+            queue: None,
         };
         let body = sanitize(&text);
         assert_eq!(sanitize(&body), body, "not idempotent for {text:?}");
@@ -812,6 +818,7 @@ fn property_any_stored_fields_give_one_real_header() {
             label: &label,
             re: Some(&re),
             queued_secs: None,
+            queue: None,
         };
         let lines = format_message(&h, "body");
         assert!(lines.len() <= 2, "{lines:?}");

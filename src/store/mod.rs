@@ -12,6 +12,8 @@
 
 pub mod copy;
 pub mod rules;
+pub mod tasks;
+pub mod tx;
 mod verbs;
 
 pub use verbs::Verbs;
@@ -71,6 +73,8 @@ pub mod via {
     pub const WAIT: &str = "wait";
     /// `deliver codex` queued it into the Codex thread (`codex queue` exited 0).
     pub const CODEX_QUEUE: &str = "codex-queue";
+    /// `task claim` printed it (a task taken in pull mode).
+    pub const CLAIM: &str = "claim";
 }
 
 /// Which database holds the mailbox.
@@ -152,6 +156,8 @@ pub struct Message {
     /// The root of its thread (its own id for a new conversation).
     pub thread_id: String,
     pub expires_at: Option<String>,
+    /// For a task (`task post`): its queue; its line says `task=` and `queue=`.
+    pub queue: Option<String>,
 }
 
 /// One row of the `history` view.
@@ -192,6 +198,21 @@ pub enum Recipients {
     One(i64),
     /// Every other session that has not left; `Some(project)` narrows it.
     All { project: Option<String> },
+    /// Nobody yet: a task, waiting in a queue until a worker claims it
+    /// (`tasks`); the same transaction records its place in the queue.
+    Queue(NewTask),
+}
+
+/// A task's place in its queue, as `task post` asks for it.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub queue: String,
+    /// Claims allowed before it is dead.
+    pub max_attempts: i64,
+    /// A claim not renewed (`task renew`) for this long returns to the queue.
+    pub lease_ms: Option<i64>,
+    /// A claim whose holder's monitor is offline this long returns.
+    pub grace_ms: i64,
 }
 
 pub struct NewMessage<'a> {
@@ -523,6 +544,11 @@ pub trait Mailbox {
     fn peers(&self, include_killed: bool) -> Result<Vec<Peer>>;
     fn peer_killed(&self, name: &str) -> Result<()>;
 
+    /// Run `f` in one write transaction that runs alone among its kind
+    /// (task queues and file leases, written once over `tx::Tx`); monitors
+    /// are woken after the commit as `f` asked.
+    fn transact(&self, f: &mut dyn FnMut(&mut dyn tx::Tx) -> Result<()>) -> Result<()>;
+
     /// Run one read-only query, all of it collected.
     fn query_readonly(&self, sql: &str) -> Result<SqlResult>;
 
@@ -595,8 +621,8 @@ pub(crate) fn session_from<R: Row>(
     })
 }
 
-/// A message from its columns 0–10 (seq, id, created, kind, sender, label,
-/// chars, sender id, parent, thread, expiry) and its text.
+/// A message from its columns 0–11 (seq, id, created, kind, sender, label,
+/// chars, sender id, parent, thread, expiry, task queue) and its text.
 pub(crate) fn message_from<R: Row>(r: &R, text: String) -> Result<Message, R::Error> {
     Ok(Message {
         seq: r.int(0)?,
@@ -610,6 +636,7 @@ pub(crate) fn message_from<R: Row>(r: &R, text: String) -> Result<Message, R::Er
         in_reply_to: r.opt_text(8)?,
         thread_id: r.text(9)?,
         expires_at: r.opt_text(10)?,
+        queue: r.opt_text(11)?,
         text,
     })
 }

@@ -96,6 +96,7 @@ pub fn same_send(earlier: &Earlier, msg: &NewMessage) -> Result<()> {
             Some("another recipient")
         }
         Recipients::All { .. } if earlier.kind != "broadcast" => Some("another kind of send"),
+        Recipients::Queue(_) if earlier.kind != "direct" => Some("another kind of send"),
         _ if earlier.text != msg.text => Some("another text"),
         _ if earlier.in_reply_to.as_deref() != msg.reply_to.map(|p| p.id.as_str()) => {
             Some("another thread")

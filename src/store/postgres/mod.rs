@@ -60,6 +60,7 @@ mod schema;
 mod send;
 mod sql;
 mod target;
+mod tx;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -79,6 +80,7 @@ use super::{
     Mailbox, Message, NewMessage, Peer, Session, SqlResult, Subscription, Wake, Which, Written,
     LINE_PREFIX_CHARS,
 };
+
 use crate::datadir;
 use crate::identity::this_host;
 use error::{is_transient, tidy};
@@ -613,6 +615,8 @@ impl Mailbox for PostgresStore {
              LEFT JOIN blobs b ON b.id = m.blob_id \
              WHERE d.recipient_id = $1 AND d.delivered_at IS NULL AND d.message_seq > $2 \
                AND (m.expires_at IS NULL OR m.expires_at > {SQL_NOW}) \
+               AND NOT EXISTS (SELECT 1 FROM task_rows t WHERE t.message_seq = m.seq \
+                    AND (t.state <> 'claimed' OR t.holder_id <> d.recipient_id)) \
                AND (m.in_reply_to IS NULL OR NOT EXISTS (SELECT 1 FROM asks a \
                     WHERE a.question_id = m.in_reply_to AND a.asker_id = d.recipient_id AND a.\"until\" > {SQL_NOW})) \
              ORDER BY d.message_seq LIMIT $3"
@@ -885,6 +889,13 @@ impl Mailbox for PostgresStore {
             )?;
             Ok(())
         })
+    }
+
+    fn transact(
+        &self,
+        f: &mut dyn FnMut(&mut dyn crate::store::tx::Tx) -> Result<()>,
+    ) -> Result<()> {
+        self.transact_impl(f)
     }
 
     fn query_readonly(&self, sql: &str) -> Result<SqlResult> {

@@ -15,7 +15,8 @@ pub(super) const SQL_NOW: &str =
 /// The columns `message_from_row` reads, over `messages m` and `blobs b`.
 pub(super) const MESSAGE_COLUMNS: &str =
     "m.seq, m.id, m.created_at, m.kind, m.sender, m.sender_label, m.chars, \
-     m.sender_id, m.in_reply_to, COALESCE(m.thread_id, m.id), m.expires_at, m.text_escaped";
+     m.sender_id, m.in_reply_to, COALESCE(m.thread_id, m.id), m.expires_at, \
+     (SELECT t.queue FROM task_rows t WHERE t.message_seq = m.seq), m.text_escaped";
 
 /// SQL: the advisory lock of session `s` is held by some backend. (The
 /// function behind the `pg_locks` view: a fresh server process plans it in
@@ -56,7 +57,7 @@ pub(super) fn session_from_row(r: &Row) -> Result<Session> {
 pub(super) fn message_from_row(r: &Row) -> Result<Message> {
     Ok(message_from(
         r,
-        stored_to_text(r.try_get(12)?, r.try_get(11)?),
+        stored_to_text(r.try_get(13)?, r.try_get(12)?),
     )?)
 }
 

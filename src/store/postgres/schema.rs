@@ -27,6 +27,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_receipts",
         include_str!("../../../migrations/postgres/0003_receipts.sql"),
     ),
+    (
+        "0004_tasks_leases",
+        include_str!("../../../migrations/postgres/0004_tasks_leases.sql"),
+    ),
 ];
 
 /// Second key of the lock that serialises first-time set-up.

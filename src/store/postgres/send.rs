@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use super::rows::stored_to_text;
 use super::rows::{lock_held_sql, text_to_stored};
-use super::{PostgresStore, LOCK_NS, SEND_KEY};
+use super::{PostgresStore, GLOBAL_CHANNEL, LOCK_NS, SEND_KEY};
 use crate::store::{
     now_text, rules, Earlier, LookupError, NewMessage, Recipients, Written, INLINE_CHARS,
 };
@@ -132,6 +132,7 @@ impl PostgresStore {
                 }
                 (rids, Some(online))
             }
+            Recipients::Queue(_) => (Vec::new(), Some(HashSet::new())),
         };
 
         let (stored, escaped) = text_to_stored(msg.text);
@@ -147,7 +148,7 @@ impl PostgresStore {
             (None, Some(bid))
         };
         let kind = match msg.to {
-            Recipients::One(_) => "direct",
+            Recipients::One(_) | Recipients::Queue(_) => "direct",
             Recipients::All { .. } => "broadcast",
         };
         let (in_reply_to, thread_id) = match msg.reply_to {
@@ -161,6 +162,50 @@ impl PostgresStore {
                  ON CONFLICT (question_id) DO UPDATE SET asker_id = excluded.asker_id, \"until\" = excluded.\"until\"",
                 &typed(&[&id, &sender_id, until]),
             )?;
+        }
+        if let Recipients::Queue(t) = &msg.to {
+            // A task: the message and its place in the queue, in commit
+            // order, and a wake-up for every monitor (any idle worker).
+            tx.execute_typed(
+                &format!(
+                    "WITH l AS (SELECT pg_advisory_xact_lock({LOCK_NS}, {SEND_KEY})), \
+                          m AS (INSERT INTO messages (id, created_at, kind, sender_id, sender, sender_label, chars, \
+                                                      text, blob_id, in_reply_to, thread_id, expires_at, \
+                                                      idempotency_key, text_escaped) \
+                                SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 FROM l \
+                                RETURNING seq) \
+                     INSERT INTO task_rows (message_seq, queue, max_attempts, lease_ms, grace_ms) \
+                     SELECT m.seq, $15, $16, $17, $18 FROM m"
+                ),
+                &typed(&[
+                    &id,
+                    &now,
+                    &kind,
+                    &sender_id,
+                    &msg.sender.name,
+                    &msg.sender.label,
+                    &chars,
+                    &inline,
+                    &blob_id,
+                    &in_reply_to,
+                    &thread_id,
+                    &msg.expires_at,
+                    &msg.idempotency_key,
+                    &escaped,
+                    &t.queue,
+                    &t.max_attempts,
+                    &t.lease_ms,
+                    &t.grace_ms,
+                ]),
+            )?;
+            tx.execute_typed("SELECT pg_notify($1, '')", &typed(&[&GLOBAL_CHANNEL]))?;
+            tx.commit().context("could not commit the task")?;
+            return Ok(Written {
+                recipients: Vec::new(),
+                duplicate: false,
+                id: id.to_string(),
+                online,
+            });
         }
         // In one statement: the commit-order lock (again, inside a
         // transaction: it is re-entrant), the recipients that have not left,

@@ -24,6 +24,7 @@ use open::{migrate, open_connection, open_failed, recover_stale_siblings, schema
 
 mod open;
 mod sql;
+mod tx;
 use crate::identity::this_host;
 use crate::lock::{self, FileLock};
 
@@ -45,6 +46,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_receipts",
         include_str!("../../../migrations/0004_receipts.sql"),
     ),
+    (
+        "0005_tasks_leases",
+        include_str!("../../../migrations/0005_tasks_leases.sql"),
+    ),
 ];
 
 /// The current time in SQL, in the stored text format (works in sqlite3 3.37).
@@ -53,7 +58,8 @@ const SQL_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 /// The columns `message_from_row` reads, over `messages m` and `blobs b`.
 const MESSAGE_COLUMNS: &str =
     "m.seq, m.id, m.created_at, m.kind, m.sender, m.sender_label, m.chars, \
-     m.sender_id, m.in_reply_to, COALESCE(m.thread_id, m.id), m.expires_at";
+     m.sender_id, m.in_reply_to, COALESCE(m.thread_id, m.id), m.expires_at, \
+     (SELECT t.queue FROM task_rows t WHERE t.message_seq = m.seq)";
 
 const SESSION_COLUMNS: &str = "s.id, s.name, s.session_key, s.label, s.state, s.cwd, s.project, \
      s.monitor_pid, s.created_at, s.since, \
@@ -471,6 +477,7 @@ impl Mailbox for SqliteStore {
                 rules::check_recipients(&rows)?;
                 rows
             }
+            Recipients::Queue(_) => Vec::new(),
         };
 
         let (inline, blob_id) = if chars <= INLINE_CHARS {
@@ -480,7 +487,7 @@ impl Mailbox for SqliteStore {
             (None, Some(tx.last_insert_rowid()))
         };
         let kind = match msg.to {
-            Recipients::One(_) => "direct",
+            Recipients::One(_) | Recipients::Queue(_) => "direct",
             Recipients::All { .. } => "broadcast",
         };
         let (in_reply_to, thread_id) = match msg.reply_to {
@@ -516,6 +523,13 @@ impl Mailbox for SqliteStore {
                 ins.execute(params![seq, rid])?;
             }
         }
+        if let Recipients::Queue(t) = &msg.to {
+            tx.execute(
+                "INSERT INTO task_rows (message_seq, queue, max_attempts, lease_ms, grace_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![seq, t.queue, t.max_attempts, t.lease_ms, t.grace_ms],
+            )?;
+        }
         if let Some(until) = &msg.ask_until {
             tx.execute(
                 "INSERT OR REPLACE INTO asks (question_id, asker_id, until) VALUES (?1, ?2, ?3)",
@@ -540,6 +554,8 @@ impl Mailbox for SqliteStore {
              LEFT JOIN blobs b ON b.id = m.blob_id \
              WHERE d.recipient_id = ?1 AND d.delivered_at IS NULL AND d.message_seq > ?2 \
                AND (m.expires_at IS NULL OR m.expires_at > {SQL_NOW}) \
+               AND NOT EXISTS (SELECT 1 FROM task_rows t WHERE t.message_seq = m.seq \
+                    AND (t.state <> 'claimed' OR t.holder_id <> d.recipient_id)) \
                AND (m.in_reply_to IS NULL OR NOT EXISTS (SELECT 1 FROM asks a \
                     WHERE a.question_id = m.in_reply_to AND a.asker_id = d.recipient_id AND a.until > {SQL_NOW})) \
              ORDER BY d.message_seq LIMIT {limit}"
@@ -748,6 +764,13 @@ impl Mailbox for SqliteStore {
         Ok(())
     }
 
+    fn transact(
+        &self,
+        f: &mut dyn FnMut(&mut dyn crate::store::tx::Tx) -> Result<()>,
+    ) -> Result<()> {
+        self.transact_impl(f)
+    }
+
     fn query_readonly(&self, sql: &str) -> Result<SqlResult> {
         struct Collect(SqlResult);
         impl SqlSink for Collect {
@@ -800,7 +823,7 @@ fn earlier_send(tx: &Connection, seq: i64) -> Result<Earlier> {
 }
 
 fn message_from_row(r: &rusqlite::Row) -> rusqlite::Result<Message> {
-    message_from(r, r.get(11)?)
+    message_from(r, r.get(12)?)
 }
 
 impl Row for rusqlite::Row<'_> {
