@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The line that marks a pre-commit hook as ours. It is how `install` knows
 /// not to chain itself and how `remove` knows what it may delete, so it must
 /// never change (hooks installed by older versions carry it).
-const MARKER: &str = "# inter-session lease guard (inter-session lease install-hook; remove with --remove)";
+const MARKER: &str =
+    "# inter-session lease guard (inter-session lease install-hook; remove with --remove)";
 
 /// The hook git runs before a commit.
 const HOOK: &str = "pre-commit";
@@ -36,12 +37,18 @@ pub enum Outcome {
     /// Our hook was written to `hook` (new, or replacing an outdated copy
     /// of ours). `chained` is where the hook that runs after the guard
     /// lives, when there is one.
-    Installed { hook: PathBuf, chained: Option<PathBuf> },
+    Installed {
+        hook: PathBuf,
+        chained: Option<PathBuf>,
+    },
     /// `hook` already was our hook, for the same binary: nothing changed.
     AlreadyInstalled { hook: PathBuf },
     /// Our hook was taken out of `hook`. `restored` is the chained hook
     /// that was moved back to `hook`, named by where it was, if there was one.
-    Removed { hook: PathBuf, restored: Option<PathBuf> },
+    Removed {
+        hook: PathBuf,
+        restored: Option<PathBuf>,
+    },
     /// `hook` is not ours (or absent): nothing changed.
     NotInstalled { hook: PathBuf },
 }
@@ -49,22 +56,38 @@ pub enum Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Installed { hook, chained: None } => {
+            Outcome::Installed {
+                hook,
+                chained: None,
+            } => {
                 write!(f, "installed the lease guard in {}", hook.display())
             }
-            Outcome::Installed { hook, chained: Some(chained) } => write!(
+            Outcome::Installed {
+                hook,
+                chained: Some(chained),
+            } => write!(
                 f,
                 "installed the lease guard in {}; the hook that was there runs after it, as {}",
                 hook.display(),
                 chained.display()
             ),
             Outcome::AlreadyInstalled { hook } => {
-                write!(f, "the lease guard is already installed in {}", hook.display())
+                write!(
+                    f,
+                    "the lease guard is already installed in {}",
+                    hook.display()
+                )
             }
-            Outcome::Removed { hook, restored: None } => {
+            Outcome::Removed {
+                hook,
+                restored: None,
+            } => {
                 write!(f, "removed the lease guard from {}", hook.display())
             }
-            Outcome::Removed { hook, restored: Some(restored) } => write!(
+            Outcome::Removed {
+                hook,
+                restored: Some(restored),
+            } => write!(
                 f,
                 "removed the lease guard from {}; restored the previous hook from {}",
                 hook.display(),
@@ -189,7 +212,10 @@ pub fn install(hooks_dir: &Path, binary: &Path) -> Result<Outcome, String> {
     let hook = hooks_dir.join(HOOK);
     let chained = hooks_dir.join(CHAINED);
     fs::create_dir_all(hooks_dir).map_err(|e| {
-        format!("cannot create the hooks directory {}: {e}", hooks_dir.display())
+        format!(
+            "cannot create the hooks directory {}: {e}",
+            hooks_dir.display()
+        )
     })?;
     let text = script(binary);
 
@@ -201,7 +227,10 @@ pub fn install(hooks_dir: &Path, binary: &Path) -> Result<Outcome, String> {
             refuse_if_chained_exists(&hook, &chained)?;
             let tmp = write_temp(hooks_dir, &text)?;
             put_in_place(&tmp, &hook)?;
-            Ok(Outcome::Installed { hook, chained: None })
+            Ok(Outcome::Installed {
+                hook,
+                chained: None,
+            })
         }
         Existing::Ours { bytes, executable } => {
             if bytes == text.as_bytes() && executable {
@@ -239,7 +268,10 @@ pub fn install(hooks_dir: &Path, binary: &Path) -> Result<Outcome, String> {
                 let _ = fs::remove_file(&tmp);
                 return Err(format!("cannot write {}: {e}", hook.display()));
             }
-            Ok(Outcome::Installed { hook, chained: Some(chained) })
+            Ok(Outcome::Installed {
+                hook,
+                chained: Some(chained),
+            })
         }
     }
 }
@@ -267,11 +299,17 @@ pub fn remove(hooks_dir: &Path) -> Result<Outcome, String> {
                         hook.display()
                     )
                 })?;
-                Ok(Outcome::Removed { hook, restored: Some(chained) })
+                Ok(Outcome::Removed {
+                    hook,
+                    restored: Some(chained),
+                })
             } else {
                 fs::remove_file(&hook)
                     .map_err(|e| format!("cannot remove {}: {e}", hook.display()))?;
-                Ok(Outcome::Removed { hook, restored: None })
+                Ok(Outcome::Removed {
+                    hook,
+                    restored: None,
+                })
             }
         }
     }
@@ -318,7 +356,10 @@ fn sh_quote(s: &str) -> String {
 enum Existing {
     Absent,
     /// Our hook: its bytes, and whether git would run it.
-    Ours { bytes: Vec<u8>, executable: bool },
+    Ours {
+        bytes: Vec<u8>,
+        executable: bool,
+    },
     /// Someone else's hook (a file, or a symlink we do not follow).
     Foreign,
     Directory,
@@ -396,7 +437,11 @@ fn set_aside(hook: &Path, chained: &Path) -> Result<(), String> {
         Err(_) => {
             refuse_if_chained_exists(hook, chained)?;
             fs::rename(hook, chained).map_err(|e| {
-                format!("cannot move {} to {}: {e}", hook.display(), chained.display())
+                format!(
+                    "cannot move {} to {}: {e}",
+                    hook.display(),
+                    chained.display()
+                )
             })
         }
     }
@@ -417,7 +462,10 @@ fn write_temp(dir: &Path, text: &str) -> Result<PathBuf, String> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // Leading dot and no "pre-commit" prefix: git never mistakes it for a hook.
-    let tmp = dir.join(format!(".inter-session-hook.{}.{n}.tmp", std::process::id()));
+    let tmp = dir.join(format!(
+        ".inter-session-hook.{}.{n}.tmp",
+        std::process::id()
+    ));
     // A leftover from a crashed run that had the same pid.
     let _ = fs::remove_file(&tmp);
     let written = (|| -> io::Result<()> {
@@ -483,7 +531,10 @@ mod tests {
             ("GIT_AUTHOR_NAME", OsString::from("Test Author")),
             ("GIT_AUTHOR_EMAIL", OsString::from("author@example.com")),
             ("GIT_COMMITTER_NAME", OsString::from("Test Committer")),
-            ("GIT_COMMITTER_EMAIL", OsString::from("committer@example.com")),
+            (
+                "GIT_COMMITTER_EMAIL",
+                OsString::from("committer@example.com"),
+            ),
         ]
     }
 
@@ -494,7 +545,12 @@ mod tests {
             cmd.env(k, v);
         }
         // In case the tests themselves run from inside a git hook.
-        for k in ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CONFIG_PARAMETERS"] {
+        for k in [
+            "GIT_DIR",
+            "GIT_WORK_TREE",
+            "GIT_INDEX_FILE",
+            "GIT_CONFIG_PARAMETERS",
+        ] {
             cmd.env_remove(k);
         }
         cmd
@@ -536,11 +592,18 @@ mod tests {
     }
 
     fn commit_count(repo: &Path) -> usize {
-        let out = git_cmd(repo).args(["rev-list", "--count", "HEAD"]).output().unwrap();
+        let out = git_cmd(repo)
+            .args(["rev-list", "--count", "HEAD"])
+            .output()
+            .unwrap();
         if !out.status.success() {
             return 0; // no commits yet
         }
-        String::from_utf8(out.stdout).unwrap().trim().parse().unwrap()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
     }
 
     /// A stand-in for the inter-session binary: logs its arguments to `log`
@@ -605,7 +668,13 @@ mod tests {
         let binary = s.0.join("bin/inter-session");
         let outcome = install(&hooks, &binary).unwrap();
         let hook = hooks.join(HOOK);
-        assert_eq!(outcome, Outcome::Installed { hook: hook.clone(), chained: None });
+        assert_eq!(
+            outcome,
+            Outcome::Installed {
+                hook: hook.clone(),
+                chained: None
+            }
+        );
         assert_eq!(mode(&hook), 0o755);
         let text = read(&hook);
         assert!(text.lines().any(|l| l == MARKER));
@@ -646,7 +715,10 @@ mod tests {
         let outcome = install(&hooks, &new).unwrap();
         assert_eq!(
             outcome,
-            Outcome::Installed { hook: hooks.join(HOOK), chained: Some(hooks.join(CHAINED)) }
+            Outcome::Installed {
+                hook: hooks.join(HOOK),
+                chained: Some(hooks.join(CHAINED))
+            }
         );
         assert_eq!(read(&hooks.join(HOOK)), script(&new));
         assert_eq!(fs::read(hooks.join(CHAINED)).unwrap(), user);
@@ -666,14 +738,21 @@ mod tests {
         let chained = hooks.join(CHAINED);
         assert_eq!(
             outcome,
-            Outcome::Installed { hook: hooks.join(HOOK), chained: Some(chained.clone()) }
+            Outcome::Installed {
+                hook: hooks.join(HOOK),
+                chained: Some(chained.clone())
+            }
         );
         assert_eq!(fs::read(&chained).unwrap(), user);
         assert_eq!(mode(&chained), 0o750);
 
         // The guard passes: the commit goes through and the user hook ran.
         let out = commit(&dir, "one");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(read(&log), "lease check --staged\n");
         assert_eq!(read(&marker), "ran\n");
         assert_eq!(commit_count(&dir), 1);
@@ -713,7 +792,12 @@ mod tests {
             .stdin(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(b"from stdin\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"from stdin\n")
+            .unwrap();
         assert!(child.wait().unwrap().success());
         assert_eq!(read(&args), "one\ntwo words\n");
         assert_eq!(read(&stdin), "from stdin\n");
@@ -730,7 +814,10 @@ mod tests {
         let outcome = remove(&hooks).unwrap();
         assert_eq!(
             outcome,
-            Outcome::Removed { hook: hook.clone(), restored: Some(hooks.join(CHAINED)) }
+            Outcome::Removed {
+                hook: hook.clone(),
+                restored: Some(hooks.join(CHAINED))
+            }
         );
         assert_eq!(fs::read(&hook).unwrap(), user);
         assert_eq!(mode(&hook), 0o700);
@@ -748,7 +835,10 @@ mod tests {
         let hook = hooks.join(HOOK);
         assert_eq!(
             remove(&hooks).unwrap(),
-            Outcome::Removed { hook: hook.clone(), restored: None }
+            Outcome::Removed {
+                hook: hook.clone(),
+                restored: None
+            }
         );
         assert!(fs::symlink_metadata(&hook).is_err());
     }
@@ -759,8 +849,14 @@ mod tests {
         let (dir, hooks) = repo(&s);
         let marker = s.0.join("marker");
         let target = s.0.join("real-hook");
-        fs::write(&target, format!("#!/bin/sh\necho ran >> {}\n", sh_quote(marker.to_str().unwrap())))
-            .unwrap();
+        fs::write(
+            &target,
+            format!(
+                "#!/bin/sh\necho ran >> {}\n",
+                sh_quote(marker.to_str().unwrap())
+            ),
+        )
+        .unwrap();
         fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
         let link_text = Path::new("../../../real-hook");
         let hook = hooks.join(HOOK);
@@ -771,13 +867,20 @@ mod tests {
         fake_binary(&binary, &s.0.join("log"), 0);
         install(&hooks, &binary).unwrap();
         let chained = hooks.join(CHAINED);
-        assert!(fs::symlink_metadata(&chained).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&chained)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read_link(&chained).unwrap(), link_text);
         assert!(fs::symlink_metadata(&hook).unwrap().file_type().is_file());
         assert_eq!(fs::read(&target).unwrap(), target_before);
 
         let out = commit(&dir, "one");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(read(&marker), "ran\n");
 
         remove(&hooks).unwrap();
@@ -790,15 +893,23 @@ mod tests {
         let s = Scratch::new("notinst");
         let (_dir, hooks) = repo(&s);
         let hook = hooks.join(HOOK);
-        assert_eq!(remove(&hooks).unwrap(), Outcome::NotInstalled { hook: hook.clone() });
+        assert_eq!(
+            remove(&hooks).unwrap(),
+            Outcome::NotInstalled { hook: hook.clone() }
+        );
         // A user's hook is not ours: left exactly as it is.
         let user = user_hook(&hooks, &s.0.join("marker"), 0o755);
-        assert_eq!(remove(&hooks).unwrap(), Outcome::NotInstalled { hook: hook.clone() });
+        assert_eq!(
+            remove(&hooks).unwrap(),
+            Outcome::NotInstalled { hook: hook.clone() }
+        );
         assert_eq!(fs::read(&hook).unwrap(), user);
         // Nor is a hooks directory that does not exist an error.
         assert_eq!(
             remove(&s.0.join("nowhere")).unwrap(),
-            Outcome::NotInstalled { hook: s.0.join("nowhere").join(HOOK) }
+            Outcome::NotInstalled {
+                hook: s.0.join("nowhere").join(HOOK)
+            }
         );
     }
 
@@ -820,7 +931,11 @@ mod tests {
         assert_eq!(mode(&hooks.join(HOOK)), 0o755);
         assert!(!default_hooks.join(HOOK).exists());
         let out = commit(&dir, "one");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(read(&log), "lease check --staged\n");
     }
 
@@ -835,7 +950,11 @@ mod tests {
         fake_binary(&binary, &log, 0);
         install(&hooks, &binary).unwrap();
         let out = commit(&dir, "one");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(read(&log), "lease check --staged\n");
         // And its failure is still a refusal.
         fake_binary(&binary, &log, 3);
@@ -850,7 +969,11 @@ mod tests {
         let binary = s.0.join("gone's/inter-session");
         install(&hooks, &binary).unwrap();
         let out = commit(&dir, "one");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains(&format!(
@@ -924,7 +1047,9 @@ mod tests {
     fn outcome_prints_one_line() {
         let o = Outcome::Installed {
             hook: PathBuf::from("/r/.git/hooks/pre-commit"),
-            chained: Some(PathBuf::from("/r/.git/hooks/pre-commit.inter-session-chained")),
+            chained: Some(PathBuf::from(
+                "/r/.git/hooks/pre-commit.inter-session-chained",
+            )),
         };
         let text = o.to_string();
         assert!(text.starts_with("installed the lease guard in /r/.git/hooks/pre-commit"));

@@ -413,7 +413,9 @@ mod tests {
         let all = p("**");
         assert!(all.matches("a"));
         assert!(all.matches("a/b/.c/..d/..."));
-        for bad in ["", "/a", "a/", "a//b", ".", "..", "./a", "a/./b", "a/../b", "../x"] {
+        for bad in [
+            "", "/a", "a/", "a//b", ".", "..", "./a", "a/./b", "a/../b", "../x",
+        ] {
             assert!(!all.matches(bad), "{bad:?}");
         }
         assert!(!p("*").matches("."));
@@ -617,7 +619,12 @@ mod tests {
         let patterns = random_patterns(0x5eed_0002, 250, 3);
         let matched: Vec<Vec<bool>> = patterns
             .iter()
-            .map(|pattern| paths.iter().map(|path| reference(pattern.as_str(), path)).collect())
+            .map(|pattern| {
+                paths
+                    .iter()
+                    .map(|path| reference(pattern.as_str(), path))
+                    .collect()
+            })
             .collect();
         for (i, a) in patterns.iter().enumerate() {
             for (j, b) in patterns.iter().enumerate().skip(i) {

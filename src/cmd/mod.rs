@@ -7,6 +7,7 @@ mod db;
 mod history;
 mod hook;
 mod inbox;
+mod lease;
 mod list;
 mod mail;
 mod peer;
@@ -141,6 +142,9 @@ pub enum Command {
     /// Claim-once work queues: post tasks, workers take them one at a time
     #[command(subcommand)]
     Task(TaskCmd),
+    /// File leases: say which files you are changing; a git pre-commit guard
+    #[command(subcommand)]
+    Lease(LeaseCmd),
     /// Agent CLIs in tmux, each with its own mailbox
     #[command(subcommand)]
     Peer(PeerCmd),
@@ -731,6 +735,89 @@ pub enum TaskCmd {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum LeaseCmd {
+    /// Lease paths or globs (relative to here; exclusive unless --shared) before changing them
+    #[command(
+        after_help = "Examples:\n  inter-session lease take src/store/ --reason 'splitting the store'\n  \
+        inter-session lease take 'src/**/*.rs' --ttl 30m\n  \
+        inter-session lease take README.md --shared\n\n\
+        Paths are stored relative to the project (the git root). A lease another session holds\n\
+        on an overlapping path refuses the whole request (exit 1), one line per lease in the\n\
+        way, with how to ask its holder. Leases end at `lease release`, at --ttl (default 2h),\n\
+        or when their holder disconnects; --force takes one over and mails its holder."
+    )]
+    Take {
+        /// Paths or globs (`*`, `?`, `**`); a folder covers everything in it
+        #[arg(required = true, value_name = "PATH|GLOB")]
+        paths: Vec<String>,
+        /// How long it lasts (30m, 2h)
+        #[arg(long, value_name = "AGE")]
+        ttl: Option<String>,
+        /// Why: shown to whoever it gets in the way of
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Others may take shared leases on it too (exclusive ones still conflict)
+        #[arg(long)]
+        shared: bool,
+        /// Take over conflicting leases (their holders are told)
+        #[arg(long)]
+        force: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release your leases on these paths (all of yours without paths)
+    #[command(
+        after_help = "Examples:\n  inter-session lease release src/store/\n  inter-session lease release"
+    )]
+    Release {
+        #[arg(value_name = "PATH|GLOB")]
+        paths: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live leases of this project (--all: every project, ended ones too)
+    #[command(
+        after_help = "Examples:\n  inter-session lease list\n  inter-session lease list --all --json"
+    )]
+    List {
+        #[arg(long)]
+        all: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 1 listing files (staged, or given) under another session's exclusive lease
+    #[command(
+        after_help = "Examples:\n  inter-session lease check --staged     # what the pre-commit hook runs\n  \
+        inter-session lease check src/main.rs"
+    )]
+    Check {
+        /// Check the files staged for commit
+        #[arg(long, conflicts_with = "paths")]
+        staged: bool,
+        #[arg(value_name = "PATH")]
+        paths: Vec<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add `lease check --staged` to this repository's git pre-commit hook (keeping any hook there)
+    #[command(
+        after_help = "Examples:\n  inter-session lease install-hook\n  inter-session lease install-hook --remove"
+    )]
+    InstallHook {
+        /// Take it out again (the hook that was there before comes back)
+        #[arg(long)]
+        remove: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// The text of a `task done` result or a `task fail` reason.
 #[derive(Args, Debug)]
 pub struct ResultArgs {
@@ -868,6 +955,32 @@ pub fn run(cli: Cli) -> Result<i32> {
             task::list(queue.as_deref(), all, json)
         }
         Command::Task(TaskCmd::Show { id, json }) => task::show(&id, json),
+        Command::Lease(LeaseCmd::Take {
+            paths,
+            ttl,
+            reason,
+            shared,
+            force,
+            json,
+        }) => lease::take(
+            from,
+            &lease::TakeArgs {
+                paths: &paths,
+                ttl: ttl.as_deref(),
+                reason: &reason,
+                shared,
+                force,
+                json,
+            },
+        ),
+        Command::Lease(LeaseCmd::Release { paths, json }) => lease::release(from, &paths, json),
+        Command::Lease(LeaseCmd::List { all, json }) => lease::list(all, json),
+        Command::Lease(LeaseCmd::Check {
+            staged,
+            paths,
+            json,
+        }) => lease::check(from, staged, &paths, json),
+        Command::Lease(LeaseCmd::InstallHook { remove, json }) => lease::install_hook(remove, json),
         Command::Task(TaskCmd::Wait { ids, timeout, json }) => {
             task::wait(&ids, timeout.as_deref(), json)
         }

@@ -35,6 +35,24 @@ fn age_ms(flag: &str, text: &str) -> Result<i64> {
     Ok(i64::try_from(secs)? * 1000)
 }
 
+/// A queue named on the command line must exist (have held a task), else
+/// one line naming the queues there are.
+fn known_queue(store: &dyn Mailbox, q: &str) -> Result<()> {
+    let all = store.queues()?;
+    if all.iter().any(|x| x == q) {
+        return Ok(());
+    }
+    Err(crate::store::NotFound(format!(
+        "no queue named '{q}'{}",
+        if all.is_empty() {
+            " (no task was ever posted; task post --queue NAME makes one)".to_string()
+        } else {
+            format!(" (queues: {})", all.join(", "))
+        }
+    ))
+    .into())
+}
+
 /// Tell posters of tasks that died in a sweep; a failure only warns.
 fn tell_all(store: &dyn Mailbox, returned: &[Returned]) {
     for r in returned {
@@ -133,6 +151,10 @@ pub fn claim(from: Option<&str>, queue: &str, wait: Option<&str>, json: bool) ->
     };
     let store = open()?;
     let session = me(store.as_ref(), from)?;
+    if wait.is_none() {
+        // Waiting, a worker may start before the lead posts anything.
+        known_queue(store.as_ref(), queue)?;
+    }
     let waiter = Waiter::new()?;
     let queues = [queue.to_string()];
     let mut held = None;
@@ -311,6 +333,9 @@ pub fn list(queue: Option<&str>, all: bool, json: bool) -> Result<i32> {
         check_queue(q)?;
     }
     let store = open()?;
+    if let Some(q) = queue {
+        known_queue(store.as_ref(), q)?;
+    }
     let (tasks, returned) = store.tasks(queue, all)?;
     tell_all(store.as_ref(), &returned);
     if json {

@@ -11,6 +11,7 @@
 //! says only how its database does it.
 
 pub mod copy;
+pub mod leases;
 pub mod rules;
 pub mod tasks;
 pub mod tx;

@@ -462,6 +462,20 @@ pub trait Tasks: Mailbox {
         out.ok_or_else(|| anyhow::anyhow!("no task"))
     }
 
+    /// The queues that ever held a task, by name.
+    fn queues(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.transact(&mut |tx| {
+            out = tx
+                .rows("SELECT DISTINCT queue FROM task_rows ORDER BY queue", &[])?
+                .iter()
+                .map(|v| v[0].text())
+                .collect::<Result<_>>()?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Sweep every queue (after a `disconnect`: its claims return at once).
     fn sweep_all(&self) -> Result<Vec<Returned>> {
         let mut out = Vec::new();

@@ -136,7 +136,20 @@ pub trait Verbs: Mailbox {
     fn disconnect(&self, session_id: i64) -> Result<Option<i64>> {
         let pid = self.session_by_id(session_id)?.and_then(|s| s.monitor_pid);
         let online = self.is_online(session_id);
+        // Its leases die with it (a lease of a left holder is dead anyway:
+        // this records when); its tasks go back to their queues now.
+        use super::leases::Leases;
+        use super::tasks::{tell_poster, Tasks};
+        self.release_leases(session_id, None, None)?;
         self.update(session_id, Change::Left)?;
+        for r in self.sweep_all()? {
+            if let Err(e) = tell_poster(self, &r) {
+                eprintln!(
+                    "inter-session: could not tell the poster of dead task {}: {e:#}",
+                    r.task.id
+                );
+            }
+        }
         Ok(pid.filter(|_| online))
     }
 
