@@ -576,31 +576,75 @@ mod tests {
         out
     }
 
-    /// Distinct random short patterns over {a, b, /, *, ?, **}.
-    fn random_patterns(seed: u64, count: usize, max_pieces: usize) -> Vec<Pattern> {
-        const PIECES: [&str; 6] = ["a", "b", "/", "*", "?", "**"];
-        let mut rng = Rng(seed);
-        let mut out: Vec<Pattern> = Vec::new();
-        while out.len() < count {
-            let n = 1 + rng.below(max_pieces);
-            let text: String = (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect();
-            match Pattern::parse(&text) {
-                Ok(pattern) => {
-                    if !out.contains(&pattern) {
-                        out.push(pattern);
-                    }
+    const PIECES: [&str; 6] = ["a", "b", "/", "*", "?", "**"];
+
+    /// Parse `text` made of `PIECES`, keeping it if it is new.
+    fn add_pattern(out: &mut Vec<Pattern>, text: &str) {
+        match Pattern::parse(text) {
+            Ok(pattern) => {
+                if !out.contains(&pattern) {
+                    out.push(pattern);
                 }
-                // Over this alphabet the only way to fail is a leading '/'.
-                Err(e) => assert!(text.starts_with('/'), "{text:?}: {e}"),
             }
+            // Over this alphabet the only way to fail is a leading '/'.
+            Err(e) => assert!(text.starts_with('/'), "{text:?}: {e}"),
+        }
+    }
+
+    /// Every distinct pattern of one to `max` pieces.
+    fn every_pattern(max: usize) -> Vec<Pattern> {
+        let mut out = Vec::new();
+        let mut layer = vec![String::new()];
+        for _ in 0..max {
+            let mut next = Vec::new();
+            for s in &layer {
+                for piece in PIECES {
+                    let text = format!("{s}{piece}");
+                    add_pattern(&mut out, &text);
+                    next.push(text);
+                }
+            }
+            layer = next;
         }
         out
+    }
+
+    /// Distinct random patterns of `min` to `max` pieces, from `tries` draws.
+    fn random_patterns(seed: u64, tries: usize, min: usize, max: usize) -> Vec<Pattern> {
+        let mut rng = Rng(seed);
+        let mut out = Vec::new();
+        for _ in 0..tries {
+            let n = min + rng.below(max - min + 1);
+            let text: String = (0..n).map(|_| PIECES[rng.below(PIECES.len())]).collect();
+            add_pattern(&mut out, &text);
+        }
+        out
+    }
+
+    /// For each pattern, the bit set of `paths` it matches (by `reference`).
+    fn match_sets(patterns: &[Pattern], paths: &[String]) -> Vec<Vec<u64>> {
+        patterns
+            .iter()
+            .map(|pattern| {
+                let mut bits = vec![0u64; paths.len().div_ceil(64)];
+                for (k, path) in paths.iter().enumerate() {
+                    if reference(pattern.as_str(), path) {
+                        bits[k / 64] |= 1 << (k % 64);
+                    }
+                }
+                bits
+            })
+            .collect()
+    }
+
+    fn intersect(a: &[u64], b: &[u64]) -> bool {
+        a.iter().zip(b).any(|(x, y)| x & y != 0)
     }
 
     #[test]
     fn matches_agrees_with_reference() {
         let paths = all_paths(7);
-        for pattern in random_patterns(0x5eed_0001, 300, 5) {
+        for pattern in random_patterns(0x5eed_0001, 400, 1, 6) {
             for path in &paths {
                 assert_eq!(
                     pattern.matches(path),
@@ -613,33 +657,41 @@ mod tests {
 
     #[test]
     fn overlaps_agrees_with_brute_force() {
-        // Patterns of at most three pieces have a common path, if any, well
-        // within seven characters.
-        let paths = all_paths(7);
-        let patterns = random_patterns(0x5eed_0002, 250, 3);
-        let matched: Vec<Vec<bool>> = patterns
-            .iter()
-            .map(|pattern| {
-                paths
-                    .iter()
-                    .map(|path| reference(pattern.as_str(), path))
-                    .collect()
-            })
-            .collect();
-        for (i, a) in patterns.iter().enumerate() {
-            for (j, b) in patterns.iter().enumerate().skip(i) {
-                let brute = matched[i].iter().zip(&matched[j]).any(|(x, y)| *x && *y);
-                assert_eq!(a.overlaps(b), brute, "{a:?} vs {b:?}");
-                assert_eq!(b.overlaps(a), brute, "{b:?} vs {a:?}");
+        let paths = all_paths(LEN);
+        let mut patterns = every_pattern(3);
+        let exhaustive = patterns.len();
+        for pattern in random_patterns(0x5eed_0002, 400, 4, 6) {
+            if !patterns.contains(&pattern) {
+                patterns.push(pattern);
             }
         }
+        eprintln!(
+            "{} patterns, {} exhaustive, {} paths",
+            patterns.len(),
+            exhaustive,
+            paths.len()
+        );
+        let sets = match_sets(&patterns, &paths);
+        let mut bad = 0;
+        for (i, a) in patterns.iter().enumerate() {
+            for (j, b) in patterns.iter().enumerate().skip(i) {
+                let brute = intersect(&sets[i], &sets[j]);
+                if a.overlaps(b) != brute {
+                    bad += 1;
+                    if bad < 10 {
+                        eprintln!("{a:?} {b:?} brute {brute}");
+                    }
+                }
+            }
+        }
+        assert_eq!(bad, 0);
     }
 
     #[test]
     fn matches_agrees_with_overlaps_on_literals() {
         let paths = all_paths(5);
         let literals: Vec<Pattern> = paths.iter().map(|path| p(path)).collect();
-        for pattern in random_patterns(0x5eed_0003, 200, 5) {
+        for pattern in random_patterns(0x5eed_0003, 300, 1, 6) {
             for (path, literal) in paths.iter().zip(&literals) {
                 assert_eq!(
                     pattern.matches(path),

@@ -25,7 +25,7 @@ use crate::line;
 use crate::lock::{self, FileLock};
 use crate::pace::{self, PaceConfig, Pacer};
 use crate::signals::install_signals;
-use crate::store::tasks::{tell_poster, Claimer, Tasks};
+use crate::store::tasks::{told, Claimer, Tasks};
 use crate::store::{ClaimRequest, Mailbox, Message, State, Verbs, Wake};
 
 /// How often the monitor checks its surroundings (owner alive, stdout open,
@@ -1023,14 +1023,7 @@ impl Monitor<'_> {
         let taken = self
             .store
             .take(self.session_id, &self.take, Claimer::Monitor)?;
-        for r in &taken.returned {
-            if let Err(e) = tell_poster(self.store, r) {
-                eprintln!(
-                    "inter-session: could not tell the poster of dead task {}: {e:#}",
-                    r.task.id
-                );
-            }
-        }
+        told(self.store, &taken.returned);
         Ok(())
     }
 

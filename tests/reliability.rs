@@ -2002,6 +2002,7 @@ fn monitor_lines(
         in_reply_to: re.clone(),
         thread_id: id.clone(),
         expires_at: None,
+        queue: None,
     };
     (
         id,

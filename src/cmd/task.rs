@@ -11,7 +11,7 @@ use super::waiter::{Waited, Waiter};
 use super::{me, open, parse_age, print_table, sender, BodyArgs};
 use crate::identity::{self, UsageError};
 use crate::line::{self, field, safe_name};
-use crate::store::tasks::{tell_poster, Claimer, Returned, Task, Tasks, DEFAULT_GRACE_MS};
+use crate::store::tasks::{told, Claimer, Task, Tasks, DEFAULT_GRACE_MS};
 use crate::store::{Mailbox, NewMessage, NewTask, Recipients, Verbs, MAX_DIRECT_BYTES};
 
 /// A queue name follows the rule for mailbox names.
@@ -51,18 +51,6 @@ fn known_queue(store: &dyn Mailbox, q: &str) -> Result<()> {
         }
     ))
     .into())
-}
-
-/// Tell posters of tasks that died in a sweep; a failure only warns.
-fn tell_all(store: &dyn Mailbox, returned: &[Returned]) {
-    for r in returned {
-        if let Err(e) = tell_poster(store, r) {
-            eprintln!(
-                "inter-session: could not tell the poster of dead task {}: {e:#}",
-                r.task.id
-            );
-        }
-    }
 }
 
 pub struct PostArgs<'a> {
@@ -120,7 +108,7 @@ pub fn post(from: Option<&str>, force: bool, a: &PostArgs) -> Result<i32> {
         Err(e) => return Err(e),
     };
     let (open_tasks, returned) = store.tasks(Some(a.queue), false)?;
-    tell_all(store.as_ref(), &returned);
+    told(store.as_ref(), &returned);
     let open_n = open_tasks.iter().filter(|t| t.state == "open").count();
     if a.body.json {
         println!(
@@ -160,7 +148,7 @@ pub fn claim(from: Option<&str>, queue: &str, wait: Option<&str>, json: bool) ->
     let mut held = None;
     let found = waiter.until(store.as_ref(), Instant::now() + patience, || {
         let taken = store.take(session.id, &queues, Claimer::Pull)?;
-        tell_all(store.as_ref(), &taken.returned);
+        told(store.as_ref(), &taken.returned);
         if let Some(h) = taken.held {
             held = Some(h);
             return Ok(Some(None));
@@ -252,7 +240,7 @@ pub fn fail(from: Option<&str>, id: &str, body: &BodyArgs) -> Result<i32> {
     let session = me(store.as_ref(), from)?;
     let r = store.fail(session.id, id, &why)?;
     if r.dead {
-        tell_all(store.as_ref(), std::slice::from_ref(&r));
+        told(store.as_ref(), std::slice::from_ref(&r));
     }
     let t = &r.task;
     if body.json {
@@ -337,7 +325,7 @@ pub fn list(queue: Option<&str>, all: bool, json: bool) -> Result<i32> {
         known_queue(store.as_ref(), q)?;
     }
     let (tasks, returned) = store.tasks(queue, all)?;
-    tell_all(store.as_ref(), &returned);
+    told(store.as_ref(), &returned);
     if json {
         println!("{}", serde_json::to_string(&tasks)?);
         return Ok(0);
@@ -427,7 +415,7 @@ pub fn wait(ids: &[String], timeout: Option<&str>, json: bool) -> Result<i32> {
     let waiter = Waiter::new()?;
     let found = waiter.until(store.as_ref(), Instant::now() + patience, || {
         let (_, returned) = store.tasks(None, false)?;
-        tell_all(store.as_ref(), &returned);
+        told(store.as_ref(), &returned);
         let now: Vec<Task> = tasks
             .iter()
             .map(|t| store.task(&t.id))

@@ -226,7 +226,7 @@ fn sweep(tx: &mut dyn Tx, queue: Option<&str>) -> Result<Vec<Returned>> {
                 "SELECT state FROM sessions WHERE id = $1",
                 &[Val::from(*id)],
             )?;
-            if state.map_or(true, |v| v[0] == Val::from("left")) {
+            if state.is_none_or(|v| v[0] == Val::from("left")) {
                 left.insert(*id);
             }
         }
@@ -304,13 +304,28 @@ pub struct Taken {
 
 /// The task verbs, for every store (`impl<M: Mailbox + ?Sized> Tasks for M`).
 pub trait Tasks: Mailbox {
-    /// One task by id or unique prefix.
+    /// One task by id or unique prefix (its queue swept first).
     fn task(&self, id_prefix: &str) -> Result<Task> {
+        self.on_task(id_prefix, &mut |_, t| Ok(t.clone()))
+    }
+
+    /// Find a task, sweep its queue, then run `f` on it, in one
+    /// transaction; posters of tasks that died in the sweep are told.
+    fn on_task(
+        &self,
+        id_prefix: &str,
+        f: &mut dyn FnMut(&mut dyn Tx, &Task) -> Result<Task>,
+    ) -> Result<Task> {
         let mut out = None;
+        let mut returned = Vec::new();
         self.transact(&mut |tx| {
-            out = Some(find(tx, id_prefix)?);
+            let t = find(tx, id_prefix)?;
+            returned = sweep(tx, Some(&t.queue))?;
+            let t = find(tx, &t.id)?;
+            out = Some(f(tx, &t)?);
             Ok(())
         })?;
+        told(self, &returned);
         out.ok_or_else(|| anyhow::anyhow!("no task"))
     }
 
@@ -404,10 +419,8 @@ pub trait Tasks: Mailbox {
     /// `task done`: the task `id` held by `me` is done. Refused for a task
     /// `me` does not hold.
     fn finish(&self, me: i64, id: &str) -> Result<Task> {
-        let mut out = None;
-        self.transact(&mut |tx| {
-            let t = find(tx, id)?;
-            held_by(&t, me, "finish")?;
+        self.on_task(id, &mut |tx, t| {
+            held_by(t, me, "finish")?;
             tx.exec(
                 "UPDATE task_rows SET state = 'done', finished_at = $2, offline_at = NULL \
                  WHERE message_seq = $1",
@@ -415,10 +428,8 @@ pub trait Tasks: Mailbox {
             )?;
             // Its worker's monitor takes the next one.
             tx.wake(&[me], false)?;
-            out = Some(t);
-            Ok(())
-        })?;
-        out.ok_or_else(|| anyhow::anyhow!("no task"))
+            Ok(t.clone())
+        })
     }
 
     /// Record the reply that carried a finished task's result.
@@ -437,29 +448,24 @@ pub trait Tasks: Mailbox {
     /// last attempt).
     fn fail(&self, me: i64, id: &str, why: &str) -> Result<Returned> {
         let mut out = None;
-        self.transact(&mut |tx| {
-            let t = find(tx, id)?;
-            held_by(&t, me, "fail")?;
-            out = Some(give_back(tx, &t, why, &now_text())?);
-            Ok(())
+        self.on_task(id, &mut |tx, t| {
+            held_by(t, me, "fail")?;
+            out = Some(give_back(tx, t, why, &now_text())?);
+            Ok(t.clone())
         })?;
         out.ok_or_else(|| anyhow::anyhow!("no task"))
     }
 
     /// `task renew`: restart the lease of the task `id` held by `me`.
     fn renew(&self, me: i64, id: &str) -> Result<Task> {
-        let mut out = None;
-        self.transact(&mut |tx| {
-            let t = find(tx, id)?;
-            held_by(&t, me, "renew")?;
+        self.on_task(id, &mut |tx, t| {
+            held_by(t, me, "renew")?;
             tx.exec(
                 "UPDATE task_rows SET renewed_at = $2, offline_at = NULL WHERE message_seq = $1",
                 &[Val::from(t.seq), Val::from(now_text())],
             )?;
-            out = Some(t);
-            Ok(())
-        })?;
-        out.ok_or_else(|| anyhow::anyhow!("no task"))
+            Ok(t.clone())
+        })
     }
 
     /// The queues that ever held a task, by name.
@@ -508,6 +514,18 @@ fn held_by(t: &Task, me: i64, verb: &str) -> Result<()> {
             crate::line::safe_name(&t.queue)
         ),
         state => bail!("task {} is already {state}", t.id),
+    }
+}
+
+/// Tell the posters of tasks that died; a failure only warns.
+pub fn told<M: Mailbox + ?Sized>(store: &M, returned: &[Returned]) {
+    for r in returned {
+        if let Err(e) = tell_poster(store, r) {
+            eprintln!(
+                "inter-session: could not tell the poster of dead task {}: {e:#}",
+                r.task.id
+            );
+        }
     }
 }
 

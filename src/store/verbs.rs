@@ -139,17 +139,10 @@ pub trait Verbs: Mailbox {
         // Its leases die with it (a lease of a left holder is dead anyway:
         // this records when); its tasks go back to their queues now.
         use super::leases::Leases;
-        use super::tasks::{tell_poster, Tasks};
+        use super::tasks::{told, Tasks};
         self.release_leases(session_id, None, None)?;
         self.update(session_id, Change::Left)?;
-        for r in self.sweep_all()? {
-            if let Err(e) = tell_poster(self, &r) {
-                eprintln!(
-                    "inter-session: could not tell the poster of dead task {}: {e:#}",
-                    r.task.id
-                );
-            }
-        }
+        told(self, &self.sweep_all()?);
         Ok(pid.filter(|_| online))
     }
 
