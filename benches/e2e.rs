@@ -50,6 +50,11 @@ const ROW_KEYS: &[(&str, &str)] = &[
     ("footprint", "monitor footprint (idle)"),
     ("history", "history growth (1M rows)"),
     ("replay", "offline replay of 10k"),
+    ("task", "`task post` → claimed task line printed"),
+    (
+        "task-fanout",
+        "100 tasks fanned out to 4 workers, end to end",
+    ),
     ("pg-send", "PostgreSQL: CLI `mail send` wall time"),
     ("pg-latency", "PostgreSQL: send → monitor line printed"),
     (
@@ -563,9 +568,57 @@ impl Folder {
 
     /// A monitor for `name` whose stdout lines go to `tx`, tagged `idx`.
     fn monitor(&self, name: &str, idx: usize, tx: Sender<Line>) -> Result<Monitor> {
+        self.monitor_with(name, idx, tx, &[])
+    }
+
+    fn monitor_with(
+        &self,
+        name: &str,
+        idx: usize,
+        tx: Sender<Line>,
+        extra: &[&str],
+    ) -> Result<Monitor> {
         let mut c = self.cmd(&format!("monitor-{name}"));
         c.args(["inbox", "watch", "--pace", "off", "--name", name]);
+        c.args(extra);
         Monitor::spawn(c, idx, tx)
+    }
+
+    /// One `task post` process to `queue`, timed around spawn..exit.
+    fn post(&self, queue: &str, text: &str) -> SendOutcome {
+        let mut c = self.cmd("sender-lead");
+        c.args([
+            "--from", "lead", "task", "post", "--queue", queue, "--text", text,
+        ]);
+        let mut out = run_sender(c);
+        if out.id.is_none() {
+            // `posted <id> -> queue …`
+            out.id = out
+                .error
+                .as_deref()
+                .and_then(|e| e.split("\"posted ").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .filter(|id| id.len() == 26)
+                .map(str::to_string);
+            if out.id.is_some() {
+                out.error = None;
+            }
+        }
+        out
+    }
+
+    /// `task done <id>` as the worker `name`'s monitor key.
+    fn done(&self, name: &str, id: &str) -> Result<()> {
+        let mut c = self.cmd(&format!("monitor-{name}"));
+        c.args(["task", "done", id, "--text", "ok"]);
+        let out = c.output().context("task done")?;
+        if !out.status.success() {
+            bail!(
+                "task done {id}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -630,9 +683,11 @@ struct Line {
     text: String,
 }
 
-/// The `msg=<id>` of a monitor line.
+/// The `msg=<id>` (or a task's `task=<id>`) of a monitor line.
 fn line_id(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix("[inter-session msg=")?;
+    let rest = line
+        .strip_prefix("[inter-session msg=")
+        .or_else(|| line.strip_prefix("[inter-session task="))?;
     let end = rest.find([' ', ']'])?;
     Some(&rest[..end])
 }
@@ -1581,6 +1636,135 @@ fn row_replay(plan: &Plan) -> Result<Row> {
 
 // ------------------------------------------------------------------ main --
 
+/// `task post` → the claimed task's line printed by an idle worker's
+/// monitor (`--take`); the worker finishes each before the next post.
+fn row_task(plan: &Plan) -> Result<Row> {
+    let f = Folder::new("task")?;
+    f.mailbox()?;
+    let (mut tracker, tx) = Tracker::new();
+    let _mon = f.monitor_with("w1", 0, tx, &["--take", "q"])?;
+    wait_online(&f, &["w1"])?;
+    let n = plan.latency / 2;
+    let mut lat = Vec::with_capacity(n);
+    let (mut sent, mut printed, mut failed) = (0, 0, 0);
+    for i in 0..n {
+        let out = f.post("q", &format!("bench task {i}"));
+        let Some(id) = out.id else {
+            failed += 1;
+            continue;
+        };
+        sent += 1;
+        if let Some(at) = tracker.wait_id(&id, LINE_TIMEOUT) {
+            printed += 1;
+            lat.push(ms(at.saturating_duration_since(out.started)));
+            f.done("w1", &id)?;
+        }
+    }
+    let (check, ok) = lost_check(sent, printed, tracker.dups, failed);
+    let mut r = Row::new("task", row_title("task"));
+    r.set_samples("ms", lat);
+    let (p50, p99) = r.dist.map_or((f64::NAN, f64::NAN), |d| (d.p50, d.p99));
+    r.result = p50;
+    r.result_unit = "ms";
+    r.result_text = format!("p50 {} / p99 {} ms", fmt_num(p50), fmt_num(p99));
+    r.target = "as send → line (no target of its own)".into();
+    r.met = true;
+    r.check = check;
+    r.ok = ok;
+    Ok(r)
+}
+
+/// 100 tasks posted by 4 threads at once to 4 worker monitors; each worker
+/// runs `task done` for each task it prints. Seconds from the first post to
+/// the last task done; every task printed to exactly one worker.
+fn row_task_fanout(plan: &Plan) -> Result<Row> {
+    const TASKS: usize = 100;
+    const WORKERS: usize = 4;
+    let samples = (plan.replay_samples).max(1);
+    let mut secs = Vec::new();
+    let mut problems = Vec::new();
+    for s in 0..samples {
+        let f = Folder::new(&format!("task-fanout-{s}"))?;
+        f.mailbox()?;
+        let (mut tracker, tx) = Tracker::new();
+        let names: Vec<String> = (1..=WORKERS).map(|i| format!("w{i}")).collect();
+        let _mons = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| f.monitor_with(n, i, tx.clone(), &["--take", "q"]))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        wait_online(&f, &refs)?;
+        let started = Instant::now();
+        let failed = std::thread::scope(|scope| {
+            let posters: Vec<_> = (0..4)
+                .map(|t| {
+                    let f = &f;
+                    scope.spawn(move || {
+                        (0..TASKS / 4)
+                            .filter(|i| f.post("q", &format!("job {t}-{i}")).id.is_none())
+                            .count()
+                    })
+                })
+                .collect();
+            // Each line is done by the worker that printed it.
+            let mut done = HashSet::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while done.len() < TASKS && Instant::now() < deadline {
+                let Ok(l) = tracker.rx.recv_timeout(Duration::from_millis(200)) else {
+                    continue;
+                };
+                if let Some(id) = line_id(&l.text).map(str::to_string) {
+                    if done.insert(id.clone()) {
+                        if let Err(e) = f.done(&names[l.mon], &id) {
+                            problems.push(format!("{e:#}"));
+                        }
+                    }
+                }
+                tracker.record(l);
+            }
+            if done.len() < TASKS {
+                problems.push(format!("{}/{TASKS} tasks done", done.len()));
+            }
+            posters
+                .into_iter()
+                .map(|p| p.join().unwrap_or(TASKS / 4))
+                .sum::<usize>()
+        });
+        secs.push(started.elapsed().as_secs_f64());
+        let shared = tracker
+            .seen
+            .keys()
+            .filter(|id| tracker.monitors_with(id) > 1)
+            .count();
+        if failed > 0 || shared > 0 || tracker.dups > 0 {
+            problems.push(format!(
+                "{failed} posts failed, {shared} tasks printed to two workers, {} duplicated",
+                tracker.dups
+            ));
+        }
+    }
+    let mut r = Row::new("task-fanout", row_title("task-fanout"));
+    r.set_samples("s", secs);
+    let p50 = r.dist.map_or(f64::NAN, |d| d.p50);
+    r.result = p50;
+    r.result_unit = "s";
+    r.result_text = format!(
+        "{} s ({} tasks/s)",
+        fmt_num(p50),
+        fmt_num(TASKS as f64 / p50)
+    );
+    r.target = "each task printed once, done once".into();
+    r.met = problems.is_empty();
+    r.ok = problems.is_empty();
+    r.check = if problems.is_empty() {
+        format!("{TASKS}/{TASKS} done, each by one worker")
+    } else {
+        problems.join("; ")
+    };
+    Ok(r)
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -1663,6 +1847,8 @@ fn main() {
         ("fanout", row_fanout),
         ("history", row_history),
         ("replay", row_replay),
+        ("task", row_task),
+        ("task-fanout", row_task_fanout),
         ("pg-send", row_pg_send),
         ("pg-latency", row_pg_latency),
         ("pg-throughput", row_pg_throughput),

@@ -501,3 +501,48 @@ fn bad_input_is_refused_and_changes_nothing(env: &Env) {
         "a refused command changed the tasks"
     );
 }
+
+/// `db copy` carries the task queues and leases over to PostgreSQL: an open
+/// task stays open, a claimed one stays its holder's, a lease stays held.
+#[test]
+fn db_copy_carries_tasks_and_leases() {
+    let url = match pg::fresh_db() {
+        Ok(url) => url,
+        Err(why) => {
+            skip("postgres", &why);
+            return;
+        }
+    };
+    let env = Env::new();
+    std::fs::create_dir(env.tmp.path().join(".git")).expect("a project");
+    env.ok("lead", &["--from", "lead", "status"]);
+    let first = post(&env, "q", "claimed one", &[]);
+    let second = post(&env, "q", "open one", &[]);
+    env.ok("w", &["--from", "w", "task", "claim", "--queue", "q"]);
+    env.ok(
+        "w",
+        &["--from", "w", "lease", "take", "x.rs", "--reason", "mine"],
+    );
+    let out = env.ok("probe", &["db", "copy", "--to", &url]);
+    assert!(out.contains(", 2 tasks, 1 leases"), "{out}");
+    let pg = Env::new().with(DB_VAR, &url);
+    let t = task_of(&pg, &first);
+    assert_eq!(
+        (t["state"].as_str(), t["holder"].as_str()),
+        (Some("claimed"), Some("w"))
+    );
+    assert_eq!(task_of(&pg, &second)["state"], "open");
+    // The copied claim is still exclusive: another session gets the open one.
+    let out = pg.ok("v", &["--from", "v", "task", "claim", "--queue", "q"]);
+    assert!(
+        out.starts_with(&format!("[inter-session task={second} ")),
+        "{out}"
+    );
+    let leases: serde_json::Value =
+        serde_json::from_str(&pg.ok("probe", &["lease", "list", "--all", "--json"])).expect("json");
+    assert_eq!(leases[0]["pattern"], "x.rs");
+    assert_eq!(leases[0]["holder"], "w");
+    // A second copy has nothing new.
+    let again = env.ok("probe", &["db", "copy", "--to", &url]);
+    assert!(again.starts_with("nothing to copy"), "{again}");
+}

@@ -35,7 +35,7 @@ pub fn copy(to: &str, json: bool) -> Result<i32> {
     }
     println!(
         "copied {} to {}: {} sessions, {} messages ({} long bodies), {} deliveries, \
-         {} newly marked delivered, {} peers, {} labels, {} waiting asks",
+         {} newly marked delivered, {} peers, {} labels, {} waiting asks, {} tasks, {} leases",
         db.display(),
         report.database,
         report.sessions,
@@ -45,7 +45,9 @@ pub fn copy(to: &str, json: bool) -> Result<i32> {
         report.delivered_since,
         report.peers,
         report.labels,
-        report.asks
+        report.asks,
+        report.tasks,
+        report.leases
     );
     println!(
         "use it everywhere with: export INTER_SESSION_DATABASE_URL='{}' (with your password)",

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use super::tx::Values;
 use ::postgres::Client;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -35,6 +36,9 @@ pub struct CopyReport {
     pub peers: u64,
     pub labels: u64,
     pub asks: u64,
+    /// Task queue rows (`task_rows`).
+    pub tasks: u64,
+    pub leases: u64,
 }
 
 impl CopyReport {
@@ -47,6 +51,8 @@ impl CopyReport {
             + self.peers
             + self.labels
             + self.asks
+            + self.tasks
+            + self.leases
             == 0
     }
 }
@@ -82,7 +88,23 @@ struct Export {
     labels: Vec<LabelRow>,
     peers: Vec<Peer>,
     asks: Vec<AskRow>,
+    /// Tables copied column by column as stored: (table, columns, rows).
+    plain: Vec<(&'static str, &'static str, Vec<Values>)>,
 }
+
+/// Tables whose rows go over as they are (no ids to keep apart, no text
+/// that needs escaping beyond what PostgreSQL takes), in order.
+const PLAIN_TABLES: &[(&str, &str)] = &[
+    (
+        "task_rows",
+        "message_seq, queue, state, attempts, max_attempts, lease_ms, grace_ms, holder_id, \
+         claimed_by, claimed_at, renewed_at, offline_at, finished_at, failure, result_id",
+    ),
+    (
+        "leases",
+        "id, project, pattern, holder_id, exclusive, reason, created_at, expires_at, released_at",
+    ),
+];
 
 struct SessionRow {
     id: i64,
@@ -232,6 +254,21 @@ impl SqliteStore {
                     })
                 })?
                 .collect::<rusqlite::Result<_>>()?,
+            plain: PLAIN_TABLES
+                .iter()
+                .map(|(table, cols)| {
+                    let mut st = rows(&format!("SELECT {cols} FROM {table} ORDER BY 1"))?;
+                    let n = st.column_count();
+                    let found = st
+                        .query_map([], |r| {
+                            (0..n)
+                                .map(|i| r.get_ref(i).map(super::sqlite::read_value))
+                                .collect()
+                        })?
+                        .collect::<rusqlite::Result<Vec<Values>>>()?;
+                    Ok((*table, *cols, found))
+                })
+                .collect::<Result<_>>()?,
         };
         tx.commit()?;
         Ok(d)
@@ -488,8 +525,37 @@ fn write_copy(c: &mut Client, d: &Export, host: &str) -> Result<CopyReport> {
             &[&a.question_id, &a.asker_id, &a.until],
         )?;
     }
+    for (table, cols, found) in &d.plain {
+        let n = cols.split(',').count();
+        let marks: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+        let st = tx.prepare(&format!(
+            "INSERT INTO {table} ({cols}) VALUES ({}) ON CONFLICT DO NOTHING",
+            marks.join(", ")
+        ))?;
+        let mut copied = 0;
+        for row in found {
+            let bound = st
+                .params()
+                .iter()
+                .zip(row)
+                .map(|(t, v)| super::postgres::bind_value(t, v))
+                .collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&(dyn ::postgres::types::ToSql + Sync)> =
+                bound.iter().map(|b| b.as_ref()).collect();
+            copied += tx.execute(&st, &refs)?;
+        }
+        match *table {
+            "task_rows" => report.tasks += copied,
+            _ => report.leases += copied,
+        }
+    }
     // New rows made here from now on get ids above the copied ones.
-    for (table, column) in [("sessions", "id"), ("blobs", "id"), ("messages", "seq")] {
+    for (table, column) in [
+        ("sessions", "id"),
+        ("blobs", "id"),
+        ("messages", "seq"),
+        ("leases", "id"),
+    ] {
         tx.batch_execute(&format!(
             "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
                            GREATEST((SELECT max({column}) FROM {table}), 1), \

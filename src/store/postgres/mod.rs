@@ -61,6 +61,7 @@ mod send;
 mod sql;
 mod target;
 mod tx;
+pub(in crate::store) use tx::bind_value;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet};

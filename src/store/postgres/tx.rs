@@ -20,9 +20,11 @@ struct PgTx<'a, 'b> {
     tx: &'a mut Transaction<'b>,
 }
 
-type Param = Box<dyn ToSql + Sync>;
+pub(in crate::store) type Param = Box<dyn ToSql + Sync>;
 
-fn bind(ty: &Type, v: &Val) -> Result<Param> {
+/// `v` as the type the server inferred for its parameter (also what `db
+/// copy` binds).
+pub(in crate::store) fn bind_value(ty: &Type, v: &Val) -> Result<Param> {
     Ok(match (ty, v) {
         (&Type::INT8, Val::Int(i)) => Box::new(*i),
         (&Type::INT8, Val::Null) => Box::new(None::<i64>),
@@ -71,7 +73,7 @@ impl PgTx<'_, '_> {
             .params()
             .iter()
             .zip(params)
-            .map(|(t, v)| bind(t, v))
+            .map(|(t, v)| bind_value(t, v))
             .collect::<Result<Vec<_>>>()?;
         Ok((st, bound))
     }

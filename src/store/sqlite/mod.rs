@@ -27,6 +27,7 @@ mod sql;
 mod tx;
 use crate::identity::this_host;
 use crate::lock::{self, FileLock};
+pub(in crate::store) use tx::read_value;
 
 /// The schema, in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[(&str, &str)] = &[

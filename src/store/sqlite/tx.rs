@@ -29,7 +29,8 @@ fn bind(params: &[Val]) -> Vec<Value> {
         .collect()
 }
 
-fn read(v: ValueRef) -> Val {
+/// A stored value as `Val` (also what `db copy` reads).
+pub(in crate::store) fn read_value(v: ValueRef) -> Val {
     match v {
         ValueRef::Null => Val::Null,
         ValueRef::Integer(i) => Val::Int(i),
@@ -44,7 +45,7 @@ impl Tx for SqliteTx<'_> {
         let mut stmt = self.tx.prepare_cached(&sqlite_placeholders(sql))?;
         let n = stmt.column_count();
         let rows = stmt.query_map(rusqlite::params_from_iter(bind(params)), |r| {
-            (0..n).map(|i| r.get_ref(i).map(read)).collect()
+            (0..n).map(|i| r.get_ref(i).map(read_value)).collect()
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<Values>>>()?)
     }
