@@ -20,6 +20,10 @@
 #[path = "support/pg.rs"]
 mod pg;
 mod support;
+#[macro_use]
+#[path = "support/both.rs"]
+mod both;
+use both::{postgres_env, DB_VAR};
 
 use support::*;
 
@@ -27,30 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DB_VAR: &str = "INTER_SESSION_DATABASE_URL";
 const NOT_CONNECTED: &str = "not connected; run /inter-session connect in this session first";
-
-/// Two tests per case: `<case>::sqlite` and `<case>::postgres`.
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn sqlite() {
-                let env = super::Env::new();
-                super::$case(&env);
-                assert!(env.db().exists(), "no SQLite file: which backend ran?");
-            }
-
-            #[test]
-            fn postgres() {
-                if let Some(env) = super::postgres_env() {
-                    super::$case(&env);
-                    assert!(!env.db().exists(), "an SQLite file was made: the URL was not used");
-                }
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     direct_line_is_exact_with_and_without_label,
@@ -66,18 +47,6 @@ on_both_backends!(
 );
 
 // ---------------------------------------------------------------- helpers
-
-/// A data folder whose commands use a fresh PostgreSQL database, or None
-/// when there is no server (the skip is printed loudly).
-fn postgres_env() -> Option<Env> {
-    match pg::fresh_db() {
-        Ok(url) => Some(Env::new().with(DB_VAR, &url)),
-        Err(why) => {
-            skip("postgres", &why);
-            None
-        }
-    }
-}
 
 /// Whether the case runs on PostgreSQL.
 fn is_postgres(env: &Env) -> bool {

@@ -757,6 +757,9 @@ const SAMPLES: &[(&str, &str)] = &[
     ("<id>", "01JD3K6Y"),
     ("<text>", "hello"),
     ("<summary>", "summary"),
+    ("<queue>", "lint"),
+    ("<holder>", "alice"),
+    ("<path>", "src/main.rs"),
 ];
 
 #[test]
@@ -807,6 +810,14 @@ fn every_command_the_skills_name_parses() {
         "peer status",
         "peer list",
         "peer kill",
+        "task post",
+        "task done",
+        "task fail",
+        "task claim",
+        "task wait",
+        "lease take",
+        "lease release",
+        "mail ask",
     ] {
         assert!(
             seen.iter()

@@ -11,36 +11,16 @@
 #[path = "support/pg.rs"]
 mod pg;
 mod support;
+#[macro_use]
+#[path = "support/both.rs"]
+mod both;
+use both::{postgres_env, DB_VAR};
 
 use support::*;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
-
-const DB_VAR: &str = "INTER_SESSION_DATABASE_URL";
-
-/// Two tests per case: `<case>::sqlite` and `<case>::postgres`.
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[test]
-            fn sqlite() {
-                let env = super::Env::new();
-                super::$case(&env);
-                assert!(env.db().exists(), "no SQLite file: which backend ran?");
-            }
-
-            #[test]
-            fn postgres() {
-                if let Some(env) = super::postgres_env() {
-                    super::$case(&env);
-                    assert!(!env.db().exists(), "an SQLite file was made: the URL was not used");
-                }
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     fan_out_100_tasks_to_4_workers_each_done_once,
@@ -50,16 +30,6 @@ on_both_backends!(
     a_lease_not_renewed_returns_the_task,
     bad_input_is_refused_and_changes_nothing,
 );
-
-fn postgres_env() -> Option<Env> {
-    match pg::fresh_db() {
-        Ok(url) => Some(Env::new().with(DB_VAR, &url)),
-        Err(why) => {
-            skip("postgres", &why);
-            None
-        }
-    }
-}
 
 /// `task post` as `lead`; the task's id.
 fn post(env: &Env, queue: &str, text: &str, extra: &[&str]) -> String {

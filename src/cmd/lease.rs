@@ -37,6 +37,21 @@ fn lexical(p: &Path) -> PathBuf {
     out
 }
 
+/// `p` with its longest existing ancestor resolved (symbolic links, as
+/// the project root is), the rest kept: `/tmp/link/src/*.rs` names the
+/// same files as `/real/repo/src/*.rs`.
+fn resolved(p: &Path) -> PathBuf {
+    for base in p.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(base) {
+            return match p.strip_prefix(base) {
+                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest),
+                _ => real,
+            };
+        }
+    }
+    p.to_path_buf()
+}
+
 /// A path or glob as typed (relative to the working folder, or absolute
 /// inside the project) → a pattern relative to the project root. A plain
 /// path naming a folder covers everything under it.
@@ -46,7 +61,7 @@ fn pattern(arg: &str, root: &Path, cwd: &Path) -> Result<Pattern> {
     }
     let given = Path::new(arg);
     let full = if given.is_absolute() {
-        lexical(given)
+        resolved(&lexical(given))
     } else {
         lexical(&cwd.join(given))
     };
@@ -109,20 +124,23 @@ fn mode(l: &Lease) -> &'static str {
     }
 }
 
-/// One line about a lease in the way, with how to ask its holder.
+/// One line about a lease in the way, with how to ask its holder (a
+/// command that pastes into a shell as it is, whatever the file is called).
 fn in_the_way(what: &str, l: &Lease) -> String {
     let reason = if l.reason.is_empty() {
         String::new()
     } else {
         format!(": \"{}\"", line::sanitize(&l.reason))
     };
+    let what = field(what);
     format!(
         "{what}: leased by {holder} ({mode} '{pattern}', since {since}{reason}); ask them: \
-         inter-session mail ask --to {holder} --text 'question: may I change {what}?'",
+         inter-session mail ask --to {holder} --text {question}",
         holder = safe_name(&l.holder),
         mode = mode(l),
         pattern = field(&l.pattern),
         since = ago(&l.created_at),
+        question = line::sh_quote(&format!("question: may I change {what}?")),
     )
 }
 
@@ -153,6 +171,9 @@ pub fn take(from: Option<&str>, a: &TakeArgs) -> Result<i32> {
     let (project, ps) = patterns(a.paths)?;
     let store = open()?;
     let session = me(store.as_ref(), from)?;
+    if session.state == crate::store::State::Left {
+        return Err(crate::store::LookupError::Left(session.name).into());
+    }
     let out = store.take_leases(
         session.id,
         &Request {

@@ -24,10 +24,7 @@ const SCRUB: &[&str] = &[
     "INTER_SESSION_LABEL",
 ];
 
-/// Single-quote for sh.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+use crate::line::sh_quote;
 
 fn known_peer(store: &dyn Mailbox, name: &str) -> Result<Peer> {
     match store.peer(name)? {

@@ -394,6 +394,12 @@ pub fn message_lines(m: &Message, now: chrono::DateTime<chrono::Utc>) -> Vec<Str
     format_message_prefix(&header, &m.text, usize::try_from(m.chars).unwrap_or(0))
 }
 
+/// `s` as one shell word, whatever it holds: single quotes keep everything
+/// literal, and a single quote itself is closed, escaped and reopened.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 mod safe;
 pub use safe::*;
 

@@ -251,8 +251,8 @@ pub trait Leases: Mailbox {
         Ok(out)
     }
 
-    /// Which of `paths` (relative to `project`) lie under a live exclusive
-    /// lease of a session other than `me`.
+    /// Which of `paths` (files, folders as `dir/**`, or globs, relative to
+    /// `project`) touch a live exclusive lease of a session other than `me`.
     fn blocked(
         &self,
         me: Option<i64>,
@@ -266,11 +266,18 @@ pub trait Leases: Mailbox {
         })?;
         let mut out = Vec::new();
         for path in paths {
+            // A file name no pattern may hold (a control character) is
+            // still checked, as the plain path it is.
+            let wanted = Pattern::parse(path).ok();
             for l in current
                 .iter()
                 .filter(|l| l.exclusive && Some(l.holder_id) != me)
             {
-                if Pattern::parse(&l.pattern).is_ok_and(|p| p.matches(path)) {
+                let hit = match &wanted {
+                    Some(w) => overlaps(&l.pattern, w),
+                    None => Pattern::parse(&l.pattern).is_ok_and(|p| p.matches(path)),
+                };
+                if hit {
                     out.push((path.clone(), l.clone()));
                 }
             }

@@ -53,7 +53,9 @@ impl Tx for SqliteTx<'_> {
     fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
         let mut stmt = self.tx.prepare_cached(&sqlite_placeholders(sql))?;
         let n = stmt.execute(rusqlite::params_from_iter(bind(params)))?;
-        self.wake = true;
+        // Only a change wakes the monitors (an idle worker's sweep that
+        // changed nothing must not wake every monitor once a second).
+        self.wake |= n > 0;
         Ok(u64::try_from(n).unwrap_or(u64::MAX))
     }
 
