@@ -17,4 +17,5 @@ pub mod pace;
 pub mod signals;
 pub mod store;
 pub mod tmux;
+pub mod top;
 pub mod watch;

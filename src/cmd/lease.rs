@@ -194,13 +194,10 @@ pub fn take(from: Option<&str>, a: &TakeArgs) -> Result<i32> {
                 .collect();
             println!("{}", serde_json::json!({"granted": [], "conflicts": list}));
         }
+        // One line per lease in the way, and nothing else: nothing was leased.
         for c in &out.conflicts {
             eprintln!("{}", in_the_way(&c.wanted, &c.lease));
         }
-        eprintln!(
-            "inter-session: nothing was leased ({} conflict(s)); --force takes them over and tells their holders",
-            out.conflicts.len()
-        );
         return Ok(1);
     }
     for l in &out.taken_over {

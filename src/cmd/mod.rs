@@ -145,6 +145,25 @@ pub enum Command {
     /// File leases: say which files you are changing; a git pre-commit guard
     #[command(subcommand)]
     Lease(LeaseCmd),
+    /// A live view of the sessions, their traffic, task queues and leases
+    #[command(
+        after_help = "Examples:\n  inter-session top\n  inter-session top --as lead\n  \
+        inter-session top --once > frame.txt     # one frame as plain text\n\n\
+        Keys: Tab pane, arrows/PgUp/PgDn move, Enter opens a message and its thread, / filters\n\
+        by name or text, s sends to the selected session, r replies to the selected message,\n\
+        ? help, q quits. What you send goes from --as (default $USER)."
+    )]
+    Top {
+        /// Print one frame as plain text and exit
+        #[arg(long)]
+        once: bool,
+        /// The name you send as (default: $USER, made a valid name)
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// With --once when stdout is not a terminal: the frame's size
+        #[arg(long, value_name = "COLSxROWS", default_value = "120x32")]
+        size: String,
+    },
     /// Agent CLIs in tmux, each with its own mailbox
     #[command(subcommand)]
     Peer(PeerCmd),
@@ -345,6 +364,22 @@ pub struct HistoryArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Keep going: print new rows as they are sent, until interrupted
+    #[arg(
+        long,
+        long_help = "Keep going: print new rows as they are sent, until interrupted.\n\n\
+        First what `history` prints with the same options (--with, --since, --thread,\n\
+        --everyone and --limit choose it), then every row sent from then on that matches\n\
+        them, once each, in the order they were committed, each line flushed at once (for\n\
+        grep, a log file, a second window). Only new rows stream: a row whose status\n\
+        changes later (delivered, expired) is not printed again. With --json, one JSON\n\
+        object per line instead of one array. Ctrl-C, SIGTERM or SIGHUP end it (exit\n\
+        130); a reader that goes away (`| head -3`) ends it quietly (exit 0) at the next\n\
+        row.\n\n\
+        Examples:\n  inter-session history --follow | grep --line-buffered deploy\n  \
+        inter-session history --follow --everyone --limit 0 --json >> mail.jsonl"
+    )]
+    pub follow: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -920,6 +955,15 @@ pub fn run(cli: Cli) -> Result<i32> {
             body,
         }) => mail::ask(from, cli.force, &to, &timeout, raw, &body),
         Command::List { all, project, json } => list::run(all, project, json),
+        Command::Top {
+            once,
+            as_name,
+            size,
+        } => crate::top::run(crate::top::Options {
+            once,
+            as_name: operator_name(as_name.as_deref())?,
+            size: parse_size(&size)?,
+        }),
         Command::Task(TaskCmd::Post {
             queue,
             max_attempts,
@@ -1052,6 +1096,47 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
         } => auto_start::run_with(&action, json, plugin_dir.as_deref()),
     }
+}
+
+/// The name a person sends as from `top`: `--as`, else `$USER` made a
+/// valid name (lower case, other characters as `-`), else `operator`.
+fn operator_name(given: Option<&str>) -> Result<String> {
+    if let Some(name) = given {
+        identity::validate_name(name)?;
+        return Ok(name.to_string());
+    }
+    let user: String = std::env::var("USER")
+        .unwrap_or_default()
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(identity::MAX_NAME_LEN)
+        .collect();
+    let user = user.trim_matches('-').to_string();
+    Ok(if identity::is_valid_name(&user) {
+        user
+    } else {
+        "operator".to_string()
+    })
+}
+
+/// `120x32` → (120, 32).
+fn parse_size(text: &str) -> Result<(u16, u16), UsageError> {
+    text.split_once('x')
+        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
+        .filter(|(w, h): &(u16, u16)| (20..=1000).contains(w) && (5..=1000).contains(h))
+        .ok_or_else(|| {
+            UsageError(format!(
+                "invalid --size '{}': COLSxROWS, e.g. 120x32 (20-1000 by 5-1000)",
+                text.escape_debug()
+            ))
+        })
 }
 
 pub const NOT_CONNECTED: &str = "not connected; run /inter-session connect in this session first";

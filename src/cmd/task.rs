@@ -310,6 +310,14 @@ fn state_words(t: &Task) -> String {
             ago(t.claimed_at.as_deref())
         ),
         "open" if t.expired => "expired".to_string(),
+        "open"
+            if t.attempts > 0
+                && t.failure
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with("requeued:")) =>
+        {
+            "requeued".to_string()
+        }
         "open" if t.attempts > 0 => "failed".to_string(),
         s => s.to_string(),
     }

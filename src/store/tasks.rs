@@ -238,17 +238,22 @@ fn sweep(tx: &mut dyn Tx, queue: Option<&str>) -> Result<Vec<Returned>> {
     for r in claimed {
         let t = &r.task;
         let Some(holder) = t.holder_id else {
-            returned.push(give_back(tx, t, "its holder is gone", &now_s)?);
+            returned.push(give_back(tx, t, "requeued: its holder is gone", &now_s)?);
             continue;
         };
         if left.contains(&holder) {
-            returned.push(give_back(tx, t, "its holder disconnected", &now_s)?);
+            returned.push(give_back(
+                tx,
+                t,
+                "requeued: its holder disconnected",
+                &now_s,
+            )?);
             continue;
         }
         if let Some(lease) = t.lease_ms {
             if older_than(t.renewed_at.as_deref(), lease, now) {
                 let why = format!(
-                    "its lease of {} passed without task renew",
+                    "requeued: its lease of {} passed without task renew",
                     crate::line::format_age(u64::try_from(lease / 1000).unwrap_or(0))
                 );
                 returned.push(give_back(tx, t, &why, &now_s)?);
@@ -277,7 +282,7 @@ fn sweep(tx: &mut dyn Tx, queue: Option<&str>) -> Result<Vec<Returned>> {
             (false, Some(since)) => {
                 if older_than(Some(since), t.grace_ms, now) {
                     let why = format!(
-                        "its worker's monitor was offline for over {}",
+                        "requeued: its worker's monitor was offline for over {}",
                         crate::line::format_age(u64::try_from(t.grace_ms / 1000).unwrap_or(0))
                     );
                     returned.push(give_back(tx, t, &why, &now_s)?);
