@@ -1765,6 +1765,109 @@ fn row_task_fanout(plan: &Plan) -> Result<Row> {
     Ok(r)
 }
 
+/// `inter-session top` in a tmux pane of its own: how long from a send's
+/// return to its text on screen (polling `capture-pane`), and the CPU an
+/// idle `top` uses in `plan.cpu_window` (target ≤ 0.01 CPU-s per 10 s).
+fn row_top(plan: &Plan) -> Result<Row> {
+    let f = Folder::new("top")?;
+    f.mailbox()?;
+    let (_mon, _tracker) = warm_monitor(&f, "alice")?;
+    let sock = f.tmp.path().join("tmux.sock");
+    let tmux = |args: &[&str]| -> Result<String> {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .context("tmux (install it to run this row)")?;
+        if !out.status.success() {
+            bail!(
+                "tmux {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let cmd = format!(
+        "env TERM=xterm-256color INTER_SESSION_DATA_DIR='{}' '{BIN}' top --as bench",
+        f.data.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "120",
+        "-y",
+        "40",
+        &cmd,
+    ])?;
+    struct Kill<'a>(&'a dyn Fn(&[&str]) -> Result<String>);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["kill-server"]);
+        }
+    }
+    let _kill = Kill(&tmux);
+    let on_screen = |needle: &str, limit: Duration| -> Result<Option<Instant>> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if tmux(&["capture-pane", "-p", "-t", "top"])?.contains(needle) {
+                return Ok(Some(Instant::now()));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(None)
+    };
+    if on_screen("alice", Duration::from_secs(20))?.is_none() {
+        bail!("top never showed alice");
+    }
+    let n = (plan.latency / 10).max(10);
+    let mut lat = Vec::with_capacity(n);
+    let mut missed = 0;
+    for i in 0..n {
+        let text = format!("top-bench-{i}-{}", std::process::id());
+        let out = f.send("bob", "alice", &text);
+        if out.id.is_none() {
+            missed += 1;
+            continue;
+        }
+        let returned = out.started + out.wall;
+        match on_screen(&text, Duration::from_secs(5))? {
+            Some(at) => lat.push(ms(at.saturating_duration_since(returned))),
+            None => missed += 1,
+        }
+    }
+    let pid: i32 = tmux(&["display-message", "-p", "-t", "top", "#{pane_pid}"])?
+        .trim()
+        .parse()
+        .context("top's pid")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let (before, _) = cpu_seconds(pid)?;
+    std::thread::sleep(plan.cpu_window);
+    let (after, _) = cpu_seconds(pid)?;
+    let per_10s = (after - before) * 10.0 / plan.cpu_window.as_secs_f64();
+    let mut r = Row::new("top", row_title("top"));
+    r.set_samples("ms", lat);
+    let (p50, p99) = r.dist.map_or((f64::NAN, f64::NAN), |d| (d.p50, d.p99));
+    r.result = p50;
+    r.result_unit = "ms";
+    r.result_text = format!(
+        "on screen p50 {} / p99 {} ms; idle {} CPU-s per 10 s",
+        fmt_num(p50),
+        fmt_num(p99),
+        fmt_num(per_10s)
+    );
+    r.target = "on screen ≤ 100 ms, idle ≤ 0.01 CPU-s / 10 s".into();
+    r.met = p50 <= 100.0 && per_10s <= 0.01;
+    r.check = format!("{}/{n} shown, {missed} missed", n - missed);
+    r.ok = missed == 0;
+    r.notes
+        .push("latency includes up to one capture-pane poll (≈2–5 ms)".into());
+    Ok(r)
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -1849,6 +1952,7 @@ fn main() {
         ("replay", row_replay),
         ("task", row_task),
         ("task-fanout", row_task_fanout),
+        ("top", row_top),
         ("pg-send", row_pg_send),
         ("pg-latency", row_pg_latency),
         ("pg-throughput", row_pg_throughput),

@@ -692,7 +692,7 @@ fn draw(f: &mut Frame, app: &App) {
     draw_head(f, app, head);
     draw_foot(f, app, foot);
     let has_work = !app.snap.queues.is_empty() || !app.snap.leases.is_empty();
-    if body.width >= 90 {
+    if body.width >= 130 {
         let [left, right] =
             Layout::horizontal([Constraint::Percentage(42), Constraint::Percentage(58)])
                 .areas(body);
@@ -719,14 +719,14 @@ fn draw(f: &mut Frame, app: &App) {
     } else {
         let n = u16::try_from(app.sessions().len().max(1) + 3).unwrap_or(u16::MAX);
         let sessions_h = n.min(body.height / 2).max(3.min(body.height));
-        let work_h = if has_work && body.height >= 24 {
+        let work_h = if has_work && body.height >= 18 {
             u16::try_from(app.snap.queues.len() + app.snap.leases.len() + 2)
                 .unwrap_or(u16::MAX)
                 .min(body.height / 4)
         } else {
             0
         };
-        let rate_h = if body.height >= 30 { 5 } else { 0 };
+        let rate_h = if body.height >= 26 { 5 } else { 0 };
         let [sessions, traffic, work, rate] = Layout::vertical([
             Constraint::Length(sessions_h),
             Constraint::Min(0),
@@ -900,8 +900,8 @@ fn draw_sessions(f: &mut Frame, app: &App, area: Rect) {
         > 1;
     // Narrow, the first columns only.
     let keep = match area.width {
-        0..=59 => 3,
-        60..=89 => 5,
+        0..=49 => 3,
+        50..=79 => 5,
         _ => usize::MAX,
     };
     let rows: Vec<Row> = list
