@@ -55,6 +55,7 @@ const ROW_KEYS: &[(&str, &str)] = &[
         "task-fanout",
         "100 tasks fanned out to 4 workers, end to end",
     ),
+    ("top", "`top`: send → on screen, and idle CPU"),
     ("pg-send", "PostgreSQL: CLI `mail send` wall time"),
     ("pg-latency", "PostgreSQL: send → monitor line printed"),
     (

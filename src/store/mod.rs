@@ -177,6 +177,8 @@ pub struct HistoryRow {
     pub status: String,
     /// How a delivered one reached its reader (`via`); None before receipts.
     pub delivered_via: Option<String>,
+    /// The message's place in commit order (shared by a broadcast's rows).
+    pub seq: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -191,6 +193,10 @@ pub struct HistoryFilter {
     pub thread: Option<String>,
     /// Only this message (whole id): its receipts.
     pub message: Option<String>,
+    /// Only messages after this seq (`history --follow` reading on). With
+    /// it, `limit` keeps the oldest rows after it, not the newest: a reader
+    /// that pages on misses nothing (a cut may split one message's rows).
+    pub after_seq: Option<i64>,
     pub limit: usize,
 }
 

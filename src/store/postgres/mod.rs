@@ -676,23 +676,41 @@ impl Mailbox for PostgresStore {
 
     fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryRow>> {
         let limit = i64::try_from(f.limit).unwrap_or(i64::MAX);
+        // The newest `limit` rows; after a seq, the oldest (reading on).
+        let cut = if f.after_seq.is_some() {
+            "h.seq, h.recipient"
+        } else {
+            "h.seq DESC, h.recipient DESC"
+        };
+        let sql = format!(
+            "SELECT * FROM ( \
+               SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, \
+                      h.in_reply_to, h.thread_id, h.status, h.seq, m.text_escaped, \
+                      h.delivered_via \
+               FROM history h \
+               JOIN messages m ON m.seq = h.seq \
+               JOIN sessions r ON r.name = h.recipient \
+               WHERE ($1::bigint IS NULL OR m.sender_id = $1 OR r.id = $1) \
+                 AND ($2::bigint IS NULL OR m.sender_id = $2 OR r.id = $2) \
+                 AND ($3::text IS NULL OR h.created_at >= $3) \
+                 AND ($5::text IS NULL OR h.thread_id = $5) \
+                 AND ($6::text IS NULL OR h.id = $6) \
+                 AND ($7::bigint IS NULL OR h.seq > $7) \
+               ORDER BY {cut} LIMIT $4 \
+             ) x ORDER BY seq, recipient"
+        );
         self.run(|c| {
             c.query(
-                "SELECT * FROM ( \
-                   SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, \
-                          h.in_reply_to, h.thread_id, h.status, h.seq, m.text_escaped, \
-                          h.delivered_via \
-                   FROM history h \
-                   JOIN messages m ON m.seq = h.seq \
-                   JOIN sessions r ON r.name = h.recipient \
-                   WHERE ($1::bigint IS NULL OR m.sender_id = $1 OR r.id = $1) \
-                     AND ($2::bigint IS NULL OR m.sender_id = $2 OR r.id = $2) \
-                     AND ($3::text IS NULL OR h.created_at >= $3) \
-                     AND ($5::text IS NULL OR h.thread_id = $5) \
-                     AND ($6::text IS NULL OR h.id = $6) \
-                   ORDER BY h.seq DESC, h.recipient DESC LIMIT $4 \
-                 ) x ORDER BY seq, recipient",
-                &[&f.involving, &f.with, &f.since, &limit, &f.thread, &f.message],
+                sql.as_str(),
+                &[
+                    &f.involving,
+                    &f.with,
+                    &f.since,
+                    &limit,
+                    &f.thread,
+                    &f.message,
+                    &f.after_seq,
+                ],
             )?
             .iter()
             .map(|r| {
@@ -707,6 +725,7 @@ impl Mailbox for PostgresStore {
                     in_reply_to: r.try_get(7)?,
                     thread_id: r.try_get(8)?,
                     status: r.try_get(9)?,
+                    seq: r.try_get(10)?,
                     delivered_via: r.try_get(12)?,
                 })
             })

@@ -604,7 +604,13 @@ impl Mailbox for SqliteStore {
     }
 
     fn history(&self, f: &HistoryFilter) -> Result<Vec<HistoryRow>> {
-        let mut stmt = self.conn.prepare_cached(
+        // The newest `limit` rows; after a seq, the oldest (reading on).
+        let cut = if f.after_seq.is_some() {
+            "h.seq, h.recipient"
+        } else {
+            "h.seq DESC, h.recipient DESC"
+        };
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT * FROM ( \
                SELECT h.id, h.created_at, h.kind, h.sender, h.recipient, h.text, h.delivered_at, \
                       h.in_reply_to, h.thread_id, h.status, h.seq, h.delivered_via \
@@ -616,17 +622,19 @@ impl Mailbox for SqliteStore {
                  AND (?3 IS NULL OR h.created_at >= ?3) \
                  AND (?5 IS NULL OR h.thread_id = ?5) \
                  AND (?6 IS NULL OR h.id = ?6) \
-               ORDER BY h.seq DESC, h.recipient DESC LIMIT ?4 \
-             ) ORDER BY seq, recipient",
-        )?;
+                 AND (?7 IS NULL OR h.seq > ?7) \
+               ORDER BY {cut} LIMIT ?4 \
+             ) ORDER BY seq, recipient"
+        ))?;
         let rows = stmt.query_map(
             params![
                 f.involving,
                 f.with,
                 f.since,
-                f.limit as i64,
+                i64::try_from(f.limit).unwrap_or(i64::MAX),
                 f.thread,
-                f.message
+                f.message,
+                f.after_seq
             ],
             |r| {
                 Ok(HistoryRow {
@@ -640,6 +648,7 @@ impl Mailbox for SqliteStore {
                     in_reply_to: r.get(7)?,
                     thread_id: r.get(8)?,
                     status: r.get(9)?,
+                    seq: r.get(10)?,
                     delivered_via: r.get(11)?,
                 })
             },
