@@ -42,6 +42,10 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------- options --
 
 const ROW_KEYS: &[(&str, &str)] = &[
+    (
+        "floor",
+        "process floor: a minimal Rust binary vs `--version`",
+    ),
     ("send", "CLI `mail send` wall time"),
     ("latency", "send → monitor line printed"),
     ("throughput", "sustained throughput (4 senders)"),
@@ -540,7 +544,12 @@ impl Folder {
     }
 
     fn cmd(&self, key: &str) -> Command {
-        let mut c = Command::new(BIN);
+        self.cmd_for(Path::new(BIN), key)
+    }
+
+    /// `bin` spawned exactly as the product is (same environment, folder).
+    fn cmd_for(&self, bin: &Path, key: &str) -> Command {
+        let mut c = Command::new(bin);
         for k in scrubbed_vars() {
             c.env_remove(k);
         }
@@ -873,6 +882,80 @@ fn lost_check(sent: usize, printed: usize, dups: usize, failed: usize) -> (Strin
 
 // ------------------------------------------------------------- the rows --
 
+/// The floor's p50 in ms, once the floor row ran (the CLI rows print their
+/// ratio to it).
+static FLOOR_MS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// `… (N.N× floor)` when the floor row ran.
+fn vs_floor(p50: f64) -> String {
+    FLOOR_MS
+        .get()
+        .filter(|f| **f > 0.0)
+        .map_or(String::new(), |f| format!(" ({:.2}× floor)", p50 / f))
+}
+
+/// 0. The true floor: a minimal Rust binary (built here from a few lines
+///    with the toolchain's rustc, release options) spawned exactly like the
+///    product, beside `inter-session --version` (target ≤ 1.3× the floor).
+fn row_floor(plan: &Plan) -> Result<Row> {
+    let f = Folder::new("floor")?;
+    let src = f.tmp.path().join("hello.rs");
+    std::fs::write(&src, "fn main() { println!(\"hello\"); }\n")?;
+    let hello = f.tmp.path().join("hello");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["-O", "-C", "codegen-units=1", "-o"])
+        .arg(&hello)
+        .arg(&src)
+        .output()
+        .context("rustc (to build the floor binary)")?;
+    if !out.status.success() {
+        bail!("rustc: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let n = (plan.sends / 2).max(50);
+    let time = |bin: &Path, args: &[&str]| -> Result<(Vec<f64>, f64)> {
+        let cpu0 = children_cpu();
+        let mut walls = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut c = f.cmd_for(bin, "floor");
+            c.args(args);
+            let t = Instant::now();
+            let o = c.output()?;
+            walls.push(ms(t.elapsed()));
+            if !o.status.success() {
+                bail!("{} exited {:?}", bin.display(), o.status.code());
+            }
+        }
+        Ok((walls, (children_cpu() - cpu0) / n as f64))
+    };
+    // Interleaved warm-up, then each measured.
+    time(&hello, &[])?;
+    let (floor, floor_cpu) = time(&hello, &[])?;
+    let (version, version_cpu) = time(Path::new(BIN), &["--version"])?;
+    let fl = stats(&floor).context("no floor samples")?;
+    let ve = stats(&version).context("no --version samples")?;
+    let _ = FLOOR_MS.set(fl.p50);
+    let mut r = Row::new("floor", row_title("floor"));
+    r.set_samples("ms", version);
+    let ratio = ve.p50 / fl.p50;
+    r.result = ratio;
+    r.result_unit = "×";
+    r.result_text = format!(
+        "floor p50 {} ms ({:.2} ms CPU); --version p50 {} ms ({:.2} ms CPU) = {:.2}× floor ({:.2}× in CPU)",
+        fmt_num(fl.p50),
+        floor_cpu * 1e3,
+        fmt_num(ve.p50),
+        version_cpu * 1e3,
+        ratio,
+        version_cpu / floor_cpu.max(1e-9)
+    );
+    r.target = "--version ≤ 1.3× floor".into();
+    r.met = ratio <= 1.3;
+    r.check = format!("{n} + {n} spawns");
+    r.ok = true;
+    Ok(r)
+}
+
 /// 1. `mail send` wall time, one process per send, to an online monitor.
 fn row_send(plan: &Plan) -> Result<Row> {
     send_row(plan, Backend::Sqlite)
@@ -931,7 +1014,7 @@ fn send_row(plan: &Plan, backend: Backend) -> Result<Row> {
     let p50 = r.dist.map_or(f64::NAN, |d| d.p50);
     r.result = p50;
     r.result_unit = "ms";
-    r.result_text = format!("p50 {} ms", fmt_num(p50));
+    r.result_text = format!("p50 {} ms{}", fmt_num(p50), vs_floor(p50));
     (r.target, r.met) = match backend {
         Backend::Sqlite => ("p50 ≤ 2 ms".into(), p50 <= 2.0),
         Backend::Postgres => ("none set".into(), true),
@@ -973,7 +1056,12 @@ fn latency_row(plan: &Plan, backend: Backend) -> Result<Row> {
     let (p50, p99) = r.dist.map_or((f64::NAN, f64::NAN), |d| (d.p50, d.p99));
     r.result = p50;
     r.result_unit = "ms";
-    r.result_text = format!("p50 {} / p99 {} ms", fmt_num(p50), fmt_num(p99));
+    r.result_text = format!(
+        "p50 {} / p99 {} ms{}",
+        fmt_num(p50),
+        fmt_num(p99),
+        vs_floor(p50)
+    );
     (r.target, r.met) = match backend {
         Backend::Sqlite => ("p50 ≤ 2 ms, p99 ≤ 5 ms".into(), p50 <= 2.0 && p99 <= 5.0),
         Backend::Postgres => (
@@ -1944,6 +2032,7 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
     type RowFn = fn(&Plan) -> Result<Row>;
     let steps: &[(&'static str, RowFn)] = &[
+        ("floor", row_floor),
         ("send", row_send),
         ("latency", row_latency),
         ("throughput", row_throughput),

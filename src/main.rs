@@ -9,6 +9,19 @@ fn main() {
     // Everything we create (database, WAL, locks) is private to the user.
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0o077) };
+    // `--version` alone needs none of the command tree: answered before
+    // clap builds it (the same text clap prints), at the cost of a bare start.
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(a), None) = (args.next(), args.next()) {
+        if a == "--version" || a == "-V" {
+            let _ = writeln!(
+                std::io::stdout(),
+                "inter-session {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            std::process::exit(0);
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // clap's usage errors quote what was typed: printed plain (without
