@@ -1163,7 +1163,7 @@ fn live(store: &dyn Mailbox, app: &mut App) -> Result<i32> {
     }
     let (tx, rx) = channel::<Ev>();
     let (wtx, wrx) = channel::<Wake>();
-    let _subscription = store.subscribe(wtx.clone())?;
+    let _subscription = store.subscribe_all(wtx.clone())?;
     crate::signals::install_signals(wtx)?;
     forward(wrx, tx.clone());
     // Restore on panic too, before the message is printed.
@@ -1180,6 +1180,10 @@ fn live(store: &dyn Mailbox, app: &mut App) -> Result<i32> {
         event::EnableMouseCapture,
         cursor::Hide
     )?;
+    // Before the key reader starts: clearing asks the terminal where its
+    // cursor is, and that answer must not go to the key reader.
+    let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
+    term.clear()?;
     std::thread::spawn(move || {
         while let Ok(e) = event::read() {
             if tx.send(Ev::Term(e)).is_err() {
@@ -1187,8 +1191,6 @@ fn live(store: &dyn Mailbox, app: &mut App) -> Result<i32> {
             }
         }
     });
-    let mut term = Terminal::new(CrosstermBackend::new(std::io::stdout()))?;
-    term.clear()?;
     let mut next_tick = Instant::now() + TICK;
     loop {
         term.draw(|f| draw(f, app))?;

@@ -92,7 +92,7 @@ fn follow(store: &dyn Mailbox, waiter: &Waiter, filter: &HistoryFilter, json: bo
     loop {
         // Re-subscribed each hour: `until` wants a deadline.
         let deadline = Instant::now() + Duration::from_secs(3600);
-        let looked = waiter.until(store, deadline, || loop {
+        let looked = waiter.until_any(store, deadline, || loop {
             let (rows, more) = rows_after(store, filter, last)?;
             if print(&rows, json)?.is_none() {
                 return Ok(Some(()));

@@ -38,9 +38,35 @@ impl Waiter {
         &self,
         store: &dyn Mailbox,
         deadline: Instant,
+        poll: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Waited<T>> {
+        self.until_with(store, deadline, false, poll)
+    }
+
+    /// `until`, woken by mail to anyone (`history --follow`), not only by
+    /// this process's own mailboxes.
+    pub fn until_any<T>(
+        &self,
+        store: &dyn Mailbox,
+        deadline: Instant,
+        poll: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Waited<T>> {
+        self.until_with(store, deadline, true, poll)
+    }
+
+    fn until_with<T>(
+        &self,
+        store: &dyn Mailbox,
+        deadline: Instant,
+        all: bool,
         mut poll: impl FnMut() -> Result<Option<T>>,
     ) -> Result<Waited<T>> {
-        let _subscription = store.subscribe(self.tx.clone())?;
+        let tx = self.tx.clone();
+        let _subscription = if all {
+            store.subscribe_all(tx)?
+        } else {
+            store.subscribe(tx)?
+        };
         loop {
             if let Some(found) = poll()? {
                 return Ok(Waited::Got(found));

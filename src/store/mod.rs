@@ -534,6 +534,11 @@ pub trait Mailbox {
 
     /// Start watching for changes; wake-ups are sent on `tx`.
     fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>>;
+    /// Like `subscribe`, woken by mail to anyone too (`top`, `history
+    /// --follow`), not only by this process's own mailboxes.
+    fn subscribe_all(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>> {
+        self.subscribe(tx)
+    }
     /// True when another process committed something since the last call.
     fn changed(&self) -> Result<bool>;
     /// After `changed` said yes: whether sessions (names, states) may have

@@ -104,6 +104,9 @@ const LOCK_NS: i32 = 0x1A7E_5E55;
 const SEND_KEY: i32 = -1;
 /// Session changes (claims, renames, departures) are announced here.
 const GLOBAL_CHANNEL: &str = "inter_session";
+/// Every send and receipt is announced here too, for watchers of all the
+/// traffic (`top`, `history --follow`); no monitor listens to it.
+const TRAFFIC_CHANNEL: &str = "inter_session_traffic";
 /// How long a command retries a transient failure before giving up.
 const COMMAND_PATIENCE: Duration = Duration::from_secs(5);
 /// How long a monitor keeps retrying before it gives up with an error.
@@ -125,6 +128,8 @@ pub struct PostgresStore {
     /// Mailboxes whose channels a subscription listens on (claimed, or the
     /// asker of a `mail ask`).
     interest: RefCell<BTreeSet<i64>>,
+    /// Subscribe to all the traffic too (`subscribe_all`).
+    watch_all: Cell<bool>,
     /// Sessions this process claimed, with the monitor pid it recorded.
     claimed: RefCell<HashMap<i64, i64>>,
     notice: Arc<Notice>,
@@ -180,6 +185,7 @@ impl PostgresStore {
             last_sessions_look: Cell::new(Instant::now()),
             link: RefCell::new(None),
             interest: RefCell::new(BTreeSet::new()),
+            watch_all: Cell::new(false),
             claimed: RefCell::new(HashMap::new()),
             notice: Arc::new(Notice::default()),
             spare_locker: RefCell::new(None),
@@ -648,13 +654,17 @@ impl Mailbox for PostgresStore {
                 c,
                 "mark_delivered",
                 || {
-                    "UPDATE deliveries SET delivered_at = $1, delivered_via = $4 \
-                     WHERE recipient_id = $2 AND message_seq = ANY($3) AND delivered_at IS NULL"
-                        .into()
+                    // Watchers of all traffic (`top`) see receipts change.
+                    format!(
+                        "WITH u AS (UPDATE deliveries SET delivered_at = $1, delivered_via = $4 \
+                         WHERE recipient_id = $2 AND message_seq = ANY($3) AND delivered_at IS NULL \
+                         RETURNING 1) \
+                         SELECT pg_notify('{TRAFFIC_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM u)"
+                    )
                 },
                 &[Type::TEXT, Type::INT8, Type::INT8_ARRAY, Type::TEXT],
             )?;
-            c.execute(&st, &[&now, &session_id, &seqs, &via])
+            c.query(&st, &[&now, &session_id, &seqs, &via])
                 .context("could not record delivery")?;
             Ok(())
         })
@@ -790,8 +800,16 @@ impl Mailbox for PostgresStore {
         Ok(undelivered == 0)
     }
 
+    fn subscribe_all(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>> {
+        self.watch_all.set(true);
+        self.subscribe(tx)
+    }
+
     fn subscribe(&self, tx: Sender<Wake>) -> Result<Box<dyn Subscription>> {
         let mut channels = vec![GLOBAL_CHANNEL.to_string()];
+        if self.watch_all.get() {
+            channels.push(TRAFFIC_CHANNEL.to_string());
+        }
         channels.extend(self.interest.borrow().iter().map(|id| mailbox_channel(*id)));
         let existing = self.link.borrow().clone();
         let (link, owns) = match existing {

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 
 use super::rows::stored_to_text;
 use super::rows::{lock_held_sql, text_to_stored};
-use super::{PostgresStore, GLOBAL_CHANNEL, LOCK_NS, SEND_KEY};
+use super::{PostgresStore, GLOBAL_CHANNEL, LOCK_NS, SEND_KEY, TRAFFIC_CHANNEL};
 use crate::store::{
     now_text, rules, Earlier, LookupError, NewMessage, Recipients, Written, INLINE_CHARS,
 };
@@ -224,7 +224,8 @@ impl PostgresStore {
                       d AS (INSERT INTO deliveries (message_seq, recipient_id) \
                             SELECT m.seq, r.id FROM m, r \
                             RETURNING recipient_id, message_seq) \
-                 SELECT r.id, r.name, pg_notify('inter_session_' || d.recipient_id, d.message_seq::text) \
+                 SELECT r.id, r.name, pg_notify('inter_session_' || d.recipient_id, d.message_seq::text), \
+                        pg_notify('{TRAFFIC_CHANNEL}', '') \
                  FROM d JOIN r ON r.id = d.recipient_id ORDER BY r.name"),
                 &typed(&[
                     &id,

@@ -10,7 +10,7 @@ use ::postgres::Transaction;
 use anyhow::{bail, Result};
 
 use super::rows::lock_held_sql;
-use super::{mailbox_channel, PostgresStore, GLOBAL_CHANNEL, LOCK_NS};
+use super::{mailbox_channel, PostgresStore, GLOBAL_CHANNEL, LOCK_NS, TRAFFIC_CHANNEL};
 use crate::store::tx::{Tx, Val, Values};
 
 /// Second key of the lock every task or lease transaction holds.
@@ -97,6 +97,8 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn wake(&mut self, ids: &[i64], everyone: bool) -> Result<()> {
+        self.tx
+            .execute("SELECT pg_notify($1, '')", &[&TRAFFIC_CHANNEL])?;
         if everyone {
             self.tx
                 .execute("SELECT pg_notify($1, '')", &[&GLOBAL_CHANNEL])?;
