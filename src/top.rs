@@ -285,12 +285,7 @@ fn load(store: &dyn Mailbox) -> Result<Snapshot> {
 
 /// The age of a stored time, `3m`, or `-`.
 fn age(at: Option<&str>) -> String {
-    at.and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
-        .map(|t| {
-            let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
-            line::format_age(u64::try_from(secs).unwrap_or(0))
-        })
-        .unwrap_or_else(|| "-".into())
+    at.and_then(line::since).unwrap_or_else(|| "-".into())
 }
 
 /// `HH:MM:SS` of a stored time.
@@ -957,12 +952,33 @@ fn draw_sessions(f: &mut Frame, app: &App, area: Rect) {
     if keep == 3 {
         widths[0] = Constraint::Min(8);
     }
-    let table = Table::new(rows, widths)
-        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+    render_table(
+        f,
+        area,
+        Table::new(rows, widths),
+        Some(header),
+        block,
+        Some(app.sel[0]),
+    );
+}
+
+/// A pane's table: bold header (if any), the selected row reversed.
+fn render_table(
+    f: &mut Frame,
+    area: Rect,
+    table: Table,
+    header: Option<Vec<&str>>,
+    block: Block,
+    selected: Option<usize>,
+) {
+    let mut table = table
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
         .block(block);
+    if let Some(h) = header {
+        table = table.header(Row::new(h).style(Style::default().add_modifier(Modifier::BOLD)));
+    }
     let mut state = TableState::default();
-    state.select(Some(app.sel[0]));
+    state.select(selected);
     f.render_stateful_widget(table, area, &mut state);
 }
 
@@ -1020,13 +1036,14 @@ fn draw_traffic(f: &mut Frame, app: &App, area: Rect) {
         header.drain(2..4);
         widths[1] = Constraint::Length(area.width.saturating_sub(14) / 2);
     }
-    let table = Table::new(rows, widths)
-        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
-        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
-        .block(block);
-    let mut state = TableState::default();
-    state.select(Some(app.sel[1]));
-    f.render_stateful_widget(table, area, &mut state);
+    render_table(
+        f,
+        area,
+        Table::new(rows, widths),
+        Some(header),
+        block,
+        Some(app.sel[1]),
+    );
 }
 
 fn draw_work(f: &mut Frame, app: &App, area: Rect) {
@@ -1066,14 +1083,9 @@ fn draw_work(f: &mut Frame, app: &App, area: Rect) {
     let table = Table::new(
         rows,
         [Constraint::Percentage(40), Constraint::Percentage(60)],
-    )
-    .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
-    .block(block);
-    let mut state = TableState::default();
-    if app.pane == Pane::Work {
-        state.select(Some(app.sel[2]));
-    }
-    f.render_stateful_widget(table, area, &mut state);
+    );
+    let selected = (app.pane == Pane::Work).then_some(app.sel[2]);
+    render_table(f, area, table, None, block, selected);
 }
 
 fn draw_rate(f: &mut Frame, app: &App, area: Rect) {

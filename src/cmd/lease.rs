@@ -99,12 +99,7 @@ fn patterns(args: &[String]) -> Result<(String, Vec<Pattern>)> {
 }
 
 fn ago(at: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(at)
-        .map(|t| {
-            let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
-            line::format_age(u64::try_from(secs).unwrap_or(0))
-        })
-        .unwrap_or_default()
+    line::since(at).unwrap_or_default()
 }
 
 fn until(at: &str) -> String {

@@ -292,12 +292,7 @@ pub fn renew(from: Option<&str>, id: &str, json: bool) -> Result<i32> {
 }
 
 fn ago(at: Option<&str>) -> String {
-    at.and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok())
-        .map(|t| {
-            let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
-            line::format_age(u64::try_from(secs).unwrap_or(0))
-        })
-        .unwrap_or_default()
+    at.and_then(line::since).unwrap_or_default()
 }
 
 /// A task's state in words: open, failed (back in its queue), claimed by X

@@ -394,6 +394,13 @@ pub fn message_lines(m: &Message, now: chrono::DateTime<chrono::Utc>) -> Vec<Str
     format_message_prefix(&header, &m.text, usize::try_from(m.chars).unwrap_or(0))
 }
 
+/// How long ago a stored time was (`3m`, `2h5m`), or None when it is not one.
+pub fn since(at: &str) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
+    Some(format_age(u64::try_from(secs).unwrap_or(0)))
+}
+
 /// `s` as one shell word, whatever it holds: single quotes keep everything
 /// literal, and a single quote itself is closed, escaped and reopened.
 pub fn sh_quote(s: &str) -> String {

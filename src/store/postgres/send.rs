@@ -163,6 +163,23 @@ impl PostgresStore {
                 &typed(&[&id, &sender_id, until]),
             )?;
         }
+        // $1…$14 of both inserts below: the message row.
+        let message_params = typed(&[
+            &id,
+            &now,
+            &kind,
+            &sender_id,
+            &msg.sender.name,
+            &msg.sender.label,
+            &chars,
+            &inline,
+            &blob_id,
+            &in_reply_to,
+            &thread_id,
+            &msg.expires_at,
+            &msg.idempotency_key,
+            &escaped,
+        ]);
         if let Recipients::Queue(t) = &msg.to {
             // A task: the message and its place in the queue, in commit
             // order, and a wake-up for every monitor (any idle worker).
@@ -177,26 +194,11 @@ impl PostgresStore {
                      INSERT INTO task_rows (message_seq, queue, max_attempts, lease_ms, grace_ms) \
                      SELECT m.seq, $15, $16, $17, $18 FROM m"
                 ),
-                &typed(&[
-                    &id,
-                    &now,
-                    &kind,
-                    &sender_id,
-                    &msg.sender.name,
-                    &msg.sender.label,
-                    &chars,
-                    &inline,
-                    &blob_id,
-                    &in_reply_to,
-                    &thread_id,
-                    &msg.expires_at,
-                    &msg.idempotency_key,
-                    &escaped,
-                    &t.queue,
-                    &t.max_attempts,
-                    &t.lease_ms,
-                    &t.grace_ms,
-                ]),
+                &[
+                    message_params.as_slice(),
+                    &typed(&[&t.queue, &t.max_attempts, &t.lease_ms, &t.grace_ms]),
+                ]
+                .concat(),
             )?;
             tx.execute_typed("SELECT pg_notify($1, '')", &typed(&[&GLOBAL_CHANNEL]))?;
             tx.commit().context("could not commit the task")?;
@@ -227,23 +229,7 @@ impl PostgresStore {
                  SELECT r.id, r.name, pg_notify('inter_session_' || d.recipient_id, d.message_seq::text), \
                         pg_notify('{TRAFFIC_CHANNEL}', '') \
                  FROM d JOIN r ON r.id = d.recipient_id ORDER BY r.name"),
-                &typed(&[
-                    &id,
-                    &now,
-                    &kind,
-                    &sender_id,
-                    &msg.sender.name,
-                    &msg.sender.label,
-                    &chars,
-                    &inline,
-                    &blob_id,
-                    &in_reply_to,
-                    &thread_id,
-                    &msg.expires_at,
-                    &msg.idempotency_key,
-                    &escaped,
-                    &rids,
-                ]),
+                &[message_params.as_slice(), &typed(&[&rids])].concat(),
             )?;
         let recipients = rows
             .iter()
