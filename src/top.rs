@@ -16,7 +16,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ratatui::backend::{Backend, CrosstermBackend, TestBackend};
+use ratatui::backend::{CrosstermBackend, TestBackend};
 use ratatui::crossterm::event::{
     self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEventKind,
 };
@@ -185,29 +185,19 @@ fn load(store: &dyn Mailbox) -> Result<Snapshot> {
         .map(|p| (p.name.clone(), p))
         .collect();
     let here = crate::identity::this_host();
-    let sessions = store
-        .sessions(true)?
-        .into_iter()
-        .map(|s| SessionView {
-            last: last.get(&s.name).cloned(),
-            peer: peers.get(&s.name).map(|p| {
-                if p.host != here {
-                    format!("tmux on {}", p.host)
-                } else {
-                    match crate::tmux::pane_info(&p.tmux_socket, &p.tmux_session) {
-                        Ok(i) => format!("tmux: {}", i.command),
-                        Err(_) => "tmux: gone".to_string(),
-                    }
+    let sessions = session_views(store, |name| {
+        let peer = peers.get(name).map(|p| {
+            if p.host != here {
+                format!("tmux on {}", p.host)
+            } else {
+                match crate::tmux::pane_info(&p.tmux_socket, &p.tmux_session) {
+                    Ok(i) => format!("tmux: {}", i.command),
+                    Err(_) => "tmux: gone".to_string(),
                 }
-            }),
-            name: s.name,
-            label: s.label,
-            state: Some(s.state),
-            pending: s.pending,
-            host: s.host,
-            project: s.project,
-        })
-        .collect();
+            }
+        });
+        (last.get(name).cloned(), peer)
+    })?;
     let mut queues: BTreeMap<String, QueueView> = BTreeMap::new();
     if let Ok(r) =
         store.query_readonly("SELECT queue, state, count(*) FROM tasks GROUP BY queue, state")
@@ -1099,8 +1089,7 @@ fn draw_rate(f: &mut Frame, app: &App, area: Rect) {
 }
 
 /// The frame as plain text (`--once`), lines trimmed at the right.
-fn frame_text<B: Backend>(t: &Terminal<B>, buffer: &ratatui::buffer::Buffer) -> String {
-    let _ = t;
+fn frame_text(buffer: &ratatui::buffer::Buffer) -> String {
     let area = buffer.area;
     let mut out = String::new();
     for y in area.y..area.y + area.height {
@@ -1160,7 +1149,7 @@ pub fn run(opts: Options) -> Result<i32> {
         };
         let mut t = Terminal::new(TestBackend::new(w.max(20), h.max(5)))?;
         t.draw(|f| draw(f, &app))?;
-        let text = frame_text(&t, t.backend().buffer());
+        let text = frame_text(t.backend().buffer());
         let mut out = std::io::stdout().lock();
         out.write_all(text.as_bytes())?;
         out.flush()?;
@@ -1259,14 +1248,29 @@ fn live(store: &dyn Mailbox, app: &mut App) -> Result<i32> {
 fn load_sessions(store: &dyn Mailbox, snap: &Snapshot) -> Result<Vec<SessionView>> {
     let before: HashMap<&str, &SessionView> =
         snap.sessions.iter().map(|s| (s.name.as_str(), s)).collect();
+    session_views(store, |name| {
+        let old = before.get(name);
+        (
+            old.and_then(|o| o.last.clone()),
+            old.and_then(|o| o.peer.clone()),
+        )
+    })
+}
+
+/// Every session (left ones too), with its last activity and tmux peer
+/// state as `extra` says for its name.
+fn session_views(
+    store: &dyn Mailbox,
+    mut extra: impl FnMut(&str) -> (Option<String>, Option<String>),
+) -> Result<Vec<SessionView>> {
     Ok(store
         .sessions(true)?
         .into_iter()
         .map(|s| {
-            let old = before.get(s.name.as_str());
+            let (last, peer) = extra(&s.name);
             SessionView {
-                last: old.and_then(|o| o.last.clone()),
-                peer: old.and_then(|o| o.peer.clone()),
+                last,
+                peer,
                 name: s.name,
                 label: s.label,
                 state: Some(s.state),

@@ -417,8 +417,7 @@ pub fn wait(ids: &[String], timeout: Option<&str>, json: bool) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     let waiter = Waiter::new()?;
     let found = waiter.until(store.as_ref(), Instant::now() + patience, || {
-        let (_, returned) = store.tasks(None, false)?;
-        told(store.as_ref(), &returned);
+        // Each `task` sweeps its queue first (and tells posters of the dead).
         let now: Vec<Task> = tasks
             .iter()
             .map(|t| store.task(&t.id))
